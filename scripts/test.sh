@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every check CI runs: installs what the tests need (idempotently), then formatting,
+# clippy (warnings are errors) and all tests including doc tests.
+# Usage: ./scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/setup-test-deps.sh
+
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "==> cargo test (unit, integration and doc tests)"
+cargo test --workspace --all-features
