@@ -1,10 +1,29 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs, idempotently. Safe to run again: steps that are
-# already done are skipped. Nothing is downloaded outside the package registries.
+# Installs what the test suite needs, idempotently: a run that finds everything in place
+# changes nothing. Nothing is downloaded outside the package registries.
+#   - ./.venv: a Python venv with the pinned packages of scripts/requirements-test.txt
+#     (the rotel-agent OTLP collector and the OpenTelemetry Python SDK).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need() { command -v "$1" >/dev/null 2>&1 || { echo "missing required tool: $1" >&2; exit 1; }; }
+need() { command -v "$1" >/dev/null 2>&1 || { echo "setup: missing required tool: $1" >&2; exit 1; }; }
 need cargo
-cargo fmt --version >/dev/null 2>&1 || { echo "rustfmt is missing: rustup component add rustfmt" >&2; exit 1; }
-cargo clippy --version >/dev/null 2>&1 || { echo "clippy is missing: rustup component add clippy" >&2; exit 1; }
+need python3
+cargo fmt --version >/dev/null 2>&1 || { echo "setup: rustfmt is missing (rustup component add rustfmt)" >&2; exit 1; }
+cargo clippy --version >/dev/null 2>&1 || { echo "setup: clippy is missing (rustup component add clippy)" >&2; exit 1; }
+
+venv=.venv
+req=scripts/requirements-test.txt
+stamp="$venv/.requirements.sha256"
+want=$(sha256sum "$req" | cut -d' ' -f1)
+if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    echo "setup: $venv is up to date"
+else
+    echo "setup: installing Python test packages into $venv"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --pre -r "$req"
+    echo "$want" > "$stamp"
+fi
+agent=$(ls "$venv"/lib/python3*/site-packages/rotel/rotel-agent 2>/dev/null | head -n 1 || true)
+[ -n "$agent" ] && [ -x "$agent" ] || { echo "setup: rotel-agent not found in $venv" >&2; exit 1; }
+echo "setup: rotel-agent at $agent ($("$agent" --version))"

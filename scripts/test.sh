@@ -13,3 +13,6 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "==> cargo test (unit, integration and doc tests)"
 cargo test --workspace --all-features
+echo "==> instrumentation compiled out (tracewire-telemetry without the instrument feature)"
+cargo clippy -p tracewire-telemetry --no-default-features --all-targets -- -D warnings
+cargo test -p tracewire-telemetry --no-default-features --test instrument_off

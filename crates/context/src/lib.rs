@@ -63,8 +63,3 @@ pub mod limits {
         valid_value as tracestate_valid_value,
     };
 }
-
-/// The README's code blocks are compiled and run as doc tests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct ReadmeDoctests;

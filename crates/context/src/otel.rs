@@ -38,21 +38,40 @@ use crate::tracestate::TraceState;
 /// tracewire's parsing rules (W3C Trace Context Level 2, W3C Baggage). Install it with
 /// `opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new())` in place
 /// of opentelemetry_sdk's `TraceContextPropagator` and `BaggagePropagator`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TraceContextPropagator {
-    _private: (),
+    trace_context: bool,
+    baggage: bool,
 }
 
-impl TraceContextPropagator {
-    /// The propagator.
-    pub fn new() -> Self {
-        Self::default()
+impl Default for TraceContextPropagator {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
-fn fields() -> &'static [String; 3] {
+impl TraceContextPropagator {
+    /// The propagator, for trace context and baggage.
+    pub fn new() -> Self {
+        Self { trace_context: true, baggage: true }
+    }
+
+    /// A propagator for some of the fields only (as `OTEL_PROPAGATORS=tracecontext` or
+    /// `=baggage` selects): `traceparent`/`tracestate`, `baggage`, both or neither.
+    pub fn with_fields(trace_context: bool, baggage: bool) -> Self {
+        Self { trace_context, baggage }
+    }
+}
+
+fn fields(trace_context: bool, baggage: bool) -> &'static [String] {
     static FIELDS: OnceLock<[String; 3]> = OnceLock::new();
-    FIELDS.get_or_init(|| [TRACEPARENT.to_owned(), TRACESTATE.to_owned(), BAGGAGE.to_owned()])
+    let all = FIELDS.get_or_init(|| [TRACEPARENT.to_owned(), TRACESTATE.to_owned(), BAGGAGE.to_owned()]);
+    match (trace_context, baggage) {
+        (true, true) => &all[..],
+        (true, false) => &all[..2],
+        (false, true) => &all[2..],
+        (false, false) => &[],
+    }
 }
 
 /// An opentelemetry [`Extractor`] seen as a tracewire [`Carrier`].
@@ -161,8 +180,8 @@ impl TextMapPropagator for TraceContextPropagator {
         let mut carrier = InjectorCarrier(injector);
         let span = cx.span();
         let sc = span.span_context();
-        let baggage = from_otel_baggage(cx.baggage());
-        let result = match from_span_context(sc) {
+        let baggage = if self.baggage { from_otel_baggage(cx.baggage()) } else { Baggage::new() };
+        let result = match from_span_context(sc).filter(|_| self.trace_context) {
             Some(ctx) => ctx.inject(Some(&baggage), &mut carrier),
             None if !baggage.is_empty() => carrier.set(BAGGAGE, &baggage.header()),
             None => Ok(()),
@@ -173,16 +192,20 @@ impl TextMapPropagator for TraceContextPropagator {
 
     fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
         let carrier = ExtractorCarrier(extractor);
-        let mut out = match read_remote(&carrier) {
-            Ok(remote) => cx.with_remote_span_context(ot::SpanContext::new(
+        let remote = if self.trace_context { read_remote(&carrier).ok() } else { None };
+        let mut out = match remote {
+            Some(remote) => cx.with_remote_span_context(ot::SpanContext::new(
                 ot::TraceId::from_bytes(remote.parent.trace_id.to_bytes()),
                 ot::SpanId::from_bytes(remote.parent.parent_id.to_bytes()),
                 ot::TraceFlags::new(remote.parent.flags.outgoing().bits()),
                 true,
                 to_otel_tracestate(&remote.tracestate),
             )),
-            Err(_) => cx.clone(),
+            None => cx.clone(),
         };
+        if !self.baggage {
+            return out;
+        }
         let baggage = Baggage::from_header_values(carrier.get_all(BAGGAGE)).baggage;
         if !baggage.is_empty() {
             out = out.with_baggage(to_otel_baggage(&baggage));
@@ -191,6 +214,6 @@ impl TextMapPropagator for TraceContextPropagator {
     }
 
     fn fields(&self) -> FieldIter<'_> {
-        FieldIter::new(fields())
+        FieldIter::new(fields(self.trace_context, self.baggage))
     }
 }

@@ -1,0 +1,555 @@
+//! Export that never blocks the application, and counts every span it does not deliver.
+//!
+//! [`BoundedProcessor`] is an `opentelemetry_sdk` span processor. Ending a span only tries
+//! to push it into a bounded lock-free queue: when the queue is full the span is dropped and
+//! counted. One worker thread, with its own single-threaded tokio runtime, takes batches
+//! from the queue and calls the exporter with a timeout; a batch that fails is dropped and
+//! counted. Shutdown cuts an export in flight short at its deadline. So, at
+//! any moment, `emitted == exported + dropped + pending`, and after shutdown
+//! `pending == 0`: no span is ever lost without being counted.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, bounded, unbounded};
+use crossbeam_queue::ArrayQueue;
+use opentelemetry::Context;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+
+use crate::config::BatchConfig;
+
+#[derive(Debug, Default)]
+struct Counters {
+    emitted: AtomicU64,
+    exported: AtomicU64,
+    dropped_queue_full: AtomicU64,
+    dropped_export_failed: AtomicU64,
+    dropped_shutdown: AtomicU64,
+    export_batches: AtomicU64,
+    export_failures: AtomicU64,
+}
+
+/// A handle on the export counters of one pipeline. Cheap to clone; reads are lock-free.
+#[derive(Debug, Clone, Default)]
+pub struct ExportStats {
+    inner: Arc<Counters>,
+}
+
+/// A point-in-time copy of the export counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExportSnapshot {
+    /// Spans ended and handed to the pipeline.
+    pub emitted: u64,
+    /// Spans the exporter accepted.
+    pub exported: u64,
+    /// Spans dropped because the queue was full.
+    pub dropped_queue_full: u64,
+    /// Spans dropped because their export failed or timed out.
+    pub dropped_export_failed: u64,
+    /// Spans dropped because shutdown's deadline passed, or ended after shutdown.
+    pub dropped_shutdown: u64,
+    /// Export calls made.
+    pub export_batches: u64,
+    /// Export calls that failed or timed out.
+    pub export_failures: u64,
+}
+
+impl ExportSnapshot {
+    /// Every span dropped, whatever the reason.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_queue_full + self.dropped_export_failed + self.dropped_shutdown
+    }
+
+    /// Spans neither exported nor dropped yet (queued or being exported).
+    pub fn pending(&self) -> u64 {
+        self.emitted.saturating_sub(self.exported + self.dropped())
+    }
+}
+
+impl ExportStats {
+    /// The current counts.
+    pub fn snapshot(&self) -> ExportSnapshot {
+        let c = &self.inner;
+        let l = |a: &AtomicU64| a.load(Ordering::Acquire);
+        // Read the outcome counters before `emitted`, so that `pending` never underflows
+        // from a span that finished between the loads.
+        let exported = l(&c.exported);
+        let dropped_queue_full = l(&c.dropped_queue_full);
+        let dropped_export_failed = l(&c.dropped_export_failed);
+        let dropped_shutdown = l(&c.dropped_shutdown);
+        ExportSnapshot {
+            exported,
+            dropped_queue_full,
+            dropped_export_failed,
+            dropped_shutdown,
+            export_batches: l(&c.export_batches),
+            export_failures: l(&c.export_failures),
+            emitted: l(&c.emitted),
+        }
+    }
+}
+
+/// Why the pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// The exporter could not be built (bad endpoint, ...).
+    #[error("cannot build the span exporter: {0}")]
+    Exporter(String),
+    /// The worker thread or its runtime could not start.
+    #[error("cannot start the export worker: {0}")]
+    Worker(String),
+}
+
+/// Lets shutdown cut short an export that is in flight, at the shutdown deadline.
+#[derive(Debug, Default)]
+struct Cancel {
+    notify: tokio::sync::Notify,
+    deadline: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Cancel {
+    fn request(&self, deadline: Instant) {
+        if let Ok(mut d) = self.deadline.lock() {
+            *d = Some(deadline);
+        }
+        // A stored permit wakes the worker even if it is not waiting yet.
+        self.notify.notify_one();
+    }
+
+    /// Resolves at the shutdown deadline, once shutdown has been requested.
+    async fn at_deadline(&self) {
+        self.notify.notified().await;
+        let deadline = self.deadline.lock().ok().and_then(|d| *d).unwrap_or_else(Instant::now);
+        tokio::time::sleep_until(deadline.into()).await;
+        // Leave the permit for any later wait: shutdown stays requested.
+        self.notify.notify_one();
+    }
+}
+
+enum Control {
+    Flush(Sender<OTelSdkResult>),
+    Shutdown(Instant, Sender<OTelSdkResult>),
+    SetResource(Resource),
+}
+
+/// The queue between the application's threads and the export worker.
+struct Shared {
+    queue: ArrayQueue<SpanData>,
+    stats: ExportStats,
+    /// Set once the worker has stopped: what is still queued can never be exported.
+    closed: AtomicBool,
+    /// The worker has been woken for a full batch and has not looked yet.
+    wake_pending: AtomicBool,
+    batch_size: usize,
+}
+
+impl Shared {
+    /// Counts everything left in the queue as dropped at shutdown.
+    fn drop_rest(&self) {
+        let mut n = 0;
+        while self.queue.pop().is_some() {
+            n += 1;
+        }
+        if n > 0 {
+            self.stats.inner.dropped_shutdown.fetch_add(n, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Load shedding at span start: while the export queue is full, a span that would only be
+/// dropped at its end is not recorded at all, and is counted as dropped right away
+/// ([`ExportSnapshot::dropped_queue_full`]). Used as a per-layer filter of the
+/// OpenTelemetry layer (see [`crate::Pipeline::layer`]); under overload the emit path costs
+/// a queue check instead of a whole span.
+#[derive(Clone)]
+pub struct Overload {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Overload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Overload").field("full", &self.shared.queue.is_full()).finish()
+    }
+}
+
+impl Overload {
+    /// `true` (and the span counted as emitted and dropped) when the queue is full.
+    pub fn shed(&self) -> bool {
+        if self.shared.queue.is_full() {
+            let c = &self.shared.stats.inner;
+            c.emitted.fetch_add(1, Ordering::AcqRel);
+            c.dropped_queue_full.fetch_add(1, Ordering::AcqRel);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The bounded, non-blocking span processor. See the module documentation.
+///
+/// Ending a span costs one lock-free push; the worker is woken (unparked) only when a full
+/// batch is waiting, so the application's threads never make a system call per span.
+pub struct BoundedProcessor {
+    shared: Arc<Shared>,
+    control: Sender<Control>,
+    worker_thread: std::thread::Thread,
+    cancel: Arc<Cancel>,
+    export_timeout: Duration,
+    shut_down: AtomicBool,
+    worker: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for BoundedProcessor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoundedProcessor").field("stats", &self.shared.stats.snapshot()).finish_non_exhaustive()
+    }
+}
+
+/// Builds an exporter inside the worker's tokio runtime (gRPC channels need one).
+pub type ExporterFactory<E> = Box<dyn FnOnce() -> Result<E, String> + Send>;
+
+impl BoundedProcessor {
+    /// Starts the worker thread, builds the exporter on it and returns the processor.
+    /// `log` is the dispatcher the worker logs through (its own spans are never exported,
+    /// so exporting cannot feed itself).
+    ///
+    /// # Errors
+    /// When the exporter cannot be built or the worker cannot start.
+    pub fn start<E: SpanExporter + 'static>(
+        factory: ExporterFactory<E>,
+        batch: BatchConfig,
+        log: tracing::Dispatch,
+    ) -> Result<Self, PipelineError> {
+        let shared = Arc::new(Shared {
+            queue: ArrayQueue::new(batch.max_queue_size.max(1)),
+            stats: ExportStats::default(),
+            closed: AtomicBool::new(false),
+            wake_pending: AtomicBool::new(false),
+            batch_size: batch.max_export_batch_size.max(1),
+        });
+        let (ctl_tx, ctl_rx) = unbounded();
+        let (ready_tx, ready_rx) = bounded(1);
+        let cancel = Arc::new(Cancel::default());
+        let (worker_shared, worker_cancel) = (Arc::clone(&shared), Arc::clone(&cancel));
+        let handle = std::thread::Builder::new()
+            .name("tracewire-export".into())
+            .spawn(move || {
+                let _log = tracing::dispatcher::set_default(&log);
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(PipelineError::Worker(e.to_string())));
+                        return;
+                    }
+                };
+                let exporter = {
+                    let _enter = rt.enter();
+                    factory()
+                };
+                match exporter {
+                    Ok(exporter) => {
+                        let _ = ready_tx.send(Ok(()));
+                        let mut worker = Worker {
+                            rt,
+                            exporter,
+                            shared: worker_shared,
+                            control: ctl_rx,
+                            batch,
+                            cancel: worker_cancel,
+                            warned: false,
+                            warned_full: false,
+                        };
+                        worker.run();
+                        // Nothing queued from now on can be exported: count it.
+                        worker.shared.closed.store(true, Ordering::SeqCst);
+                        worker.shared.drop_rest();
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(PipelineError::Exporter(e)));
+                    }
+                }
+            })
+            .map_err(|e| PipelineError::Worker(e.to_string()))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Self {
+                shared,
+                control: ctl_tx,
+                worker_thread: handle.thread().clone(),
+                cancel,
+                export_timeout: batch.export_timeout,
+                shut_down: AtomicBool::new(false),
+                worker: std::sync::Mutex::new(Some(handle)),
+            }),
+            Ok(Err(e)) => {
+                let _ = handle.join();
+                Err(e)
+            }
+            Err(_) => Err(PipelineError::Worker("the export worker exited during start-up".into())),
+        }
+    }
+
+    /// The counters of this pipeline.
+    pub fn stats(&self) -> ExportStats {
+        self.shared.stats.clone()
+    }
+
+    /// The load-shedding handle of this pipeline.
+    pub fn overload(&self) -> Overload {
+        Overload { shared: Arc::clone(&self.shared) }
+    }
+
+    fn send(&self, msg: Control) -> Result<(), OTelSdkError> {
+        self.control.send(msg).map_err(|_| OTelSdkError::AlreadyShutdown)?;
+        self.worker_thread.unpark();
+        Ok(())
+    }
+
+    fn request(&self, make: impl FnOnce(Sender<OTelSdkResult>) -> Control, wait: Duration) -> OTelSdkResult {
+        let (tx, rx) = bounded(1);
+        self.send(make(tx))?;
+        match rx.recv_timeout(wait) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(OTelSdkError::Timeout(wait)),
+            Err(RecvTimeoutError::Disconnected) => Err(OTelSdkError::AlreadyShutdown),
+        }
+    }
+}
+
+impl SpanProcessor for BoundedProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        let sh = &*self.shared;
+        let c = &sh.stats.inner;
+        c.emitted.fetch_add(1, Ordering::AcqRel);
+        if sh.queue.push(span).is_err() {
+            c.dropped_queue_full.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+        if sh.closed.load(Ordering::SeqCst) {
+            // The worker is gone; whoever pops a span counts it, exactly once.
+            sh.drop_rest();
+        } else if sh.queue.len() >= sh.batch_size && !sh.wake_pending.swap(true, Ordering::AcqRel) {
+            self.worker_thread.unpark();
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        self.request(Control::Flush, self.export_timeout + Duration::from_millis(100))
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        let deadline = Instant::now() + timeout;
+        // An export in flight is cut short at the deadline; the worker then counts what is
+        // left and answers. A little slack covers that hand-back.
+        self.cancel.request(deadline);
+        let result = self.request(|tx| Control::Shutdown(deadline, tx), timeout + Duration::from_millis(250));
+        if result.is_ok()
+            && let Ok(mut guard) = self.worker.lock()
+            && let Some(h) = guard.take()
+        {
+            let _ = h.join();
+        }
+        result
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        let _ = self.send(Control::SetResource(resource.clone()));
+    }
+}
+
+/// How draining the queue ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// Everything was exported.
+    Complete,
+    /// Some export failed; its spans were dropped and counted.
+    ExportFailed,
+    /// The deadline passed; what was left was dropped and counted.
+    DeadlinePassed,
+}
+
+struct Worker<E> {
+    rt: tokio::runtime::Runtime,
+    exporter: E,
+    shared: Arc<Shared>,
+    control: Receiver<Control>,
+    batch: BatchConfig,
+    cancel: Arc<Cancel>,
+    warned: bool,
+    warned_full: bool,
+}
+
+impl<E: SpanExporter> Worker<E> {
+    /// One warning when the queue first overflows; later drops are only counted.
+    fn warn_queue_full(&mut self) {
+        if !self.warned_full && self.shared.stats.inner.dropped_queue_full.load(Ordering::Relaxed) > 0 {
+            self.warned_full = true;
+            tracing::warn!(
+                target: "tracewire_telemetry",
+                "the span queue is full (OTEL_BSP_MAX_QUEUE_SIZE={}); new spans are dropped and counted \
+                 (ExportStats) without another warning",
+                self.batch.max_queue_size
+            );
+        }
+    }
+
+    /// Handles control messages; `false` once the worker must stop.
+    fn control(&mut self) -> bool {
+        loop {
+            match self.control.try_recv() {
+                Ok(Control::Flush(ack)) => {
+                    let result = match self.drain(None) {
+                        Drain::Complete => Ok(()),
+                        Drain::ExportFailed | Drain::DeadlinePassed => Err(OTelSdkError::InternalFailure(
+                            "an export failed; its spans were dropped and counted".into(),
+                        )),
+                    };
+                    let _ = ack.send(result);
+                }
+                Ok(Control::Shutdown(deadline, ack)) => {
+                    // Export failures are counted drops, not shutdown failures; only running
+                    // out of time is.
+                    let drained = self.drain(Some(deadline));
+                    let _enter = self.rt.enter();
+                    let _ = self.exporter.shutdown_with_timeout(deadline.saturating_duration_since(Instant::now()));
+                    let _ = ack.send(match drained {
+                        Drain::DeadlinePassed => Err(OTelSdkError::Timeout(self.batch.export_timeout)),
+                        Drain::Complete | Drain::ExportFailed => Ok(()),
+                    });
+                    return false;
+                }
+                Ok(Control::SetResource(r)) => self.exporter.set_resource(&r),
+                Err(TryRecvError::Empty) => return true,
+                // Every processor handle is gone: export what is left, then stop.
+                Err(TryRecvError::Disconnected) => {
+                    self.drain(Some(Instant::now() + self.batch.export_timeout));
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn run(&mut self) {
+        let mut next_export = Instant::now() + self.batch.schedule_delay;
+        loop {
+            self.warn_queue_full();
+            if !self.control() {
+                return;
+            }
+            let now = Instant::now();
+            let len = self.shared.queue.len();
+            if len >= self.shared.batch_size || (now >= next_export && len > 0) {
+                self.export_one(None);
+                if self.shared.queue.len() < self.shared.batch_size {
+                    next_export = Instant::now() + self.batch.schedule_delay;
+                }
+                continue;
+            }
+            if now >= next_export {
+                next_export = now + self.batch.schedule_delay;
+            }
+            self.shared.wake_pending.store(false, Ordering::Release);
+            // A batch may have filled while the flag was set: look again before sleeping.
+            if self.shared.queue.len() >= self.shared.batch_size {
+                continue;
+            }
+            std::thread::park_timeout(next_export.saturating_duration_since(now));
+        }
+    }
+
+    /// Exports everything queued. With a deadline, whatever could not be exported by then
+    /// is dropped and counted.
+    fn drain(&mut self, deadline: Option<Instant>) -> Drain {
+        let mut outcome = Drain::Complete;
+        while !self.shared.queue.is_empty() {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                self.shared.drop_rest();
+                return Drain::DeadlinePassed;
+            }
+            if !self.export_one(deadline) {
+                outcome = Drain::ExportFailed;
+            }
+        }
+        outcome
+    }
+
+    /// Exports up to one batch from the queue within the export timeout, or less before a
+    /// deadline. Returns whether it was exported.
+    fn export_one(&mut self, deadline: Option<Instant>) -> bool {
+        let mut batch = Vec::with_capacity(self.shared.batch_size.min(self.shared.queue.len()));
+        while batch.len() < self.shared.batch_size {
+            match self.shared.queue.pop() {
+                Some(s) => batch.push(s),
+                None => break,
+            }
+        }
+        if batch.is_empty() {
+            return true;
+        }
+        for span in &mut batch {
+            crate::stage::enrich(span);
+        }
+        let n = batch.len() as u64;
+        let mut timeout = self.batch.export_timeout;
+        if let Some(d) = deadline {
+            timeout = timeout.min(d.saturating_duration_since(Instant::now()));
+        }
+        let c = &self.shared.stats.inner;
+        c.export_batches.fetch_add(1, Ordering::AcqRel);
+        let (exporter, cancel) = (&self.exporter, &self.cancel);
+        let result = self.rt.block_on(async {
+            tokio::select! {
+                r = tokio::time::timeout(timeout, exporter.export(batch)) => Some(r),
+                () = cancel.at_deadline() => None,
+            }
+        });
+        match result {
+            Some(Ok(Ok(()))) => {
+                c.exported.fetch_add(n, Ordering::AcqRel);
+                true
+            }
+            Some(Ok(Err(e))) => {
+                self.failed(n, &e.to_string());
+                false
+            }
+            Some(Err(_)) => {
+                self.failed(n, &format!("timed out after {timeout:?}"));
+                false
+            }
+            None => {
+                c.export_failures.fetch_add(1, Ordering::AcqRel);
+                c.dropped_shutdown.fetch_add(n, Ordering::AcqRel);
+                false
+            }
+        }
+    }
+
+    fn failed(&mut self, n: u64, why: &str) {
+        let c = &self.shared.stats.inner;
+        c.export_failures.fetch_add(1, Ordering::AcqRel);
+        c.dropped_export_failed.fetch_add(n, Ordering::AcqRel);
+        if !self.warned {
+            self.warned = true;
+            tracing::warn!(
+                target: "tracewire_telemetry",
+                "span export failed ({why}); {n} spans dropped. Further drops are counted \
+                 (ExportStats) without another warning."
+            );
+        }
+    }
+}

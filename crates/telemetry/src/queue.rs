@@ -1,0 +1,142 @@
+//! Queue residence spans: waiting is a span of its own, never hidden in a parent's
+//! self-time.
+
+use std::time::SystemTime;
+
+use crate::stage::Stage;
+
+/// An item waiting in a queue. [`Queued::new`] records the enqueue instant and the current
+/// trace context; [`Queued::into_inner`] (on any thread or task) emits the stage's span
+/// from enqueue to dequeue, as a child of the context that enqueued.
+///
+/// ```
+/// use tracewire_telemetry::{Queued, Stage};
+///
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// tx.send(Queued::new(Stage::RpcQueue, "request")).unwrap();
+/// // ... on a worker thread:
+/// let item = rx.recv().unwrap().into_inner();
+/// assert_eq!(item, "request");
+/// ```
+#[derive(Debug)]
+pub struct Queued<T> {
+    item: T,
+    #[cfg(feature = "instrument")]
+    meta: Option<Box<Meta>>,
+}
+
+#[cfg(feature = "instrument")]
+#[derive(Debug)]
+struct Meta {
+    stage: Stage,
+    enqueued: SystemTime,
+    parent: opentelemetry::Context,
+}
+
+impl<T> Queued<T> {
+    /// Wraps `item` at the moment it is queued, under the current `tracing` span's context.
+    pub fn new(stage: Stage, item: T) -> Self {
+        #[cfg(feature = "instrument")]
+        {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            Self::with_parent(stage, item, tracing::Span::current().context())
+        }
+        #[cfg(not(feature = "instrument"))]
+        {
+            let _ = stage;
+            Self { item }
+        }
+    }
+
+    /// Wraps `item` under an explicit parent context. When the parent has no valid span,
+    /// no span is emitted (a queue span is only meaningful inside a trace).
+    pub fn with_parent(stage: Stage, item: T, parent: opentelemetry::Context) -> Self {
+        #[cfg(feature = "instrument")]
+        {
+            use opentelemetry::trace::TraceContextExt;
+            let meta = parent
+                .span()
+                .span_context()
+                .is_valid()
+                .then(|| Box::new(Meta { stage, enqueued: SystemTime::now(), parent }));
+            Self { item, meta }
+        }
+        #[cfg(not(feature = "instrument"))]
+        {
+            let _ = (stage, parent);
+            Self { item }
+        }
+    }
+
+    /// When the item was queued (if a span is being recorded for it).
+    pub fn enqueued_at(&self) -> Option<SystemTime> {
+        #[cfg(feature = "instrument")]
+        {
+            self.meta.as_ref().map(|m| m.enqueued)
+        }
+        #[cfg(not(feature = "instrument"))]
+        {
+            None
+        }
+    }
+
+    /// The item, looked at without dequeuing it.
+    pub fn get(&self) -> &T {
+        &self.item
+    }
+
+    /// Dequeues: emits the residence span (enqueue to now) and returns the item.
+    pub fn into_inner(self) -> T {
+        #[cfg(feature = "instrument")]
+        if let Some(m) = self.meta {
+            emit(m.stage, m.enqueued, SystemTime::now(), &m.parent, &[]);
+        }
+        self.item
+    }
+
+    /// Dequeues like [`Queued::into_inner`], adding attributes to the span.
+    pub fn into_inner_with(self, attributes: &[opentelemetry::KeyValue]) -> T {
+        #[cfg(feature = "instrument")]
+        if let Some(m) = self.meta {
+            emit(m.stage, m.enqueued, SystemTime::now(), &m.parent, attributes);
+        }
+        #[cfg(not(feature = "instrument"))]
+        let _ = attributes;
+        self.item
+    }
+}
+
+/// Emits a finished span of `stage` with explicit start and end times, as a child of
+/// `parent`, through the global tracer provider.
+#[cfg(feature = "instrument")]
+pub fn emit(
+    stage: Stage,
+    start: SystemTime,
+    end: SystemTime,
+    parent: &opentelemetry::Context,
+    attributes: &[opentelemetry::KeyValue],
+) {
+    use opentelemetry::trace::{Span as _, Tracer as _};
+    let tracer = opentelemetry::global::tracer(crate::TRACER_NAME);
+    let mut attrs = Vec::with_capacity(attributes.len() + 1);
+    attrs.push(opentelemetry::KeyValue::new(crate::stage::STAGE_ATTRIBUTE, stage.name()));
+    attrs.extend_from_slice(attributes);
+    let mut span = tracer
+        .span_builder(stage.name())
+        .with_kind(stage.kind())
+        .with_start_time(start)
+        .with_attributes(attrs)
+        .start_with_context(&tracer, parent);
+    span.end_with_timestamp(end);
+}
+
+/// With the `instrument` feature off, emitting does nothing.
+#[cfg(not(feature = "instrument"))]
+pub fn emit(
+    _stage: Stage,
+    _start: SystemTime,
+    _end: SystemTime,
+    _parent: &opentelemetry::Context,
+    _attributes: &[opentelemetry::KeyValue],
+) {
+}

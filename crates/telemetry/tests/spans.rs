@@ -1,0 +1,226 @@
+//! Span trees through a real pipeline (bounded processor + in-memory exporter), installed
+//! once for this test binary; each test finds its own spans by trace id.
+
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::trace::{SpanKind, TraceContextExt};
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+use tracewire_context::{Carrier, TraceCarrier};
+use tracewire_telemetry::{
+    Config, Pipeline, Queued, STAGE_ATTRIBUTE, Stage, current_trace_id, inject_current, propagation_stats,
+    set_parent_from, span_context, stage_span,
+};
+use tracing_subscriber::layer::SubscriberExt;
+
+struct Harness {
+    pipeline: Pipeline,
+    exporter: InMemorySpanExporter,
+}
+
+fn harness() -> &'static Harness {
+    static H: OnceLock<Harness> = OnceLock::new();
+    H.get_or_init(|| {
+        let exporter = InMemorySpanExporter::default();
+        let sink = exporter.clone();
+        let mut config = Config::default();
+        config.batch.schedule_delay = Duration::from_millis(20);
+        let pipeline = Pipeline::with_exporter(&config, Box::new(move || Ok(sink))).unwrap();
+        let layer = pipeline.layer();
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer)).unwrap();
+        opentelemetry::global::set_tracer_provider(pipeline.provider().clone());
+        Harness { pipeline, exporter }
+    })
+}
+
+fn spans_of(trace_id: &str) -> Vec<SpanData> {
+    let h = harness();
+    h.pipeline.provider().force_flush().unwrap();
+    h.exporter
+        .get_finished_spans()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.span_context.trace_id().to_string() == trace_id)
+        .collect()
+}
+
+fn by_name<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
+    spans.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no span {name} in {:?}", names(spans)))
+}
+
+fn names(spans: &[SpanData]) -> Vec<String> {
+    spans.iter().map(|s| s.name.to_string()).collect()
+}
+
+fn attr(s: &SpanData, key: &str) -> Option<String> {
+    s.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.to_string())
+}
+
+macro_rules! check_stage {
+    ($($variant:ident),*) => {{
+        let mut seen = Vec::new();
+        $(
+            let span = stage_span!($variant);
+            let meta = span.metadata().expect("stage spans are enabled");
+            assert_eq!(meta.name(), Stage::$variant.name());
+            assert_eq!(meta.target(), "tracewire");
+            seen.push(Stage::$variant);
+        )*
+        seen
+    }};
+}
+
+#[test]
+fn every_stage_has_a_macro_arm_with_its_name() {
+    harness();
+    let seen = check_stage!(
+        Exec,
+        RpcCall,
+        RpcQueue,
+        RpcDispatch,
+        RelayFrame,
+        RelayEncrypt,
+        RelaySend,
+        RelayForward,
+        RelayRecv,
+        RelayReorder,
+        RelayDecrypt,
+        RelayDecode,
+        Process,
+        ProcessSpawn,
+        ProcessStdout,
+        ProcessStderr,
+        ProcessExit,
+        TerminalQueue,
+        TerminalDeliver,
+        StoreEnqueue,
+        StoreQueue,
+        StoreWrite,
+        StoreFlush
+    );
+    assert_eq!(seen, Stage::ALL, "the macro covers every stage, in order");
+}
+
+#[test]
+fn docs_stages_md_documents_every_stage() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/stages.md")).unwrap();
+    for s in Stage::ALL {
+        assert!(doc.contains(&format!("| `{}` |", s.name())), "docs/stages.md lacks a row for {}", s.name());
+    }
+}
+
+#[test]
+fn stage_spans_carry_name_kind_stage_and_fields() {
+    harness();
+    let trace_id = {
+        let _root = stage_span!(Exec).entered();
+        {
+            let _call = stage_span!(RpcCall, rpc.system = "tracewire", rpc.method = "Start").entered();
+        }
+        current_trace_id().unwrap().to_string()
+    };
+    let spans = spans_of(&trace_id);
+    let root = by_name(&spans, "exec");
+    let call = by_name(&spans, "rpc.call");
+    assert_eq!(call.parent_span_id, root.span_context.span_id());
+    assert_eq!(call.span_kind, SpanKind::Client);
+    assert_eq!(attr(call, STAGE_ATTRIBUTE).as_deref(), Some("rpc.call"));
+    assert_eq!(attr(call, "rpc.method").as_deref(), Some("Start"));
+    assert_eq!(attr(call, "rpc.system").as_deref(), Some("tracewire"));
+}
+
+#[test]
+fn queue_residence_spans_cover_enqueue_to_dequeue_across_threads() {
+    harness();
+    let (tx, rx) = std::sync::mpsc::channel::<Queued<u32>>();
+    let worker = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        for q in rx {
+            let enqueued = q.enqueued_at().unwrap();
+            std::thread::sleep(Duration::from_millis(30));
+            let before_dequeue = SystemTime::now();
+            out.push((q.into_inner(), enqueued, before_dequeue));
+        }
+        out
+    });
+    let (trace_id, dispatch_id) = {
+        let dispatch = stage_span!(RpcDispatch, rpc.method = "Start");
+        let _g = dispatch.enter();
+        for i in 0..3 {
+            tx.send(Queued::new(Stage::RpcQueue, i)).unwrap();
+        }
+        let ctx = span_context(&dispatch).unwrap();
+        (ctx.trace_id.to_string(), ctx.span_id)
+    };
+    drop(tx);
+    let results = worker.join().unwrap();
+    assert_eq!(results.iter().map(|r| r.0).collect::<Vec<_>>(), [0, 1, 2]);
+
+    let spans = spans_of(&trace_id);
+    let queued: Vec<&SpanData> = spans.iter().filter(|s| s.name == "rpc.queue").collect();
+    assert_eq!(queued.len(), 3, "{:?}", names(&spans));
+    for (span, (_, enqueued, before_dequeue)) in queued.iter().zip(&results) {
+        assert_eq!(span.parent_span_id.to_bytes(), dispatch_id.to_bytes(), "parent = the enqueuing context");
+        assert_eq!(span.start_time, *enqueued, "start = enqueue instant");
+        assert!(span.end_time >= *before_dequeue, "end = dequeue instant");
+        assert!(span.end_time.duration_since(span.start_time).unwrap() >= Duration::from_millis(30));
+        assert_eq!(attr(span, STAGE_ATTRIBUTE).as_deref(), Some("rpc.queue"));
+    }
+}
+
+#[test]
+fn a_queued_item_outside_any_trace_emits_nothing() {
+    harness();
+    let q = Queued::new(Stage::RpcQueue, ());
+    assert!(q.enqueued_at().is_none());
+    q.into_inner();
+}
+
+#[test]
+fn set_parent_from_continues_or_starts_and_inject_carries_the_span() {
+    harness();
+    let headers =
+        [("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), ("baggage", "tenant=acme")];
+    let before = propagation_stats();
+    let span = stage_span!(RpcDispatch);
+    let ex = set_parent_from(&span, &headers);
+    assert!(ex.continued());
+    let mut out = TraceCarrier::default();
+    {
+        let _g = span.enter();
+        assert!(inject_current(&mut out).unwrap());
+    }
+    let sc = span_context(&span).unwrap();
+    drop(span);
+    assert_eq!(sc.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(out.traceparent, format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01", sc.span_id));
+    assert_eq!(out.get("baggage"), Some("tenant=acme"), "baggage travels on");
+
+    let spans = spans_of("4bf92f3577b34da6a3ce929d0e0e4736");
+    let d = by_name(&spans, "rpc.dispatch");
+    assert_eq!(d.parent_span_id.to_string(), "00f067aa0ba902b7");
+    assert!(d.parent_span_is_remote);
+    assert_eq!(d.span_kind, SpanKind::Server);
+
+    // Invalid: a new root, marked with the reason, counted.
+    let span = stage_span!(RpcDispatch);
+    let ex = set_parent_from(&span, &[("traceparent", "00-zz")]);
+    assert!(!ex.continued());
+    let root_trace = span_context(&span).unwrap().trace_id.to_string();
+    drop(span);
+    let spans = spans_of(&root_trace);
+    let d = by_name(&spans, "rpc.dispatch");
+    assert_eq!(d.parent_span_id, opentelemetry::trace::SpanId::INVALID);
+    assert_eq!(attr(d, "tracewire.propagation.started").as_deref(), Some("invalid"));
+    let after = propagation_stats();
+    assert!(after.continued > before.continued && after.invalid > before.invalid);
+}
+
+#[test]
+fn context_of_a_span_is_visible_to_opentelemetry_apis() {
+    harness();
+    let span = stage_span!(Exec);
+    let _g = span.enter();
+    let cx = opentelemetry::Context::current();
+    assert!(cx.span().span_context().is_valid(), "entering a stage span activates its context");
+}

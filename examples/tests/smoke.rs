@@ -1,0 +1,83 @@
+//! Runs the example binaries as real processes.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tracewire_testkit::{Rotel, free_port};
+
+/// `target/<profile>/examples/<name>`, built by `cargo test` alongside this test.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let path = dir.join("examples").join(name);
+    assert!(path.exists(), "{} not built; run `cargo test --workspace`", path.display());
+    path
+}
+
+#[test]
+fn propagate_continues_a_valid_traceparent_and_explains_an_invalid_one() {
+    let out = Command::new(example("propagate"))
+        .args(["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "rojo=1", "user=alice"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("continued trace 4bf92f3577b34da6a3ce929d0e0e4736 from remote parent span 00f067aa0ba902b7"),
+        "{text}"
+    );
+    assert!(text.contains("traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+    assert!(text.contains("tracestate: rojo=1") && text.contains("baggage: user=alice"));
+
+    let out = Command::new(example("propagate")).arg("00-bad").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("started a new trace") && text.contains("length 6"), "{text}");
+}
+
+#[test]
+fn telemetry_smoke_exports_its_tree_over_grpc() {
+    let rotel = Rotel::start().unwrap();
+    let out = Command::new(example("telemetry_smoke"))
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", rotel.grpc_endpoint())
+        .env("OTEL_SERVICE_NAME", "smoke")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let trace_id = stdout.trim().strip_prefix("trace_id=").unwrap().to_owned();
+    let spans =
+        rotel.wait_for(Duration::from_secs(15), |s| s.iter().filter(|x| x.trace_id == trace_id).count() >= 4).unwrap();
+    let of: Vec<_> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
+    let find = |n: &str| of.iter().find(|s| s.name == n).unwrap_or_else(|| panic!("no {n} in {of:#?}"));
+    assert_eq!(find("exec").parent_id, "");
+    assert_eq!(find("rpc.dispatch").parent_id, find("exec").span_id);
+    assert_eq!(find("rpc.queue").parent_id, find("rpc.dispatch").span_id);
+    assert_eq!(find("process.spawn").parent_id, find("rpc.dispatch").span_id);
+    assert_eq!(find("exec").resource_attr("service.name"), Some("smoke"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("emitted=4 exported=4 dropped=0"));
+}
+
+#[test]
+fn telemetry_smoke_exits_0_with_the_collector_down_and_counts_the_drops() {
+    let t0 = Instant::now();
+    let out = Command::new(example("telemetry_smoke"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{}", free_port()))
+        .env("TRACEWIRE_SHUTDOWN_TIMEOUT_MS", "1500")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("emitted=4 exported=0 dropped=4"), "{stderr}");
+    // Bounded: the shutdown deadline plus process start-up, never a hang.
+    assert!(t0.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn telemetry_smoke_reports_a_bad_variable_by_name() {
+    let out = Command::new(example("telemetry_smoke")).env("OTEL_EXPORTER_OTLP_PROTOCOL", "smtp").output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL") && stderr.contains("smtp"), "{stderr}");
+}
