@@ -81,3 +81,26 @@ fn telemetry_smoke_reports_a_bad_variable_by_name() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL") && stderr.contains("smtp"), "{stderr}");
 }
+
+#[test]
+fn remote_exec_examples_run_a_command_end_to_end() {
+    use std::io::{BufRead, BufReader};
+    let mut server = Command::new(example("remote_exec_server"))
+        .arg("127.0.0.1:0")
+        .env("OTEL_SDK_DISABLED", "true")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let address = line.trim().strip_prefix("listening on ").unwrap().to_owned();
+    let out = Command::new(example("remote_exec_client"))
+        .args([address.as_str(), "sh", "-c", "echo remote; exit 4"])
+        .env("OTEL_SDK_DISABLED", "true")
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(out.stdout, b"remote\n");
+    assert_eq!(out.status.code(), Some(4));
+}

@@ -20,8 +20,17 @@ pub fn propagation_stats() -> StatsSnapshot {
     PROPAGATION.snapshot()
 }
 
+/// The OpenTelemetry context of the context in `carrier` (remote parent and baggage; an
+/// empty context when there is no valid traceparent), with the extraction's outcome. Use it
+/// as the parent of spans made with the OpenTelemetry API, such as [`crate::Queued`]'s.
+/// Unlike [`set_parent_from`] it counts nothing.
+pub fn remote_context<C: Carrier + ?Sized>(carrier: &C) -> (Context, Extracted) {
+    let ex = extract(carrier);
+    (otel_context_of(&ex), ex)
+}
+
 /// The OpenTelemetry context a valid incoming context becomes (remote parent + baggage).
-fn remote_context(ex: &Extracted) -> Context {
+fn otel_context_of(ex: &Extracted) -> Context {
     let mut cx = Context::new();
     if let Some(parent) = ex.remote_parent {
         let sc = opentelemetry::trace::SpanContext::new(
@@ -57,11 +66,11 @@ pub fn set_parent_from<C: Carrier + ?Sized>(span: &tracing::Span, carrier: &C) -
     match ex.started {
         None => {
             // Fails only for a span that is disabled or already entered; nothing to do then.
-            let _ = span.set_parent(remote_context(&ex));
+            let _ = span.set_parent(otel_context_of(&ex));
         }
         Some(reason) => {
             if !ex.baggage.is_empty() {
-                let _ = span.set_parent(remote_context(&ex));
+                let _ = span.set_parent(otel_context_of(&ex));
             }
             span.set_attribute("tracewire.propagation.started", reason.as_str());
         }

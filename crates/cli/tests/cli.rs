@@ -1,0 +1,170 @@
+//! The `tracewire` binary as real processes: an exec-server and clients, exporting to a
+//! real OTLP collector (rotel-agent).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tracewire_testkit::Rotel;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tracewire");
+
+/// An exec-server process on a free port, stopped by its pid on drop.
+struct ServerProcess {
+    child: Child,
+    address: String,
+}
+
+impl ServerProcess {
+    fn start(env: &[(&str, String)]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["exec-server", "--listen", "127.0.0.1:0"])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let address =
+            line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).to_owned();
+        Self { child, address }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn otel_env(rotel: &Rotel, service: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", rotel.grpc_endpoint()),
+        ("OTEL_SERVICE_NAME", service.to_owned()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50".to_owned()),
+    ]
+}
+
+#[test]
+fn exec_streams_output_exits_with_the_code_and_shares_one_trace_with_the_server() {
+    let rotel = Rotel::start().unwrap();
+    let server = ServerProcess::start(&otel_env(&rotel, "exec-server"));
+    let out = Command::new(BIN)
+        .args([
+            "exec",
+            "--server",
+            &server.address,
+            "--print-trace-id",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 7",
+        ])
+        .envs(otel_env(&rotel, "exec-client"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(out.stdout, b"out\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("err\n"), "{stderr}");
+    let trace_id = stderr.lines().find_map(|l| l.strip_prefix("trace_id=")).unwrap().to_owned();
+
+    // Client and server spans arrive in one trace, linked across the processes.
+    let spans = rotel
+        .wait_for(Duration::from_secs(20), |s| {
+            let of = s.iter().filter(|x| x.trace_id == trace_id).collect::<Vec<_>>();
+            of.iter().any(|x| x.name == "exec") && of.iter().any(|x| x.name == "process.exit")
+        })
+        .unwrap();
+    let of: Vec<_> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
+    let find = |n: &str| of.iter().find(|s| s.name == n).unwrap_or_else(|| panic!("no {n} in {of:#?}"));
+    let (exec, call, dispatch, process) = (find("exec"), find("rpc.call"), find("rpc.dispatch"), find("process"));
+    assert_eq!(exec.resource_attr("service.name"), Some("exec-client"));
+    assert_eq!(dispatch.resource_attr("service.name"), Some("exec-server"));
+    assert_eq!(call.parent_id, exec.span_id);
+    assert_eq!(dispatch.parent_id, call.span_id, "the server continues the client's call");
+    assert_eq!(process.parent_id, dispatch.span_id);
+    assert_eq!(find("process.exit").attr("process.exit.code"), Some("7"));
+    assert!(call.attr("tracewire.net.rtt_us").is_some());
+}
+
+#[test]
+fn exec_forwards_stdin_and_reports_signals_as_128_plus() {
+    let server = ServerProcess::start(&[("OTEL_SDK_DISABLED", "true".to_owned())]);
+    let mut child = Command::new(BIN)
+        .args(["exec", "--server", &server.address, "--", "cat"])
+        .env("OTEL_SDK_DISABLED", "true")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"through the server\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.stdout, b"through the server\n");
+    assert_eq!(out.status.code(), Some(0));
+
+    let out = Command::new(BIN)
+        .args(["exec", "--server", &server.address, "--", "sh", "-c", "kill -TERM $$"])
+        .env("OTEL_SDK_DISABLED", "true")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(143));
+}
+
+#[test]
+fn a_killed_exec_server_is_an_error_for_the_client_not_a_hang() {
+    let mut server = ServerProcess::start(&[("OTEL_SDK_DISABLED", "true".to_owned())]);
+    let mut client = Command::new(BIN)
+        .args(["exec", "--server", &server.address, "--", "sleep", "30"])
+        .env("OTEL_SDK_DISABLED", "true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    server.child.kill().unwrap();
+    let _ = server.child.wait();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = client.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "the client hangs after the server died");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut client.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("ended before the command exited"), "{err}");
+}
+
+#[test]
+fn bad_addresses_and_missing_commands_are_clear_errors() {
+    let out = Command::new(BIN)
+        .args(["exec", "--server", "nonsense", "--", "true"])
+        .env("OTEL_SDK_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nonsense"));
+    let out = Command::new(BIN).args(["exec", "--server", "127.0.0.1:1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap usage error without a command");
+    let port = tracewire_testkit::free_port();
+    let out = Command::new(BIN)
+        .args(["exec", "--server", &format!("127.0.0.1:{port}"), "--", "true"])
+        .env("OTEL_SDK_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("connecting to"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,0 +1,32 @@
+//! # tracewire-exec
+//!
+//! The exec-server ([`ExecServer`], a `tracewire_rpc::Handler`) and its client
+//! ([`ExecClient`]). The server spawns processes with tokio (argv, env, cwd), hands them
+//! `TRACEPARENT`/`TRACESTATE` so an instrumented child continues the trace, pushes each
+//! output chunk as it is read and Exited only after all output; a slow client pauses the
+//! pipe reading (memory stays bounded); a client's processes are killed when it
+//! disconnects. Spans: `process` (spawn to exit) with `process.spawn`, `process.stdout`,
+//! `process.stderr`, `process.exit`; delivery spans come from `tracewire-rpc`.
+//!
+//! ```no_run
+//! use tracewire_exec::{ExecClient, Start};
+//!
+//! # async fn demo() -> Result<(), tracewire_exec::ExecError> {
+//! let client = ExecClient::connect("127.0.0.1:7070").await?;
+//! let out = client
+//!     .start(Start { argv: vec!["echo".into(), "hi".into()], ..Default::default() })
+//!     .await?
+//!     .wait_with_output()
+//!     .await?;
+//! assert_eq!(out.stdout, b"hi\n");
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod client;
+mod server;
+
+pub use client::{Event, ExecClient, ExecError, ExitStatus, OutputStream, ProcessOutput, RemoteProcess};
+pub use server::{ExecConfig, ExecServer};
+pub use tracewire_proto::v1::Start;

@@ -1,0 +1,149 @@
+//! The span tree of one remote exec, from the client's call to the delivery of Exited,
+//! through a real pipeline (in-memory exporter) installed once for this test binary.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+use tracewire_telemetry::{Config, Pipeline, span_context, stage_span};
+use tracing::Instrument;
+use tracing_subscriber::layer::SubscriberExt;
+
+use common::{argv, client, server};
+
+struct Harness {
+    pipeline: Pipeline,
+    exporter: InMemorySpanExporter,
+}
+
+fn harness() -> &'static Harness {
+    static H: OnceLock<Harness> = OnceLock::new();
+    H.get_or_init(|| {
+        let exporter = InMemorySpanExporter::default();
+        let sink = exporter.clone();
+        let mut config = Config::default();
+        config.batch.schedule_delay = Duration::from_millis(20);
+        let pipeline = Pipeline::with_exporter(&config, Box::new(move || Ok(sink))).unwrap();
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(pipeline.layer())).unwrap();
+        opentelemetry::global::set_tracer_provider(pipeline.provider().clone());
+        Harness { pipeline, exporter }
+    })
+}
+
+fn spans_of(trace_id: &str) -> Vec<SpanData> {
+    let h = harness();
+    h.pipeline.provider().force_flush().unwrap();
+    h.exporter
+        .get_finished_spans()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.span_context.trace_id().to_string() == trace_id)
+        .collect()
+}
+
+/// The tree as indented names, children sorted by name: ids and times left out.
+fn tree(spans: &[SpanData]) -> String {
+    let by_id: HashMap<_, _> = spans.iter().map(|s| (s.span_context.span_id(), s)).collect();
+    let mut children: HashMap<Option<opentelemetry::trace::SpanId>, Vec<&SpanData>> = HashMap::new();
+    for s in spans {
+        let parent = by_id.contains_key(&s.parent_span_id).then_some(s.parent_span_id);
+        children.entry(parent).or_default().push(s);
+    }
+    fn walk(
+        out: &mut String,
+        children: &HashMap<Option<opentelemetry::trace::SpanId>, Vec<&SpanData>>,
+        at: Option<opentelemetry::trace::SpanId>,
+        depth: usize,
+    ) {
+        let mut kids = children.get(&at).cloned().unwrap_or_default();
+        kids.sort_by(|a, b| a.name.cmp(&b.name));
+        for k in kids {
+            out.push_str(&"  ".repeat(depth));
+            out.push_str(&k.name);
+            out.push('\n');
+            walk(out, children, Some(k.span_context.span_id()), depth + 1);
+        }
+    }
+    let mut out = String::new();
+    walk(&mut out, &children, None, 0);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_remote_exec_span_tree() {
+    harness();
+    let s = server().await;
+    let c = client(&s).await;
+    let root = stage_span!(Exec);
+    let trace_id = span_context(&root).unwrap().trace_id.to_string();
+    let out = async { c.start(argv(&["sh", "-c", "echo hi"])).await.unwrap().wait_with_output().await.unwrap() }
+        .instrument(root)
+        .await;
+    assert_eq!(out.stdout, b"hi\n");
+    // The server's last spans end as Exited is delivered: give them a moment.
+    let mut spans = Vec::new();
+    for _ in 0..50 {
+        spans = spans_of(&trace_id);
+        if spans.iter().filter(|s| s.name == "terminal.deliver").count() == 2
+            && spans.iter().any(|s| s.name == "process")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let want = "\
+exec
+  rpc.call
+    rpc.dispatch
+      process
+        process.exit
+          terminal.queue
+        process.spawn
+        process.stderr
+        process.stdout
+          terminal.queue
+        terminal.deliver
+        terminal.deliver
+    rpc.queue
+";
+    assert_eq!(tree(&spans), want, "{spans:#?}");
+    let attr = |name: &str, key: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.attributes.iter().find(|kv| kv.key.as_str() == key))
+            .map(|kv| kv.value.to_string())
+    };
+    assert_eq!(attr("rpc.call", "rpc.method").as_deref(), Some("Start"));
+    assert_eq!(attr("rpc.dispatch", "tracewire.stage").as_deref(), Some("rpc.dispatch"));
+    assert_eq!(attr("process.exit", "process.exit.code").as_deref(), Some("0"));
+    assert_eq!(attr("process.stdout", "tracewire.bytes").as_deref(), Some("3"));
+    assert!(attr("rpc.call", "tracewire.net.rtt_us").is_some(), "clock correlation recorded");
+    assert!(attr("rpc.call", "tracewire.clock.offset_us").is_some());
+    assert_eq!(attr("process.spawn", "process.executable.name").as_deref(), Some("sh"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_child_sees_a_traceparent_in_the_clients_trace() {
+    harness();
+    let s = server().await;
+    let c = client(&s).await;
+    let root = stage_span!(Exec);
+    let trace_id = span_context(&root).unwrap().trace_id.to_string();
+    let out =
+        async { c.start(argv(&["sh", "-c", "echo $TRACEPARENT"])).await.unwrap().wait_with_output().await.unwrap() }
+            .instrument(root)
+            .await;
+    let tp = String::from_utf8(out.stdout).unwrap();
+    let tp = tp.trim();
+    let parsed = tracewire_context::TraceParent::parse(tp).unwrap();
+    assert_eq!(parsed.trace_id.to_string(), trace_id, "{tp}");
+    // Its parent is the process span.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let spans = spans_of(&trace_id);
+    let process = spans.iter().find(|s| s.name == "process").unwrap();
+    assert_eq!(process.span_context.span_id().to_string(), parsed.parent_id.to_string());
+}

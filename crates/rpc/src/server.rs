@@ -1,0 +1,254 @@
+//! The server dispatcher.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use prost::Message;
+use tokio::sync::mpsc;
+use tracewire_context::TraceCarrier;
+use tracewire_proto::v1::{Envelope, Notification, Request, Response, Timing, envelope::Body, response};
+use tracewire_telemetry::{Queued, Stage, remote_context, set_parent_from, stage_span};
+use tracing::Instrument;
+
+use crate::timing::unix_nanos;
+use crate::transport::Transport;
+use crate::{ErrorCode, RpcError, method_name};
+
+/// Server settings (per connection).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Worker tasks handling requests concurrently.
+    pub workers: usize,
+    /// Requests waiting for a worker before the connection's reader waits (backpressure).
+    pub dispatch_queue: usize,
+    /// Outgoing envelopes (responses, notifications) waiting for the transport.
+    pub delivery_queue: usize,
+    /// Largest envelope accepted, in bytes; larger ones get a `TOO_LARGE` error.
+    pub max_envelope_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { workers: 8, dispatch_queue: 64, delivery_queue: 256, max_envelope_bytes: 4 << 20 }
+    }
+}
+
+/// What a server does with requests.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one request. The current span is the request's `rpc.dispatch` span, a child
+    /// of the caller's context. An `Err` becomes an error response.
+    fn handle(&self, request: Request, conn: &Connection) -> impl Future<Output = Result<Response, RpcError>> + Send;
+
+    /// Called once when a connection ends (after its last request was handled).
+    fn disconnected(&self, conn: &Connection) {
+        let _ = conn;
+    }
+}
+
+enum Outgoing {
+    Response(Envelope),
+    Notification(Queued<Envelope>),
+}
+
+/// One client connection, as a handler sees it: its id and a way to push notifications.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    id: u64,
+    out: mpsc::Sender<Outgoing>,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Response(_) => "Response",
+            Self::Notification(_) => "Notification",
+        })
+    }
+}
+
+impl Connection {
+    /// This connection's id (unique in the process).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Pushes a notification with the trace context it belongs to. Waits while the
+    /// delivery queue is full (backpressure); the wait is a `terminal.queue` span.
+    ///
+    /// # Errors
+    /// [`RpcError::Closed`] once the connection is gone.
+    pub async fn notify(&self, notification: Notification, trace: TraceCarrier) -> Result<(), RpcError> {
+        let env =
+            Envelope { id: 0, trace: Some(trace.into()), timing: None, body: Some(Body::Notification(notification)) };
+        self.out
+            .send(Outgoing::Notification(Queued::new(Stage::TerminalQueue, env)))
+            .await
+            .map_err(|_| RpcError::Closed)
+    }
+
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.out.is_closed()
+    }
+}
+
+static CONNECTIONS: AtomicU64 = AtomicU64::new(1);
+
+struct Job {
+    id: u64,
+    carrier: TraceCarrier,
+    t1: i64,
+    request: Request,
+}
+
+fn error_envelope(id: u64, code: ErrorCode, message: impl Into<String>, trace: Option<TraceCarrier>) -> Envelope {
+    Envelope {
+        id,
+        trace: trace.map(Into::into),
+        timing: None,
+        body: Some(Body::Response(Response {
+            result: Some(response::Result::Error(tracewire_proto::v1::Error {
+                code: code.into(),
+                message: message.into(),
+            })),
+        })),
+    }
+}
+
+/// Serves one connection until the peer goes away: decodes requests, queues them for
+/// the workers, answers each, and delivers notifications. Returns once the connection is
+/// closed and every request has been answered.
+pub async fn serve<H: Handler>(transport: impl Transport, handler: Arc<H>, config: ServerConfig) {
+    let link = transport.into_link();
+    let (out_tx, out_rx) = mpsc::channel::<Outgoing>(config.delivery_queue.max(1));
+    let conn = Connection { id: CONNECTIONS.fetch_add(1, Ordering::Relaxed), out: out_tx };
+    let writer = tokio::spawn(write_loop(out_rx, link.tx));
+
+    let (job_tx, job_rx) = mpsc::channel::<Queued<Job>>(config.dispatch_queue.max(1));
+    let job_rx = Arc::new(tokio::sync::Mutex::new(job_rx));
+    let mut workers = Vec::with_capacity(config.workers.max(1));
+    for _ in 0..config.workers.max(1) {
+        let (rx, handler, conn) = (Arc::clone(&job_rx), Arc::clone(&handler), conn.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let next = rx.lock().await.recv().await;
+                let Some(job) = next else { break };
+                dispatch(job.into_inner(), &*handler, &conn).await;
+            }
+        }));
+    }
+
+    let mut rx = link.rx;
+    while let Some(frame) = rx.recv().await {
+        let t1 = unix_nanos();
+        if frame.len() > config.max_envelope_bytes {
+            let msg = format!("envelope of {} bytes exceeds the limit of {}", frame.len(), config.max_envelope_bytes);
+            let _ = conn.out.send(Outgoing::Response(error_envelope(0, ErrorCode::TooLarge, msg, None))).await;
+            continue;
+        }
+        let env = match Envelope::decode(frame) {
+            Ok(env) => env,
+            Err(e) => {
+                let env = error_envelope(0, ErrorCode::Decode, format!("undecodable envelope: {e}"), None);
+                let _ = conn.out.send(Outgoing::Response(env)).await;
+                continue;
+            }
+        };
+        let carrier: TraceCarrier = env.trace.unwrap_or_default().into();
+        let request = match env.body {
+            Some(Body::Request(r)) if r.method.is_some() => r,
+            Some(Body::Request(_)) => {
+                let env = error_envelope(env.id, ErrorCode::UnknownMethod, "unknown or missing method", Some(carrier));
+                let _ = conn.out.send(Outgoing::Response(env)).await;
+                continue;
+            }
+            _ => {
+                let env = error_envelope(env.id, ErrorCode::InvalidRequest, "expected a request", Some(carrier));
+                let _ = conn.out.send(Outgoing::Response(env)).await;
+                continue;
+            }
+        };
+        // The wait for a worker is a span of its own, under the caller's context.
+        let (parent, _) = remote_context(&carrier);
+        let job = Job { id: env.id, carrier, t1, request };
+        if job_tx.send(Queued::with_parent(Stage::RpcQueue, job, parent)).await.is_err() {
+            break;
+        }
+    }
+    drop(job_tx);
+    for w in workers {
+        let _ = w.await;
+    }
+    handler.disconnected(&conn);
+    drop(conn);
+    let _ = writer.await;
+}
+
+async fn dispatch<H: Handler>(job: Job, handler: &H, conn: &Connection) {
+    let span = stage_span!(
+        RpcDispatch,
+        rpc.system = "tracewire",
+        rpc.method = method_name(&job.request),
+        rpc.request.id = job.id,
+        error.type = tracing::field::Empty,
+    );
+    set_parent_from(&span, &job.carrier);
+    let result = handler.handle(job.request, conn).instrument(span.clone()).await;
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => {
+            span.record("error.type", format!("{:?}", e.code()));
+            let message = match &e {
+                RpcError::Remote { message, .. } => message.clone(),
+                other => other.to_string(),
+            };
+            Response {
+                result: Some(response::Result::Error(tracewire_proto::v1::Error { code: e.code().into(), message })),
+            }
+        }
+    };
+    let env = Envelope {
+        id: job.id,
+        trace: Some(job.carrier.into()),
+        timing: Some(Timing { client_send_unix_nanos: 0, server_recv_unix_nanos: job.t1, server_send_unix_nanos: 0 }),
+        body: Some(Body::Response(response)),
+    };
+    let _ = conn.out.send(Outgoing::Response(env)).await;
+}
+
+async fn write_loop(mut out: mpsc::Receiver<Outgoing>, tx: mpsc::Sender<Bytes>) {
+    while let Some(item) = out.recv().await {
+        let frame = match item {
+            Outgoing::Response(mut env) => {
+                if let Some(t) = env.timing.as_mut() {
+                    t.server_send_unix_nanos = unix_nanos();
+                }
+                Bytes::from(env.encode_to_vec())
+            }
+            Outgoing::Notification(queued) => {
+                let env = queued.into_inner();
+                let carrier: TraceCarrier = env.trace.clone().unwrap_or_default().into();
+                let (event, bytes) = match &env.body {
+                    Some(Body::Notification(Notification { event: Some(e) })) => match e {
+                        tracewire_proto::v1::notification::Event::Output(o) => ("Output", o.data.len()),
+                        tracewire_proto::v1::notification::Event::Exited(_) => ("Exited", 0),
+                    },
+                    _ => ("unknown", 0),
+                };
+                let span = stage_span!(TerminalDeliver, tracewire.event = event, tracewire.bytes = bytes);
+                set_parent_from(&span, &carrier);
+                let frame = Bytes::from(env.encode_to_vec());
+                if tx.send(frame).instrument(span).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        if tx.send(frame).await.is_err() {
+            break;
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Runs one command on an exec-server and prints its output as it arrives: the library
+//! API behind `tracewire exec`.
+//!
+//! ```text
+//! cargo run --example remote_exec_client -- 127.0.0.1:7070 sh -c 'echo $TRACEPARENT'
+//! ```
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use tracewire_exec::{Event, ExecClient, OutputStream, Start};
+use tracewire_telemetry::{Config, current_trace_id, init, stage_span};
+use tracing::Instrument;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let telemetry = init(Config::from_env()?)?;
+    let mut args = std::env::args().skip(1);
+    let server = args.next().context("usage: remote_exec_client SERVER CMD [ARGS...]")?;
+    let argv: Vec<String> = args.collect();
+    let code = async {
+        eprintln!("trace_id={}", current_trace_id().map(|t| t.to_string()).unwrap_or_default());
+        let client = ExecClient::connect(&server).await?;
+        let mut process = client.start(Start { argv, ..Start::default() }).await?;
+        while let Some(event) = process.next_event().await {
+            match event {
+                Event::Output { stream: OutputStream::Stdout, data, .. } => std::io::stdout().write_all(&data)?,
+                Event::Output { stream: OutputStream::Stderr, data, .. } => std::io::stderr().write_all(&data)?,
+                Event::Exited(status) => return Ok::<_, anyhow::Error>(status.shell_code()),
+            }
+        }
+        anyhow::bail!("the connection ended before the command exited")
+    }
+    .instrument(stage_span!(Exec))
+    .await?;
+    let _ = telemetry.shutdown();
+    std::process::exit(code);
+}
