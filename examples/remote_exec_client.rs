@@ -3,7 +3,11 @@
 //!
 //! ```text
 //! cargo run --example remote_exec_client -- 127.0.0.1:7070 sh -c 'echo $TRACEPARENT'
+//! RELAY_SESSION=S RELAY_SERVER_KEY=server.key.pub cargo run --example remote_exec_client -- http://127.0.0.1:7080 ls
 //! ```
+//!
+//! With `RELAY_SESSION` and `RELAY_SERVER_KEY` set (and `RELAY_TOKEN` if the relay needs
+//! one), the first argument is a relay and the session is end-to-end encrypted.
 
 use std::io::Write;
 
@@ -20,7 +24,16 @@ async fn main() -> Result<()> {
     let argv: Vec<String> = args.collect();
     let code = async {
         eprintln!("trace_id={}", current_trace_id().map(|t| t.to_string()).unwrap_or_default());
-        let client = ExecClient::connect(&server).await?;
+        let client = match (std::env::var("RELAY_SESSION"), std::env::var("RELAY_SERVER_KEY")) {
+            (Ok(session), Ok(key)) => {
+                let mut ep = tracewire_relay::RelayEndpoint::new(server.clone(), session);
+                ep.token = std::env::var("RELAY_TOKEN").ok();
+                let key = tracewire_relay::read_public_key(std::path::Path::new(&key))?;
+                let link = tracewire_relay::connect(&ep, &key).await?;
+                ExecClient::new(tracewire_rpc::Client::new(link, tracewire_rpc::ClientConfig::default()))
+            }
+            _ => ExecClient::connect(&server).await?,
+        };
         let mut process = client.start(Start { argv, ..Start::default() }).await?;
         while let Some(event) = process.next_event().await {
             match event {

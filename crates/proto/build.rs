@@ -5,7 +5,11 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = [root.join("tracewire/v1/trace.proto"), root.join("tracewire/v1/exec.proto")];
+    let files = [
+        root.join("tracewire/v1/trace.proto"),
+        root.join("tracewire/v1/exec.proto"),
+        root.join("tracewire/v1/relay.proto"),
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }
@@ -27,6 +31,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .server_streaming()
         .build();
     let service = tonic_build::manual::Service::builder().name("Exec").package("tracewire.v1").method(connect).build();
-    tonic_build::manual::Builder::new().build_transport(false).compile(&[service]);
+    // The relay forwards typed frames.
+    let attach = tonic_build::manual::Method::builder()
+        .name("attach")
+        .route_name("Attach")
+        .input_type("crate::v1::RelayFrame")
+        .output_type("crate::v1::RelayFrame")
+        .codec_path("tonic_prost::ProstCodec")
+        .client_streaming()
+        .server_streaming()
+        .build();
+    let relay = tonic_build::manual::Service::builder().name("Relay").package("tracewire.v1").method(attach).build();
+    tonic_build::manual::Builder::new().build_transport(false).compile(&[service, relay]);
     Ok(())
 }

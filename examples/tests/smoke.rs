@@ -104,3 +104,53 @@ fn remote_exec_examples_run_a_command_end_to_end() {
     assert_eq!(out.stdout, b"remote\n");
     assert_eq!(out.status.code(), Some(4));
 }
+
+#[test]
+fn relay_examples_run_a_command_end_to_end_encrypted() {
+    use std::io::{BufRead, BufReader};
+    let dir = tracewire_testkit::TempDir::new("tracewire-example-relay").unwrap();
+    let key = dir.path().join("server.key");
+    tracewire_relay::Keypair::generate().unwrap().write(&key).unwrap();
+    let first_line = |child: &mut std::process::Child| {
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        line
+    };
+    let mut relay = Command::new(example("relay"))
+        .arg("127.0.0.1:0")
+        .env("OTEL_SDK_DISABLED", "true")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://{}", first_line(&mut relay).trim().strip_prefix("listening on ").unwrap());
+    let mut server = Command::new(example("remote_exec_server"))
+        .args(["relay", url.as_str(), "ex"])
+        .arg(&key)
+        .env("OTEL_SDK_DISABLED", "true")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(first_line(&mut server).starts_with("serving session ex"));
+    let run = || {
+        Command::new(example("remote_exec_client"))
+            .args([url.as_str(), "echo", "sealed"])
+            .env("OTEL_SDK_DISABLED", "true")
+            .env("RELAY_SESSION", "ex")
+            .env("RELAY_SERVER_KEY", tracewire_relay::public_path(&key))
+            .output()
+            .unwrap()
+    };
+    let mut out = run();
+    for _ in 0..50 {
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        out = run();
+    }
+    for mut c in [server, relay] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert_eq!(out.stdout, b"sealed\n", "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -3,6 +3,11 @@
 //! ```text
 //! tracewire exec-server --listen 127.0.0.1:7070          # or --listen unix:/path/to.sock
 //! tracewire exec --server 127.0.0.1:7070 [--print-trace-id] -- CMD [ARGS...]
+//!
+//! tracewire keygen --out server.key                      # server.key (0600) + server.key.pub
+//! tracewire relay --listen 127.0.0.1:7080 [--token T]
+//! tracewire exec-server --relay http://127.0.0.1:7080 --session S --key server.key [--token T]
+//! tracewire exec --relay http://127.0.0.1:7080 --session S --server-key server.key.pub [--token T] -- CMD
 //! ```
 //!
 //! Both export spans with tracewire-telemetry, configured by the `OTEL_*` variables.
@@ -37,6 +42,28 @@ enum Command {
         /// Keep a client's processes running when it disconnects.
         #[arg(long)]
         keep_on_disconnect: bool,
+        #[command(flatten)]
+        relay: RelayArgs,
+        /// The server's private key (from `tracewire keygen`), with --relay.
+        #[arg(long, requires = "relay")]
+        key: Option<std::path::PathBuf>,
+    },
+    /// Write a new static key pair: the private key to PATH (mode 0600), the public key to
+    /// PATH.pub.
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Run a relay: pairs clients and exec-servers by session and forwards ciphertext.
+    Relay {
+        /// Address to listen on (HOST:PORT).
+        #[arg(long, default_value = "127.0.0.1:7080")]
+        listen: String,
+        /// Require this attach token (also TRACEWIRE_RELAY_TOKEN). Required on a
+        /// non-loopback address.
+        #[arg(long, env = "TRACEWIRE_RELAY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Run a command on an exec-server, streaming its output; exits with its exit code
     /// (128 + signal when a signal ended it).
@@ -53,10 +80,44 @@ enum Command {
         /// Kill the command after this many milliseconds.
         #[arg(long)]
         timeout_ms: Option<u64>,
+        #[command(flatten)]
+        relay: RelayArgs,
+        /// The exec-server's public key (PATH.pub from `tracewire keygen`), with --relay.
+        #[arg(long, requires = "relay")]
+        server_key: Option<std::path::PathBuf>,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+}
+
+/// Going through a relay instead of a direct connection.
+#[derive(clap::Args)]
+struct RelayArgs {
+    /// The relay (http://HOST:PORT).
+    #[arg(long)]
+    relay: Option<String>,
+    /// The session both ends name, with --relay.
+    #[arg(long, requires = "relay")]
+    session: Option<String>,
+    /// The relay's attach token (also TRACEWIRE_RELAY_TOKEN), with --relay.
+    #[arg(long = "token", env = "TRACEWIRE_RELAY_TOKEN", hide_env_values = true)]
+    relay_token: Option<String>,
+    /// Also send each message's traceparent in cleartext so the relay can emit
+    /// relay.forward spans (timing metadata only, never content).
+    #[arg(long)]
+    expose_traceparent: bool,
+}
+
+impl RelayArgs {
+    fn endpoint(&self) -> Result<Option<tracewire_relay::RelayEndpoint>> {
+        let Some(relay) = &self.relay else { return Ok(None) };
+        let session = self.session.clone().context("--relay needs --session")?;
+        let mut ep = tracewire_relay::RelayEndpoint::new(relay.clone(), session);
+        ep.token.clone_from(&self.relay_token);
+        ep.expose_traceparent = self.expose_traceparent;
+        Ok(Some(ep))
+    }
 }
 
 fn main() -> ExitCode {
@@ -80,12 +141,25 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<i32> {
     let telemetry = init(Config::from_env()?)?;
     let code = match cli.command {
-        Command::ExecServer { listen, keep_on_disconnect } => {
-            exec_server(&listen, keep_on_disconnect).await.map(|()| 0)
+        Command::ExecServer { listen, keep_on_disconnect, relay, key } => match relay.endpoint() {
+            Ok(Some(ep)) => exec_server_via_relay(ep, key, keep_on_disconnect).await.map(|()| 0),
+            Ok(None) => exec_server(&listen, keep_on_disconnect).await.map(|()| 0),
+            Err(e) => Err(e),
+        },
+        Command::Exec { server, print_trace_id, cwd, timeout_ms, relay, server_key, command } => {
+            match (relay.endpoint(), server_key) {
+                (Ok(Some(ep)), Some(key)) => {
+                    exec(&Target::Relay(ep, key), print_trace_id, cwd, timeout_ms, command).await
+                }
+                (Ok(Some(_)), None) => {
+                    Err(anyhow::anyhow!("--relay needs --server-key (the exec-server's public key)"))
+                }
+                (Ok(None), _) => exec(&Target::Direct(server), print_trace_id, cwd, timeout_ms, command).await,
+                (Err(e), _) => Err(e),
+            }
         }
-        Command::Exec { server, print_trace_id, cwd, timeout_ms, command } => {
-            exec(&server, print_trace_id, cwd, timeout_ms, command).await
-        }
+        Command::Keygen { out } => keygen(&out).map(|()| 0),
+        Command::Relay { listen, token } => relay(&listen, token).await.map(|()| 0),
     };
     if let Err(tracewire_telemetry::Error::Shutdown { reason, stats, .. }) = telemetry.shutdown() {
         eprintln!("tracewire: telemetry shutdown: {reason} ({} spans dropped)", stats.dropped());
@@ -108,8 +182,81 @@ async fn exec_server(listen: &str, keep_on_disconnect: bool) -> Result<()> {
     Ok(())
 }
 
+/// Where `tracewire exec` sends the command.
+enum Target {
+    Direct(String),
+    Relay(tracewire_relay::RelayEndpoint, std::path::PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Direct(s) => f.write_str(s),
+            Self::Relay(ep, _) => write!(f, "session {} via {}", ep.session, ep.relay),
+        }
+    }
+}
+
+impl Target {
+    async fn connect(&self) -> Result<ExecClient> {
+        match self {
+            Self::Direct(server) => {
+                Ok(ExecClient::connect(server).await.with_context(|| format!("connecting to {server}"))?)
+            }
+            Self::Relay(ep, key_path) => {
+                let key = tracewire_relay::read_public_key(key_path)?;
+                let link = tracewire_relay::connect(ep, &key).await.with_context(|| format!("connecting to {self}"))?;
+                Ok(ExecClient::new(tracewire_rpc::Client::new(link, tracewire_rpc::ClientConfig::default())))
+            }
+        }
+    }
+}
+
+fn keygen(out: &std::path::Path) -> Result<()> {
+    let kp = tracewire_relay::Keypair::generate()?;
+    kp.write(out)?;
+    eprintln!("wrote {} (private, mode 0600) and {}", out.display(), tracewire_relay::public_path(out).display());
+    Ok(())
+}
+
+async fn relay(listen: &str, token: Option<String>) -> Result<()> {
+    let addr: std::net::SocketAddr = listen.parse().with_context(|| format!("{listen:?} is not HOST:PORT"))?;
+    if token.is_none() && !addr.ip().is_loopback() {
+        bail!("refusing to run an open relay on {addr}: give --token (or TRACEWIRE_RELAY_TOKEN)");
+    }
+    let (listener, local) = tracewire_relay::RelayServer::bind(addr).await?;
+    println!("listening on {local}");
+    std::io::stdout().flush()?;
+    let mut config = tracewire_relay::RelayConfig::default();
+    config.token = token;
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    tracewire_relay::RelayServer::new(config).serve(listener, shutdown).await?;
+    Ok(())
+}
+
+async fn exec_server_via_relay(
+    ep: tracewire_relay::RelayEndpoint,
+    key: Option<std::path::PathBuf>,
+    keep_on_disconnect: bool,
+) -> Result<()> {
+    let key = key.context("--relay needs --key (the server's private key)")?;
+    let keypair = tracewire_relay::Keypair::read(&key)?;
+    let mut config = ExecConfig::default();
+    config.kill_on_disconnect = !keep_on_disconnect;
+    println!("serving session {} via {}", ep.session, ep.relay);
+    std::io::stdout().flush()?;
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    tracewire_relay::serve_via_relay(ep, keypair, Arc::new(ExecServer::new(config)), ServerConfig::default(), shutdown)
+        .await;
+    Ok(())
+}
+
 async fn exec(
-    server: &str,
+    target: &Target,
     print_trace_id: bool,
     cwd: Option<String>,
     timeout_ms: Option<u64>,
@@ -126,7 +273,7 @@ async fn exec(
                 None => eprintln!("trace_id=none (telemetry disabled)"),
             }
         }
-        let client = ExecClient::connect(server).await.with_context(|| format!("connecting to {server}"))?;
+        let client = target.connect().await?;
         let start = Start { argv: command, cwd: cwd.unwrap_or_default(), timeout_ms, ..Start::default() };
         let mut process = client.start(start).await?;
         // Forward our stdin until it ends, then close the remote one.
@@ -161,7 +308,7 @@ async fn exec(
                     stderr.flush()?;
                 }
                 Some(Event::Exited(status)) => break status,
-                None => bail!("the connection to {server} ended before the command exited"),
+                None => bail!("the connection to {target} ended before the command exited"),
             }
         };
         forward.abort();

@@ -168,3 +168,122 @@ fn bad_addresses_and_missing_commands_are_clear_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("connecting to"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A `tracewire relay` process on a given port (0: a free one), stopped by its pid.
+fn relay_process(port: u16) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["relay", "--listen", &format!("127.0.0.1:{port}"), "--token", "tok"])
+        .env("OTEL_SDK_DISABLED", "true")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let address =
+        line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).to_owned();
+    (child, address)
+}
+
+#[test]
+fn exec_through_a_relay_and_survive_the_relay_restarting() {
+    let dir = tracewire_testkit::TempDir::new("tracewire-cli-relay").unwrap();
+    let key = dir.path().join("server.key");
+    let st = Command::new(BIN).args(["keygen", "--out"]).arg(&key).env("OTEL_SDK_DISABLED", "true").status().unwrap();
+    assert!(st.success());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600, "private key is 0600");
+    }
+    let pubkey = tracewire_relay_pub(&key);
+    let (mut relay, address) = relay_process(0);
+    let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
+    let url = format!("http://{address}");
+    let mut server = Command::new(BIN)
+        .args(["exec-server", "--relay", &url, "--session", "cli", "--token", "tok", "--key"])
+        .arg(&key)
+        .env("OTEL_SDK_DISABLED", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let exec = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["exec", "--relay", &url, "--session", "cli", "--token", "tok", "--server-key"])
+            .arg(&pubkey)
+            .arg("--")
+            .args(args)
+            .env("OTEL_SDK_DISABLED", "true")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // The server attaches asynchronously: retry briefly.
+    let mut out = exec(&["sh", "-c", "echo relayed; exit 6"]);
+    for _ in 0..50 {
+        if out.status.code() == Some(6) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        out = exec(&["sh", "-c", "echo relayed; exit 6"]);
+    }
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"relayed\n");
+
+    // The relay dies mid-stream: the client gets an error, not a hang.
+    let mut client = Command::new(BIN)
+        .args(["exec", "--relay", &url, "--session", "cli", "--token", "tok", "--server-key"])
+        .arg(&pubkey)
+        .args(["--", "sleep", "30"])
+        .env("OTEL_SDK_DISABLED", "true")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    relay.kill().unwrap();
+    let _ = relay.wait();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = client.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "the client hangs after the relay died");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1));
+
+    // A relay on the same port again: the exec-server re-attaches and serves new clients.
+    let (mut relay2, _) = relay_process(port);
+    let mut out = exec(&["echo", "again"]);
+    for _ in 0..100 {
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        out = exec(&["echo", "again"]);
+    }
+    assert_eq!(out.stdout, b"again\n", "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = relay2.kill();
+    let _ = relay2.wait();
+}
+
+fn tracewire_relay_pub(key: &std::path::Path) -> std::path::PathBuf {
+    let mut p = key.as_os_str().to_owned();
+    p.push(".pub");
+    p.into()
+}
+
+#[test]
+fn an_open_relay_on_a_public_address_is_refused() {
+    let out = Command::new(BIN)
+        .args(["relay", "--listen", "0.0.0.0:0"])
+        .env("OTEL_SDK_DISABLED", "true")
+        .env_remove("TRACEWIRE_RELAY_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--token"));
+}

@@ -37,6 +37,12 @@ pub mod exec_service {
     include!(concat!(env!("OUT_DIR"), "/tracewire.v1.Exec.rs"));
 }
 
+/// The generated gRPC client and server of the `Relay` service.
+#[allow(missing_docs, clippy::pedantic, clippy::all, unreachable_pub, rust_2018_idioms, missing_debug_implementations)]
+pub mod relay_service {
+    include!(concat!(env!("OUT_DIR"), "/tracewire.v1.Relay.rs"));
+}
+
 /// One gRPC message of the `Exec` stream: an encoded [`v1::Envelope`], not yet decoded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Frame(pub Bytes);

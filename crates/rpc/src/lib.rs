@@ -48,7 +48,7 @@ pub use client::{Client, ClientConfig};
 pub use server::{Connection, Handler, ServerConfig, serve};
 pub use timing::{ClockSample, unix_nanos};
 pub use tracewire_proto::v1::{Envelope, ErrorCode};
-pub use transport::{Link, link_pair};
+pub use transport::{Link, Transport, link_pair};
 
 /// An RPC failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

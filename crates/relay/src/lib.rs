@@ -1,0 +1,45 @@
+//! # tracewire-relay
+//!
+//! End-to-end encryption of the exec RPC with Noise (`snow`, ring-accelerated), through a
+//! relay that pairs a client and a server by session id and forwards only ciphertext.
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod framing;
+mod noise;
+mod server;
+mod transport;
+
+pub use framing::{FrameError, MAX_RECORD_PLAINTEXT, Opened, Opener, Sealer};
+pub use noise::{Keypair, NoiseConfig, Pattern, Suite, prologue, public_path, read_public_key};
+pub use server::{RelayConfig, RelayServer, Tap};
+pub use transport::{RelayEndpoint, RelayLink, accept, connect, serve_via_relay};
+
+/// A relay failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// The Noise handshake failed (wrong key, tampering, protocol mismatch).
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    /// The server's static key is not the pinned one.
+    #[error("the server's static key is not the pinned key")]
+    WrongKey,
+    /// A key file is missing or malformed.
+    #[error("key: {0}")]
+    Key(String),
+    /// A framing fault.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The peer or the relay reset the session.
+    #[error("session reset: {reason:?} {detail}")]
+    Reset {
+        /// Why.
+        reason: tracewire_proto::v1::ResetReason,
+        /// Details.
+        detail: String,
+    },
+    /// The relay connection failed or ended.
+    #[error("relay transport: {0}")]
+    Transport(String),
+}

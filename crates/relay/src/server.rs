@@ -1,0 +1,313 @@
+//! The relay server: pairs a client and a server by session id and forwards their frames.
+//! It holds no keys; it sees Hello, handshake messages (public by design), ciphertext
+//! records, and — only when a sender opts in — a cleartext traceparent for timing spans.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use subtle::ConstantTimeEq;
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracewire_proto::relay_service::relay_server::{Relay, RelayServer as GrpcRelayServer};
+use tracewire_proto::v1::{Heartbeat, RelayFrame, Reset, ResetReason, Role, relay_frame::Kind};
+
+use crate::RelayError;
+
+/// Relay settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RelayConfig {
+    /// Attachments must present this token (compared in constant time). `None`: open relay
+    /// (only sensible on loopback).
+    pub token: Option<String>,
+    /// Frames buffered per direction of a session; a full buffer makes the sender wait.
+    pub session_buffer: usize,
+    /// How often the relay sends each end a heartbeat.
+    pub heartbeat: Duration,
+    /// An end that sends nothing (not even heartbeats) for this long is closed.
+    pub idle_timeout: Duration,
+    /// How long an attachment may take to say Hello.
+    pub hello_timeout: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            session_buffer: 64,
+            heartbeat: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            hello_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Sees every frame the relay receives and forwards (for tests that check the relay never
+/// sees plaintext).
+pub type Tap = Arc<dyn Fn(&RelayFrame) + Send + Sync>;
+
+#[derive(Default)]
+struct Session {
+    ends: [Option<mpsc::Sender<RelayFrame>>; 2],
+    attached: Arc<Notify>,
+}
+
+/// The relay.
+#[derive(Clone)]
+pub struct RelayServer {
+    config: Arc<RelayConfig>,
+    sessions: Arc<Mutex<HashMap<String, Session>>>,
+    tap: Option<Tap>,
+}
+
+impl std::fmt::Debug for RelayServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayServer").field("sessions", &self.sessions()).finish_non_exhaustive()
+    }
+}
+
+fn reset(reason: ResetReason, detail: impl Into<String>) -> RelayFrame {
+    RelayFrame { kind: Some(Kind::Reset(Reset { reason: reason.into(), detail: detail.into() })) }
+}
+
+fn slot(role: Role) -> Option<usize> {
+    match role {
+        Role::Client => Some(0),
+        Role::Server => Some(1),
+        Role::Unspecified => None,
+    }
+}
+
+type FrameStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<RelayFrame, Status>> + Send + 'static>>;
+
+impl RelayServer {
+    /// A relay with these settings.
+    pub fn new(config: RelayConfig) -> Self {
+        Self { config: Arc::new(config), sessions: Arc::default(), tap: None }
+    }
+
+    /// Calls `tap` with every frame received and forwarded.
+    #[must_use]
+    pub fn with_tap(mut self, tap: Tap) -> Self {
+        self.tap = Some(tap);
+        self
+    }
+
+    /// Sessions with at least one end attached.
+    pub fn sessions(&self) -> usize {
+        self.sessions.lock().map_or(0, |s| s.len())
+    }
+
+    /// Serves on a bound listener until `shutdown`.
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), RelayError> {
+        // Going away resets every session, so both ends learn it at once (typed) instead
+        // of waiting for an idle timeout.
+        let me = self.clone();
+        let shutdown = async move {
+            shutdown.await;
+            me.close_all("the relay is shutting down");
+        };
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|c| {
+            c.inspect(|c| {
+                let _ = c.set_nodelay(true);
+            })
+        });
+        tonic::transport::Server::builder()
+            .add_service(
+                GrpcRelayServer::new(self).max_decoding_message_size(1 << 20).max_encoding_message_size(1 << 20),
+            )
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+            .map_err(|e| RelayError::Transport(e.to_string()))
+    }
+
+    /// Binds `addr` and returns the listener and its address (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// When the address cannot be bound.
+    pub async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), RelayError> {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| RelayError::Transport(format!("bind {addr}: {e}")))?;
+        let local = l.local_addr().map_err(|e| RelayError::Transport(e.to_string()))?;
+        Ok((l, local))
+    }
+
+    /// Resets and forgets every session.
+    pub fn close_all(&self, detail: &str) {
+        let sessions: Vec<Session> = match self.sessions.lock() {
+            Ok(mut s) => s.drain().map(|(_, v)| v).collect(),
+            Err(_) => return,
+        };
+        for s in sessions {
+            for end in s.ends.into_iter().flatten() {
+                let _ = end.try_send(reset(ResetReason::PeerGone, detail));
+            }
+        }
+    }
+
+    fn token_ok(&self, presented: &str) -> bool {
+        match &self.config.token {
+            None => true,
+            Some(t) => bool::from(t.as_bytes().ct_eq(presented.as_bytes())),
+        }
+    }
+
+    /// Registers an end; returns its outbound receiver.
+    fn attach_end(&self, session: &str, idx: usize) -> Result<(mpsc::Receiver<RelayFrame>, Arc<Notify>), ResetReason> {
+        let mut sessions = self.sessions.lock().map_err(|_| ResetReason::Protocol)?;
+        let s = sessions.entry(session.to_owned()).or_default();
+        if s.ends[idx].is_some() {
+            return Err(ResetReason::RoleTaken);
+        }
+        let (tx, rx) = mpsc::channel(self.config.session_buffer.max(1));
+        s.ends[idx] = Some(tx);
+        s.attached.notify_waiters();
+        Ok((rx, Arc::clone(&s.attached)))
+    }
+
+    fn peer(&self, session: &str, idx: usize) -> Option<mpsc::Sender<RelayFrame>> {
+        self.sessions.lock().ok()?.get(session)?.ends[1 - idx].clone()
+    }
+
+    /// Detaches an end: the peer is told, and the session is removed.
+    fn detach(&self, session: &str, idx: usize, reason: ResetReason) {
+        let peer = {
+            let Ok(mut sessions) = self.sessions.lock() else { return };
+            let Some(s) = sessions.get_mut(session) else { return };
+            s.ends[idx] = None;
+            let peer = s.ends[1 - idx].take();
+            sessions.remove(session);
+            peer
+        };
+        if let Some(p) = peer {
+            let _ = p.try_send(reset(reason, "the other end left the session"));
+        }
+    }
+
+    async fn forward(
+        &self,
+        session: String,
+        idx: usize,
+        mut inbound: Streaming<RelayFrame>,
+        own: mpsc::Sender<RelayFrame>,
+        attached: Arc<Notify>,
+    ) {
+        let cfg = Arc::clone(&self.config);
+        let mut heartbeat = tokio::time::interval(cfg.heartbeat);
+        heartbeat.tick().await;
+        let mut message_start: Option<SystemTime> = None;
+        let reason = loop {
+            let frame = tokio::select! {
+                f = tokio::time::timeout(cfg.idle_timeout, inbound.next()) => f,
+                _ = heartbeat.tick() => {
+                    let _ = own.try_send(RelayFrame { kind: Some(Kind::Heartbeat(Heartbeat {})) });
+                    continue;
+                }
+            };
+            let frame = match frame {
+                Err(_) => {
+                    let _ = own.try_send(reset(ResetReason::Idle, "idle"));
+                    break ResetReason::Idle;
+                }
+                Ok(None | Some(Err(_))) => break ResetReason::PeerGone,
+                Ok(Some(Ok(f))) => f,
+            };
+            if let Some(tap) = &self.tap {
+                tap(&frame);
+            }
+            match &frame.kind {
+                Some(Kind::Heartbeat(_)) => continue,
+                Some(Kind::Hello(_)) | None => {
+                    let _ = own.try_send(reset(ResetReason::Protocol, "unexpected frame"));
+                    break ResetReason::Protocol;
+                }
+                _ => {}
+            }
+            let received = SystemTime::now();
+            // Wait for the peer to attach (bounded by the idle timeout).
+            let peer = loop {
+                if let Some(p) = self.peer(&session, idx) {
+                    break Some(p);
+                }
+                if tokio::time::timeout(cfg.idle_timeout, attached.notified()).await.is_err() {
+                    break None;
+                }
+            };
+            let Some(peer) = peer else {
+                let _ = own.try_send(reset(ResetReason::PeerGone, "no peer attached"));
+                break ResetReason::PeerGone;
+            };
+            let timing = match &frame.kind {
+                Some(Kind::Data(d)) if !d.traceparent.is_empty() => {
+                    let start = *message_start.get_or_insert(received);
+                    Some((start, d.last_fragment, d.traceparent.clone(), d.record.len()))
+                }
+                _ => None,
+            };
+            if let Some(tap) = &self.tap {
+                tap(&frame);
+            }
+            if peer.send(frame).await.is_err() {
+                break ResetReason::PeerGone;
+            }
+            if let Some((start, true, traceparent, bytes)) = timing {
+                message_start = None;
+                let (parent, _) = tracewire_telemetry::remote_context(&[("traceparent", traceparent.as_str())]);
+                tracewire_telemetry::emit_stage_span(
+                    tracewire_telemetry::Stage::RelayForward,
+                    start,
+                    SystemTime::now(),
+                    &parent,
+                    &[opentelemetry::KeyValue::new("tracewire.bytes", i64::try_from(bytes).unwrap_or(i64::MAX))],
+                );
+            }
+        };
+        self.detach(&session, idx, reason);
+    }
+}
+
+#[tonic::async_trait]
+impl Relay for RelayServer {
+    type AttachStream = FrameStream;
+
+    async fn attach(&self, request: Request<Streaming<RelayFrame>>) -> Result<Response<FrameStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(self.config.hello_timeout, inbound.next()).await;
+        let Ok(Some(Ok(RelayFrame { kind: Some(Kind::Hello(hello)) }))) = first else {
+            return Ok(Response::new(Box::pin(tokio_stream::once(Ok(reset(ResetReason::Protocol, "expected Hello"))))));
+        };
+        if !self.token_ok(&hello.attach_token) {
+            return Ok(Response::new(Box::pin(tokio_stream::once(Ok(reset(
+                ResetReason::BadToken,
+                "attachment refused",
+            ))))));
+        }
+        let Some(idx) = slot(Role::try_from(hello.role).unwrap_or(Role::Unspecified)) else {
+            return Ok(Response::new(Box::pin(tokio_stream::once(Ok(reset(ResetReason::Protocol, "no role"))))));
+        };
+        let (out_rx, attached) = match self.attach_end(&hello.session_id, idx) {
+            Ok(x) => x,
+            Err(reason) => {
+                return Ok(Response::new(Box::pin(tokio_stream::once(Ok(reset(reason, "attachment refused"))))));
+            }
+        };
+        let own = self.sessions.lock().ok().and_then(|s| s.get(&hello.session_id).and_then(|s| s.ends[idx].clone()));
+        let Some(own) = own else { return Err(Status::internal("session vanished")) };
+        let me = self.clone();
+        tokio::spawn(async move { me.forward(hello.session_id, idx, inbound, own, attached).await });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx).map(Ok))))
+    }
+}

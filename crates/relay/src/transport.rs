@@ -1,0 +1,381 @@
+//! The relay as a transport of the exec RPC: attach, handshake, then encrypted framing,
+//! with one set of stage spans per message (children of the envelope's trace context).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use opentelemetry::KeyValue;
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use tracewire_context::TraceCarrier;
+use tracewire_proto::relay_service::relay_client::RelayClient;
+use tracewire_proto::v1::{
+    Envelope, Handshake, Heartbeat, Hello, RelayFrame, Reset, ResetReason, Role, relay_frame::Kind,
+};
+use tracewire_rpc::Link;
+use tracewire_rpc::grpc::Address;
+use tracewire_telemetry::{Stage, emit_stage_span, remote_context};
+
+use crate::framing::{Opener, Sealer};
+use crate::noise::{HandshakeIo, Keypair, NoiseConfig, initiate, respond};
+use crate::{FrameError, RelayError};
+
+/// How an end attaches to the relay.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RelayEndpoint {
+    /// The relay: `host:port` or `http://host:port`.
+    pub relay: String,
+    /// The session both ends name.
+    pub session: String,
+    /// The relay's attach token, if it requires one.
+    pub token: Option<String>,
+    /// Noise settings (both ends must agree).
+    pub noise: NoiseConfig,
+    /// Reorder window, in records.
+    pub window: usize,
+    /// Largest message accepted (default 64 MiB).
+    pub max_message: usize,
+    /// Put each message's traceparent in cleartext on its Data frames, so the relay can
+    /// emit `relay.forward` spans. Exposes timing metadata only, never content. Off by
+    /// default.
+    pub expose_traceparent: bool,
+    /// How often this end sends a heartbeat.
+    pub heartbeat: Duration,
+}
+
+impl RelayEndpoint {
+    /// An endpoint with defaults.
+    pub fn new(relay: impl Into<String>, session: impl Into<String>) -> Self {
+        Self {
+            relay: relay.into(),
+            session: session.into(),
+            token: None,
+            noise: NoiseConfig::default(),
+            window: 64,
+            max_message: 64 << 20,
+            expose_traceparent: false,
+            heartbeat: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A session through the relay: the link the RPC layer uses, and why it ended.
+#[derive(Debug)]
+pub struct RelayLink {
+    /// Encoded envelopes both ways.
+    pub link: Link,
+    /// `Some` once the session ended with an error (a Reset, a framing fault, the relay
+    /// going away).
+    pub status: watch::Receiver<Option<RelayError>>,
+}
+
+impl tracewire_rpc::Transport for RelayLink {
+    fn into_link(self) -> Link {
+        self.link
+    }
+}
+
+struct Attached {
+    out: mpsc::Sender<RelayFrame>,
+    inbound: Streaming<RelayFrame>,
+}
+
+impl HandshakeIo for Attached {
+    async fn send(&mut self, message: Vec<u8>) -> Result<(), RelayError> {
+        let f = RelayFrame { kind: Some(Kind::Handshake(Handshake { message: message.into() })) };
+        if self.out.send(f).await.is_ok() {
+            return Ok(());
+        }
+        // The relay stopped reading: it usually said why (a Reset) before closing.
+        match self.recv().await {
+            Err(e @ RelayError::Reset { .. }) => Err(e),
+            _ => Err(RelayError::Transport("the relay closed the stream".into())),
+        }
+    }
+
+    async fn recv(&mut self) -> Result<Vec<u8>, RelayError> {
+        loop {
+            match self.inbound.next().await {
+                Some(Ok(RelayFrame { kind: Some(Kind::Handshake(h)) })) => return Ok(h.message.to_vec()),
+                Some(Ok(RelayFrame { kind: Some(Kind::Heartbeat(_)) })) => {}
+                Some(Ok(RelayFrame { kind: Some(Kind::Reset(r)) })) => return Err(reset_error(&r)),
+                Some(Ok(_)) => return Err(RelayError::Handshake("unexpected frame during the handshake".into())),
+                Some(Err(e)) => return Err(RelayError::Transport(e.to_string())),
+                None => return Err(RelayError::Transport("the relay closed the stream".into())),
+            }
+        }
+    }
+}
+
+fn reset_error(r: &Reset) -> RelayError {
+    RelayError::Reset {
+        reason: ResetReason::try_from(r.reason).unwrap_or(ResetReason::Unspecified),
+        detail: r.detail.clone(),
+    }
+}
+
+fn reset_frame(reason: ResetReason, detail: String) -> RelayFrame {
+    RelayFrame { kind: Some(Kind::Reset(Reset { reason: reason.into(), detail })) }
+}
+
+async fn attach(ep: &RelayEndpoint, role: Role) -> Result<Attached, RelayError> {
+    let address: Address =
+        ep.relay.parse().map_err(|e: tracewire_rpc::RpcError| RelayError::Transport(e.to_string()))?;
+    let Address::Tcp(addr) = address else { return Err(RelayError::Transport("the relay is reached over TCP".into())) };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| RelayError::Transport(e.to_string()))?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| RelayError::Transport(format!("connect {addr}: {e}")))?;
+    let mut client = RelayClient::new(channel).max_decoding_message_size(1 << 20).max_encoding_message_size(1 << 20);
+    let (out, rx) = mpsc::channel::<RelayFrame>(64);
+    let hello =
+        Hello { session_id: ep.session.clone(), role: role.into(), attach_token: ep.token.clone().unwrap_or_default() };
+    out.send(RelayFrame { kind: Some(Kind::Hello(hello)) })
+        .await
+        .map_err(|_| RelayError::Transport("closed".into()))?;
+    let inbound = client
+        .attach(ReceiverStream::new(rx))
+        .await
+        .map_err(|e| RelayError::Transport(format!("attach: {e}")))?
+        .into_inner();
+    Ok(Attached { out, inbound })
+}
+
+/// The client end: attaches as client, runs the Noise handshake pinning `server_public`,
+/// and returns the encrypted link.
+///
+/// # Errors
+/// [`RelayError::WrongKey`], [`RelayError::Handshake`], [`RelayError::Reset`] (e.g. a bad
+/// token), [`RelayError::Transport`].
+pub async fn connect(ep: &RelayEndpoint, server_public: &[u8; 32]) -> Result<RelayLink, RelayError> {
+    let mut a = attach(ep, Role::Client).await?;
+    let transport = initiate(ep.noise, &ep.session, server_public, &mut a).await?;
+    Ok(start(ep, a, Arc::new(transport)))
+}
+
+/// The server end: attaches as server, waits for a client's handshake, and returns the
+/// encrypted link. A client that fails the handshake is reset.
+///
+/// # Errors
+/// As [`connect`].
+pub async fn accept(ep: &RelayEndpoint, keypair: &Keypair) -> Result<RelayLink, RelayError> {
+    let mut a = attach(ep, Role::Server).await?;
+    match respond(ep.noise, &ep.session, keypair, &mut a).await {
+        Ok(t) => Ok(start(ep, a, Arc::new(t))),
+        Err(e) => {
+            // Tell the client why, and let the relay deliver it before we hang up.
+            let Attached { out, mut inbound } = a;
+            let _ = out.send(reset_frame(ResetReason::HandshakeFailed, e.to_string())).await;
+            drop(out);
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), async { while inbound.next().await.is_some() {} }).await;
+            Err(e)
+        }
+    }
+}
+
+fn start(ep: &RelayEndpoint, a: Attached, transport: Arc<snow::StatelessTransportState>) -> RelayLink {
+    let (to_rpc, rpc_rx) = mpsc::channel::<Bytes>(64);
+    let (rpc_tx, from_rpc) = mpsc::channel::<Bytes>(64);
+    let (status_tx, status) = watch::channel(None);
+    let status_tx = Arc::new(status_tx);
+    let sealer = Sealer::new(Arc::clone(&transport));
+    let opener = Opener::new(transport, ep.window, ep.max_message);
+    tokio::spawn(send_loop(
+        from_rpc,
+        a.out.clone(),
+        sealer,
+        ep.expose_traceparent,
+        ep.heartbeat,
+        Arc::clone(&status_tx),
+        status.clone(),
+    ));
+    tokio::spawn(recv_loop(a.inbound, a.out, opener, to_rpc, status_tx));
+    RelayLink { link: Link { tx: rpc_tx, rx: rpc_rx }, status }
+}
+
+/// The trace carrier of an encoded envelope (empty if it cannot be decoded).
+fn carrier_of(bytes: &[u8]) -> TraceCarrier {
+    Envelope::decode(bytes).ok().and_then(|e| e.trace).map(Into::into).unwrap_or_default()
+}
+
+fn kv(key: &'static str, v: usize) -> KeyValue {
+    KeyValue::new(key, i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+async fn send_loop(
+    mut from_rpc: mpsc::Receiver<Bytes>,
+    out: mpsc::Sender<RelayFrame>,
+    mut sealer: Sealer,
+    expose: bool,
+    heartbeat: Duration,
+    status: Arc<watch::Sender<Option<RelayError>>>,
+    mut ended: watch::Receiver<Option<RelayError>>,
+) {
+    let mut tick = tokio::time::interval(heartbeat);
+    tick.tick().await;
+    loop {
+        let message = tokio::select! {
+            m = from_rpc.recv() => m,
+            // The receiving side ended the session: stop, so the stream to the relay closes.
+            _ = async { ended.wait_for(Option::is_some).await.map(|_| ()) } => break,
+            _ = tick.tick() => {
+                if out.send(RelayFrame { kind: Some(Kind::Heartbeat(Heartbeat {})) }).await.is_err() { break; }
+                continue;
+            }
+        };
+        let Some(message) = message else { break };
+        let t0 = SystemTime::now();
+        let carrier = carrier_of(&message);
+        let (parent, _) = remote_context(&carrier);
+        let traceparent = if expose { carrier.traceparent.as_str() } else { "" };
+        let t1 = SystemTime::now();
+        let frames = match sealer.seal(&message, traceparent) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = status.send(Some(e.into()));
+                break;
+            }
+        };
+        let t2 = SystemTime::now();
+        let (n, first, last) = (frames.len(), frames.first().map_or(0, |f| f.seq), frames.last().map_or(0, |f| f.seq));
+        let mut failed = false;
+        for f in frames {
+            if out.send(RelayFrame { kind: Some(Kind::Data(f)) }).await.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        let t3 = SystemTime::now();
+        let bytes = kv("tracewire.bytes", message.len());
+        emit_stage_span(Stage::RelayFrame, t0, t1, &parent, &[bytes.clone(), kv("tracewire.fragments", n)]);
+        emit_stage_span(Stage::RelayEncrypt, t1, t2, &parent, std::slice::from_ref(&bytes));
+        emit_stage_span(
+            Stage::RelaySend,
+            t2,
+            t3,
+            &parent,
+            &[
+                kv("tracewire.seq.first", usize::try_from(first).unwrap_or(usize::MAX)),
+                kv("tracewire.seq.last", usize::try_from(last).unwrap_or(usize::MAX)),
+            ],
+        );
+        if failed {
+            let _ = status.send(Some(RelayError::Transport("the relay closed the stream".into())));
+            break;
+        }
+    }
+}
+
+async fn recv_loop(
+    mut inbound: Streaming<RelayFrame>,
+    out: mpsc::Sender<RelayFrame>,
+    mut opener: Opener,
+    to_rpc: mpsc::Sender<Bytes>,
+    status: Arc<watch::Sender<Option<RelayError>>>,
+) {
+    let mut first_seen: Option<(SystemTime, u64)> = None;
+    let error = loop {
+        let frame = match inbound.next().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => break Some(RelayError::Transport(e.to_string())),
+            None => {
+                break opener
+                    .finish()
+                    .err()
+                    .map(RelayError::from)
+                    .or(Some(RelayError::Transport("the relay closed the stream".into())));
+            }
+        };
+        let data = match frame.kind {
+            Some(Kind::Data(d)) => d,
+            Some(Kind::Heartbeat(_) | Kind::Ack(_)) => continue,
+            Some(Kind::Reset(r)) => break Some(reset_error(&r)),
+            _ => {
+                let _ = out.send(reset_frame(ResetReason::Protocol, "unexpected frame".into())).await;
+                break Some(RelayError::Frame(FrameError::Truncated));
+            }
+        };
+        let arrived = SystemTime::now();
+        let (start, first_seq) = *first_seen.get_or_insert((arrived, data.seq));
+        let last_seq = data.seq;
+        let t_open = SystemTime::now();
+        let opened = match opener.push(data) {
+            Ok(o) => o,
+            Err(e) => {
+                // Tell the peer why, then stop: nothing after a fault is trusted.
+                let _ = out.send(reset_frame(e.reset_reason(), e.to_string())).await;
+                break Some(e.into());
+            }
+        };
+        let t_opened = SystemTime::now();
+        if opened.messages.is_empty() {
+            continue;
+        }
+        first_seen = None;
+        for message in opened.messages {
+            let len = message.len();
+            let t_decode = SystemTime::now();
+            let carrier = carrier_of(&message);
+            let (parent, _) = remote_context(&carrier);
+            let t_decoded = SystemTime::now();
+            emit_stage_span(
+                Stage::RelayRecv,
+                start,
+                arrived,
+                &parent,
+                &[
+                    kv("tracewire.seq.first", usize::try_from(first_seq).unwrap_or(usize::MAX)),
+                    kv("tracewire.seq.last", usize::try_from(last_seq).unwrap_or(usize::MAX)),
+                ],
+            );
+            emit_stage_span(
+                Stage::RelayReorder,
+                arrived,
+                t_open,
+                &parent,
+                &[kv("tracewire.fragments", opened.reordered)],
+            );
+            emit_stage_span(Stage::RelayDecrypt, t_open, t_opened, &parent, &[kv("tracewire.bytes", len)]);
+            emit_stage_span(Stage::RelayDecode, t_decode, t_decoded, &parent, &[kv("tracewire.bytes", len)]);
+            if to_rpc.send(Bytes::from(message)).await.is_err() {
+                return;
+            }
+        }
+    };
+    let _ = status.send(error);
+}
+
+/// Serves `handler` through the relay: attaches as the server of `ep.session`, serves the
+/// client that completes the handshake, and attaches again when it leaves (one client at
+/// a time per session). Returns only when `shutdown` resolves.
+pub async fn serve_via_relay<H: tracewire_rpc::Handler>(
+    ep: RelayEndpoint,
+    keypair: Keypair,
+    handler: Arc<H>,
+    config: tracewire_rpc::ServerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let run = async {
+        loop {
+            match accept(&ep, &keypair).await {
+                Ok(link) => tracewire_rpc::serve(link, Arc::clone(&handler), config).await,
+                Err(e) => {
+                    tracing::warn!(target: "tracewire_relay", session = %ep.session, "relay session failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = run => {}
+        () = shutdown => {}
+    }
+}
