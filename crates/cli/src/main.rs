@@ -47,6 +47,9 @@ enum Command {
         /// The server's private key (from `tracewire keygen`), with --relay.
         #[arg(long, requires = "relay")]
         key: Option<std::path::PathBuf>,
+        /// Persist process history in this SQLite file (answers `List`).
+        #[arg(long)]
+        db: Option<std::path::PathBuf>,
     },
     /// Write a new static key pair: the private key to PATH (mode 0600), the public key to
     /// PATH.pub.
@@ -141,11 +144,13 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<i32> {
     let telemetry = init(Config::from_env()?)?;
     let code = match cli.command {
-        Command::ExecServer { listen, keep_on_disconnect, relay, key } => match relay.endpoint() {
-            Ok(Some(ep)) => exec_server_via_relay(ep, key, keep_on_disconnect).await.map(|()| 0),
-            Ok(None) => exec_server(&listen, keep_on_disconnect).await.map(|()| 0),
-            Err(e) => Err(e),
-        },
+        Command::ExecServer { listen, keep_on_disconnect, relay, key, db } => {
+            match (relay.endpoint(), handler(keep_on_disconnect, db.as_deref())) {
+                (Ok(Some(ep)), Ok(h)) => exec_server_via_relay(ep, key, h).await.map(|()| 0),
+                (Ok(None), Ok(h)) => exec_server(&listen, h).await.map(|()| 0),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            }
+        }
         Command::Exec { server, print_trace_id, cwd, timeout_ms, relay, server_key, command } => {
             match (relay.endpoint(), server_key) {
                 (Ok(Some(ep)), Some(key)) => {
@@ -167,18 +172,30 @@ async fn run(cli: Cli) -> Result<i32> {
     code
 }
 
-async fn exec_server(listen: &str, keep_on_disconnect: bool) -> Result<()> {
+/// The exec-server handler the flags describe.
+fn handler(keep_on_disconnect: bool, db: Option<&std::path::Path>) -> Result<ExecServer> {
+    let mut config = ExecConfig::default();
+    config.kill_on_disconnect = !keep_on_disconnect;
+    let server = ExecServer::new(config);
+    Ok(match db {
+        Some(path) => server.with_store(
+            tracewire_exec::Store::open(path, tracewire_exec::StoreConfig::default())
+                .with_context(|| format!("opening {}", path.display()))?,
+        ),
+        None => server,
+    })
+}
+
+async fn exec_server(listen: &str, handler: ExecServer) -> Result<()> {
     let address: Address = listen.parse()?;
     let bound = BoundServer::bind(&address).await?;
     // Tests and scripts read this line to learn the bound address (port 0 works).
     println!("listening on {}", bound.local_address());
     std::io::stdout().flush()?;
-    let mut config = ExecConfig::default();
-    config.kill_on_disconnect = !keep_on_disconnect;
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    bound.run(Arc::new(ExecServer::new(config)), ServerConfig::default(), shutdown).await?;
+    bound.run(Arc::new(handler), ServerConfig::default(), shutdown).await?;
     Ok(())
 }
 
@@ -239,19 +256,16 @@ async fn relay(listen: &str, token: Option<String>) -> Result<()> {
 async fn exec_server_via_relay(
     ep: tracewire_relay::RelayEndpoint,
     key: Option<std::path::PathBuf>,
-    keep_on_disconnect: bool,
+    handler: ExecServer,
 ) -> Result<()> {
     let key = key.context("--relay needs --key (the server's private key)")?;
     let keypair = tracewire_relay::Keypair::read(&key)?;
-    let mut config = ExecConfig::default();
-    config.kill_on_disconnect = !keep_on_disconnect;
     println!("serving session {} via {}", ep.session, ep.relay);
     std::io::stdout().flush()?;
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    tracewire_relay::serve_via_relay(ep, keypair, Arc::new(ExecServer::new(config)), ServerConfig::default(), shutdown)
-        .await;
+    tracewire_relay::serve_via_relay(ep, keypair, Arc::new(handler), ServerConfig::default(), shutdown).await;
     Ok(())
 }
 

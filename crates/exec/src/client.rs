@@ -266,6 +266,19 @@ impl ExecClient {
         self.simple(Method::Signal(Signal { process_id, signal })).await
     }
 
+    /// Recent processes from the server's history (newest first), including everything
+    /// it did before this call.
+    ///
+    /// # Errors
+    /// When the server keeps no history, or the call fails.
+    pub async fn list(&self, limit: u32) -> Result<Vec<tracewire_proto::v1::ProcessInfo>, ExecError> {
+        let reply = self.rpc.call(Request { method: Some(Method::List(tracewire_proto::v1::List { limit })) }).await?;
+        match reply {
+            response::Result::Processes(p) => Ok(p.processes),
+            _ => Err(ExecError::UnexpectedResponse),
+        }
+    }
+
     /// Kills a process (SIGKILL).
     ///
     /// # Errors

@@ -29,4 +29,5 @@ mod server;
 
 pub use client::{Event, ExecClient, ExecError, ExitStatus, OutputStream, ProcessOutput, RemoteProcess};
 pub use server::{ExecConfig, ExecServer};
-pub use tracewire_proto::v1::Start;
+pub use tracewire_proto::v1::{ProcessInfo, Start};
+pub use tracewire_store::{Store, StoreConfig};

@@ -12,11 +12,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracewire_context::TraceCarrier;
 use tracewire_proto::v1::{
-    Ack, Exited, Notification, Output, Request, Response, Start, Started, Stream, exited, notification,
-    request::Method, response,
+    Ack, Exited, Notification, Output, ProcessInfo, Processes, Request, Response, Start, Started, Stream, exited,
+    notification, request::Method, response,
 };
 use tracewire_rpc::{Connection, ErrorCode, Handler, RpcError};
-use tracewire_telemetry::{inject_span, stage_span};
+use tracewire_store::{ProcessRecord, Store};
+use tracewire_telemetry::{inject_span, span_context, stage_span};
 use tracing::Instrument;
 
 /// Exec-server settings.
@@ -62,6 +63,7 @@ pub struct ExecServer {
     config: ExecConfig,
     next_id: AtomicU64,
     procs: Arc<Mutex<HashMap<u64, Proc>>>,
+    store: Option<Store>,
 }
 
 impl std::fmt::Debug for ExecServer {
@@ -84,7 +86,20 @@ fn not_found(process_id: u64) -> RpcError {
 impl ExecServer {
     /// A server with these settings.
     pub fn new(config: ExecConfig) -> Self {
-        Self { config, next_id: AtomicU64::new(1), procs: Arc::default() }
+        Self { config, next_id: AtomicU64::new(1), procs: Arc::default(), store: None }
+    }
+
+    /// Persists every process's metadata (start, then end) in `store`, off the request
+    /// path, and answers `List` from it.
+    #[must_use]
+    pub fn with_store(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The store, if any (for its backlog).
+    pub fn store(&self) -> Option<&Store> {
+        self.store.as_ref()
     }
 
     /// Processes running now.
@@ -145,6 +160,27 @@ impl ExecServer {
 
         let mut carrier = TraceCarrier::default();
         let _ = inject_span(&process_span, &mut carrier);
+        let record = ProcessRecord {
+            process_id,
+            pid,
+            argv: s.argv.clone(),
+            cwd: s.cwd.clone(),
+            started_unix_nanos: tracewire_rpc::unix_nanos(),
+            trace_id: span_context(&process_span).map(|c| c.trace_id.to_string()).unwrap_or_default(),
+            ..ProcessRecord::default()
+        };
+        if let Some(store) = &self.store {
+            // Queued, never waited on: persistence adds no latency to Start.
+            let (store, record) = (store.clone(), record.clone());
+            tokio::spawn(
+                async move {
+                    if let Err(e) = store.append(record).await {
+                        tracing::warn!(target: "tracewire_exec", "cannot persist a process start: {e}");
+                    }
+                }
+                .instrument(process_span.clone()),
+            );
+        }
 
         // stdin: the bytes given with Start, then EOF; or a writer fed by WriteStdin.
         let stdin_tx = match (child.stdin.take(), s.stdin) {
@@ -216,6 +252,7 @@ impl ExecServer {
             timeout: s.timeout_ms.map(Duration::from_millis),
             grace: self.config.drain_grace,
             procs: Arc::clone(&self.procs),
+            store: self.store.clone().map(|s| (s, record)),
         };
         tokio::spawn(waiter.run(child, control_rx, readers).instrument(process_span));
         Ok(Response { result: Some(response::Result::Started(Started { process_id, pid })) })
@@ -235,7 +272,7 @@ struct Reader {
 impl Reader {
     /// Pushes every chunk as it is read. Waiting for the delivery queue pauses reading the
     /// pipe, so a slow client cannot make the server buffer without bound.
-    async fn run(self, mut pipe: Box<dyn AsyncRead + Send + Unpin>) {
+    async fn run(self, mut pipe: Box<dyn AsyncRead + Send + Unpin>) -> (Stream, u64) {
         let span = tracing::Span::current();
         let mut total = 0u64;
         let mut buf = BytesMut::with_capacity(self.chunk);
@@ -271,6 +308,7 @@ impl Reader {
             }
         }
         span.record("tracewire.bytes", total);
+        (self.stream, total)
     }
 }
 
@@ -282,6 +320,7 @@ struct Waiter {
     timeout: Option<Duration>,
     grace: Duration,
     procs: Arc<Mutex<HashMap<u64, Proc>>>,
+    store: Option<(Store, ProcessRecord)>,
 }
 
 impl Waiter {
@@ -289,7 +328,7 @@ impl Waiter {
         self,
         mut child: tokio::process::Child,
         mut control: mpsc::Receiver<Control>,
-        readers: Vec<tokio::task::JoinHandle<()>>,
+        readers: Vec<tokio::task::JoinHandle<(Stream, u64)>>,
     ) {
         let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
         let status = loop {
@@ -311,9 +350,14 @@ impl Waiter {
         );
         async {
             // Exited goes out only after the readers delivered everything they read.
+            let mut bytes = (0u64, 0u64);
             let drain = async {
                 for r in readers {
-                    let _ = r.await;
+                    match r.await {
+                        Ok((Stream::Stderr, n)) => bytes.1 = n,
+                        Ok((_, n)) => bytes.0 = n,
+                        Err(_) => {}
+                    }
                 }
             };
             if tokio::time::timeout(self.grace, drain).await.is_err() {
@@ -341,6 +385,18 @@ impl Waiter {
                 status,
                 duration_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
             };
+            if let Some((store, mut record)) = self.store {
+                record.ended_unix_nanos = tracewire_rpc::unix_nanos();
+                match exited.status {
+                    Some(exited::Status::Code(c)) => record.exit_code = Some(c),
+                    Some(exited::Status::Signal(s)) => record.signal = Some(s),
+                    None => {}
+                }
+                (record.stdout_bytes, record.stderr_bytes) = bytes;
+                if let Err(e) = store.append(record).await {
+                    tracing::warn!(target: "tracewire_exec", "cannot persist a process exit: {e}");
+                }
+            }
             let note = Notification { event: Some(notification::Event::Exited(exited)) };
             let _ = self.conn.notify(note, self.carrier.clone()).await;
         }
@@ -376,6 +432,33 @@ impl Handler for ExecServer {
                 let control = self.with_proc(k.process_id, |p| p.control.clone())?;
                 let _ = control.send(Control::Kill).await;
                 Ok(ack())
+            }
+            Some(Method::List(l)) => {
+                let store = self
+                    .store
+                    .as_ref()
+                    .ok_or_else(|| RpcError::remote(ErrorCode::InvalidRequest, "this server keeps no history"))?;
+                let limit = if l.limit == 0 { 100 } else { l.limit as usize };
+                // Reads go through the barrier: everything done before this request is in.
+                let rows =
+                    store.recent(limit).await.map_err(|e| RpcError::remote(ErrorCode::Internal, e.to_string()))?;
+                let processes = rows
+                    .into_iter()
+                    .map(|r| ProcessInfo {
+                        process_id: r.process_id,
+                        pid: r.pid,
+                        argv: r.argv,
+                        cwd: r.cwd,
+                        started_unix_nanos: r.started_unix_nanos,
+                        ended_unix_nanos: r.ended_unix_nanos,
+                        exit_code: r.exit_code,
+                        signal: r.signal,
+                        trace_id: r.trace_id,
+                        stdout_bytes: r.stdout_bytes,
+                        stderr_bytes: r.stderr_bytes,
+                    })
+                    .collect();
+                Ok(Response { result: Some(response::Result::Processes(Processes { processes })) })
             }
             None => Err(RpcError::remote(ErrorCode::UnknownMethod, "unknown method")),
         }

@@ -310,3 +310,48 @@ async fn a_slow_client_pauses_the_child_instead_of_buffering() {
     }
     assert_eq!(total, 64 << 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_history_is_persisted_and_listed_after_a_barrier() {
+    let dir = tracewire_testkit::TempDir::new("tracewire-exec-store").unwrap();
+    let store =
+        tracewire_exec::Store::open(dir.path().join("exec.db"), tracewire_exec::StoreConfig::default()).unwrap();
+    let s = common::serve_handler(
+        tracewire_exec::ExecServer::new(ExecConfig::default()).with_store(store),
+        ServerConfig::default(),
+    )
+    .await;
+    let c = client(&s).await;
+    c.start(argv(&["sh", "-c", "printf hello; printf oops >&2; exit 4"]))
+        .await
+        .unwrap()
+        .wait_with_output()
+        .await
+        .unwrap();
+    let p = c.start(argv(&["sleep", "30"])).await.unwrap();
+    p.kill().await.unwrap();
+    p.wait_with_output().await.unwrap();
+    let list = c.list(10).await.unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    let (killed, first) = (&list[0], &list[1]);
+    assert_eq!(first.argv, ["sh", "-c", "printf hello; printf oops >&2; exit 4"]);
+    assert_eq!((first.exit_code, first.stdout_bytes, first.stderr_bytes), (Some(4), 5, 4));
+    assert!(first.ended_unix_nanos >= first.started_unix_nanos && first.pid > 0);
+    assert_eq!((killed.argv.clone(), killed.signal), (vec!["sleep".to_owned(), "30".to_owned()], Some(9)));
+    // The file has them too, for any reader.
+    let rows: i64 = rusqlite_count(&dir.path().join("exec.db"));
+    assert_eq!(rows, 2);
+    // Without a store, List is a typed error.
+    let plain = server().await;
+    let err = client(&plain).await.list(1).await.unwrap_err();
+    assert!(matches!(err, ExecError::Rpc(RpcError::Remote { code: ErrorCode::InvalidRequest, .. })), "{err:?}");
+}
+
+fn rusqlite_count(path: &std::path::Path) -> i64 {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from processes').fetchone()[0])"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+}

@@ -103,6 +103,7 @@ pub fn method_name(request: &tracewire_proto::v1::Request) -> &'static str {
         Some(Method::CloseStdin(_)) => "CloseStdin",
         Some(Method::Signal(_)) => "Signal",
         Some(Method::Kill(_)) => "Kill",
+        Some(Method::List(_)) => "List",
         None => "unknown",
     }
 }

@@ -104,6 +104,12 @@ pub fn inject_current<C: CarrierMut + ?Sized>(carrier: &mut C) -> Result<bool, C
     inject_span(&tracing::Span::current(), carrier)
 }
 
+/// The OpenTelemetry context of the current `tracing` span (to link to it, or to parent
+/// spans made with the OpenTelemetry API).
+pub fn current_context() -> Context {
+    tracing::Span::current().context()
+}
+
 /// The trace id of the current `tracing` span, if it is in a valid trace.
 pub fn current_trace_id() -> Option<TraceId> {
     span_context(&tracing::Span::current()).map(|c| c.trace_id)

@@ -52,8 +52,8 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 pub use config::{BatchConfig, Config, ConfigError, Propagators, Protocol, Sampler, VARIABLES};
 pub use context::{
-    current_trace_id, in_remote_span, inject_current, inject_span, propagation_stats, remote_context, set_parent_from,
-    span_context,
+    current_context, current_trace_id, in_remote_span, inject_current, inject_span, propagation_stats, remote_context,
+    set_parent_from, span_context,
 };
 pub use export::{BoundedProcessor, ExportSnapshot, ExportStats, ExporterFactory, Overload, PipelineError};
 pub use queue::{Queued, emit as emit_stage_span};

@@ -26,9 +26,13 @@ pub(crate) async fn server() -> TestServer {
 }
 
 pub(crate) async fn server_with(config: ExecConfig, rpc: ServerConfig) -> TestServer {
+    serve_handler(ExecServer::new(config), rpc).await
+}
+
+pub(crate) async fn serve_handler(handler: ExecServer, rpc: ServerConfig) -> TestServer {
     let bound = BoundServer::bind(&"127.0.0.1:0".parse::<Address>().unwrap()).await.unwrap();
     let address = bound.local_address().to_string();
-    let server = Arc::new(ExecServer::new(config));
+    let server = Arc::new(handler);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let s = Arc::clone(&server);
     tokio::spawn(async move {

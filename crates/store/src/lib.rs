@@ -1,0 +1,478 @@
+//! # tracewire-store
+//!
+//! Persistence off the request path. [`Store::append`] returns at once: the record goes
+//! into a bounded queue with the caller's trace context; a writer thread coalesces queued
+//! records into one SQLite transaction per batch (WAL, `synchronous=FULL`).
+//! [`Store::flush`] is a barrier: when it resolves, every record appended before it is
+//! committed and on disk. When the queue is full the [`FullPolicy`] decides: wait up to a
+//! bound, or fail with [`StoreError::Full`]; the queue is never unbounded and nothing is
+//! dropped silently. A failed write keeps its batch and is retried; a barrier only succeeds
+//! once everything before it is durable.
+//!
+//! Spans: `store.enqueue` (caller), `store.queue` (residence, per record), `store.write`
+//! (per batch, linked to every record's context), `store.flush` (caller).
+//!
+//! ```
+//! use tracewire_store::{ProcessRecord, Store, StoreConfig};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let dir = std::env::temp_dir().join(format!("tw-store-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! let store = Store::open(dir.join("exec.db"), StoreConfig::default()).unwrap();
+//! store.append(ProcessRecord { process_id: 1, argv: vec!["ls".into()], ..Default::default() }).await.unwrap();
+//! store.flush().await.unwrap();
+//! assert_eq!(store.recent(10).await.unwrap()[0].argv, ["ls"]);
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! # });
+//! ```
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::trace::{Link, Span as _, TraceContextExt, Tracer as _};
+use rusqlite::{Connection, ErrorCode, params};
+use tokio::sync::{mpsc, oneshot};
+use tracewire_telemetry::{Queued, Stage, stage_span};
+use tracing::Instrument;
+
+/// The schema version this build writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i32 = 2;
+
+/// A store failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The file is not a database, or is damaged.
+    #[error("database is corrupt or not a database: {0}")]
+    Corrupt(String),
+    /// Another process holds a lock on the database.
+    #[error("database is locked: {0}")]
+    Locked(String),
+    /// The disk (or the database's size limit) is full.
+    #[error("disk full: {0}")]
+    DiskFull(String),
+    /// The queue is full (with [`FullPolicy::Error`], or after the wait bound).
+    #[error("the store queue is full")]
+    Full,
+    /// The store is closed.
+    #[error("the store is closed")]
+    Closed,
+    /// The database was written by a newer tracewire.
+    #[error("schema version {0} is newer than this build's {SCHEMA_VERSION}")]
+    NewerSchema(i32),
+    /// Any other SQLite or I/O error.
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        let text = e.to_string();
+        match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => Self::Corrupt(text),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Self::Locked(text),
+            Some(ErrorCode::DiskFull) => Self::DiskFull(text),
+            _ => Self::Other(text),
+        }
+    }
+}
+
+/// What `append` does when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullPolicy {
+    /// Wait up to this long for room, then fail with [`StoreError::Full`].
+    Wait(Duration),
+    /// Fail with [`StoreError::Full`] at once.
+    Error,
+}
+
+/// Store settings.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct StoreConfig {
+    /// Records queued before the [`FullPolicy`] applies.
+    pub queue: usize,
+    /// What `append` does when the queue is full.
+    pub full: FullPolicy,
+    /// Most records in one transaction.
+    pub max_batch: usize,
+    /// How long the writer waits for a lock before a write fails with `Locked`.
+    pub busy_timeout: Duration,
+    /// After a failed write, how long the writer waits before retrying its batch.
+    pub retry_delay: Duration,
+    /// Caps the database at this many pages (`PRAGMA max_page_count`); beyond it writes
+    /// fail with [`StoreError::DiskFull`], as on a full disk. `None`: no cap.
+    pub max_pages: Option<u64>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            queue: 4096,
+            full: FullPolicy::Wait(Duration::from_millis(100)),
+            max_batch: 512,
+            busy_timeout: Duration::from_millis(200),
+            retry_delay: Duration::from_millis(50),
+            max_pages: None,
+        }
+    }
+}
+
+/// A process's metadata. Appending it again with the same `process_id` updates it (start,
+/// then end).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessRecord {
+    /// The exec-server's process id.
+    pub process_id: u64,
+    /// The OS pid.
+    pub pid: u32,
+    /// The command.
+    pub argv: Vec<String>,
+    /// Working directory.
+    pub cwd: String,
+    /// Start, Unix nanoseconds.
+    pub started_unix_nanos: i64,
+    /// End, Unix nanoseconds (0 while running).
+    pub ended_unix_nanos: i64,
+    /// Exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// Signal, if a signal ended it.
+    pub signal: Option<i32>,
+    /// The trace it ran in (hex), if any.
+    pub trace_id: String,
+    /// Bytes of stdout.
+    pub stdout_bytes: u64,
+    /// Bytes of stderr.
+    pub stderr_bytes: u64,
+}
+
+struct Appended {
+    record: ProcessRecord,
+    context: opentelemetry::Context,
+}
+
+enum Cmd {
+    Append(Queued<Appended>),
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+    Recent(usize, oneshot::Sender<Result<Vec<ProcessRecord>, StoreError>>),
+}
+
+/// A handle on the store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Cmd>,
+    config: StoreConfig,
+    backlog: Arc<AtomicU64>,
+    path: Arc<PathBuf>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).field("backlog", &self.backlog()).finish_non_exhaustive()
+    }
+}
+
+/// Opens (creating and migrating) a database connection.
+fn connect(path: &Path, config: &StoreConfig) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(config.busy_timeout)?;
+    // WAL: readers do not block the writer; FULL: a commit is on disk when it returns.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    migrate(&conn)?;
+    if let Some(pages) = config.max_pages {
+        let _: i64 = conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| r.get(0))?;
+    }
+    Ok(conn)
+}
+
+/// Versioned migrations (`PRAGMA user_version`): 0 -> 1 creates the table, 1 -> 2 adds the
+/// trace id and output byte counts.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema(version));
+    }
+    if version < 1 {
+        conn.execute_batch(
+            "BEGIN;
+             CREATE TABLE processes (
+                 process_id INTEGER PRIMARY KEY,
+                 pid INTEGER NOT NULL,
+                 argv TEXT NOT NULL,
+                 cwd TEXT NOT NULL,
+                 started_unix_nanos INTEGER NOT NULL,
+                 ended_unix_nanos INTEGER NOT NULL DEFAULT 0,
+                 exit_code INTEGER,
+                 signal INTEGER
+             );
+             PRAGMA user_version = 1;
+             COMMIT;",
+        )?;
+    }
+    if version < 2 {
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE processes ADD COLUMN trace_id TEXT NOT NULL DEFAULT '';
+             ALTER TABLE processes ADD COLUMN stdout_bytes INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE processes ADD COLUMN stderr_bytes INTEGER NOT NULL DEFAULT 0;
+             CREATE INDEX processes_started ON processes (started_unix_nanos);
+             PRAGMA user_version = 2;
+             COMMIT;",
+        )?;
+    }
+    Ok(())
+}
+
+fn write_batch(conn: &mut Connection, batch: &[Appended]) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO processes (process_id, pid, argv, cwd, started_unix_nanos, ended_unix_nanos, exit_code, signal, trace_id, stdout_bytes, stderr_bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (process_id) DO UPDATE SET
+                 pid = excluded.pid, ended_unix_nanos = excluded.ended_unix_nanos, exit_code = excluded.exit_code,
+                 signal = excluded.signal, stdout_bytes = excluded.stdout_bytes, stderr_bytes = excluded.stderr_bytes",
+        )?;
+        for a in batch {
+            let r = &a.record;
+            stmt.execute(params![
+                i64::try_from(r.process_id).unwrap_or(i64::MAX),
+                r.pid,
+                r.argv.join("\u{1f}"),
+                r.cwd,
+                r.started_unix_nanos,
+                r.ended_unix_nanos,
+                r.exit_code,
+                r.signal,
+                r.trace_id,
+                i64::try_from(r.stdout_bytes).unwrap_or(i64::MAX),
+                i64::try_from(r.stderr_bytes).unwrap_or(i64::MAX),
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn recent(conn: &Connection, limit: usize) -> Result<Vec<ProcessRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT process_id, pid, argv, cwd, started_unix_nanos, ended_unix_nanos, exit_code, signal, trace_id, stdout_bytes, stderr_bytes
+         FROM processes ORDER BY started_unix_nanos DESC, process_id DESC LIMIT ?1",
+    )?;
+    let rows = stmt.query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+        let argv: String = row.get(2)?;
+        Ok(ProcessRecord {
+            process_id: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+            pid: row.get(1)?,
+            argv: if argv.is_empty() { Vec::new() } else { argv.split('\u{1f}').map(str::to_owned).collect() },
+            cwd: row.get(3)?,
+            started_unix_nanos: row.get(4)?,
+            ended_unix_nanos: row.get(5)?,
+            exit_code: row.get(6)?,
+            signal: row.get(7)?,
+            trace_id: row.get(8)?,
+            stdout_bytes: u64::try_from(row.get::<_, i64>(9)?).unwrap_or(0),
+            stderr_bytes: u64::try_from(row.get::<_, i64>(10)?).unwrap_or(0),
+        })
+    })?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(StoreError::from)
+}
+
+/// Emits the `store.write` span of one batch, linked to every record's context.
+fn write_span(start: SystemTime, batch: &[Appended], ok: bool) {
+    let tracer = opentelemetry::global::tracer(tracewire_telemetry::TRACER_NAME);
+    let links: Vec<Link> = batch
+        .iter()
+        .map(|a| a.context.span().span_context().clone())
+        .filter(opentelemetry::trace::SpanContext::is_valid)
+        .map(Link::with_context)
+        .collect();
+    if links.is_empty() {
+        return;
+    }
+    let mut span = tracer
+        .span_builder(Stage::StoreWrite.name())
+        .with_start_time(start)
+        .with_links(links)
+        .with_attributes([
+            opentelemetry::KeyValue::new(tracewire_telemetry::STAGE_ATTRIBUTE, Stage::StoreWrite.name()),
+            opentelemetry::KeyValue::new("tracewire.store.records", i64::try_from(batch.len()).unwrap_or(i64::MAX)),
+            opentelemetry::KeyValue::new("tracewire.store.ok", ok),
+        ])
+        .start(&tracer);
+    span.end();
+}
+
+struct Writer {
+    conn: Connection,
+    rx: mpsc::Receiver<Cmd>,
+    config: StoreConfig,
+    backlog: Arc<AtomicU64>,
+    pending: Vec<Appended>,
+}
+
+impl Writer {
+    /// Writes `pending` until it succeeds or `give_up` says stop; returns the last error.
+    fn write_pending(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let start = SystemTime::now();
+        let result = write_batch(&mut self.conn, &self.pending);
+        write_span(start, &self.pending, result.is_ok());
+        if result.is_ok() {
+            self.backlog.fetch_sub(self.pending.len() as u64, Ordering::AcqRel);
+            self.pending.clear();
+        }
+        result
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Append(q) => self.pending.push(q.into_inner()),
+            Cmd::Flush(ack) => {
+                let _ = ack.send(self.write_pending());
+            }
+            Cmd::Recent(limit, ack) => {
+                let r = self.write_pending().and_then(|()| recent(&self.conn, limit));
+                let _ = ack.send(r);
+            }
+        }
+    }
+
+    fn run(mut self) {
+        let mut warned = false;
+        loop {
+            // Wait for work; with a failed batch pending, only look (it is retried below).
+            let first = if self.pending.is_empty() {
+                match self.rx.blocking_recv() {
+                    Some(c) => Some(c),
+                    None => break,
+                }
+            } else {
+                match self.rx.try_recv() {
+                    Ok(c) => Some(c),
+                    Err(mpsc::error::TryRecvError::Empty) => None,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            };
+            if let Some(cmd) = first {
+                self.handle(cmd);
+                // Coalesce what is already queued into the same batch.
+                while self.pending.len() < self.config.max_batch {
+                    match self.rx.try_recv() {
+                        Ok(cmd) => self.handle(cmd),
+                        Err(_) => break,
+                    }
+                }
+            }
+            match self.write_pending() {
+                Ok(()) => warned = false,
+                Err(e) => {
+                    // The batch is kept and retried; barriers report the error meanwhile.
+                    if !warned {
+                        tracing::warn!(target: "tracewire_store", "store write failed, retrying: {e}");
+                        warned = true;
+                    }
+                    std::thread::sleep(self.config.retry_delay);
+                }
+            }
+        }
+        // All handles are gone: a last attempt for what is left.
+        let _ = self.write_pending();
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`, migrates it, and starts the writer.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`], [`StoreError::Locked`], [`StoreError::NewerSchema`], ...
+    pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let conn = connect(&path, &config)?;
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let backlog = Arc::new(AtomicU64::new(0));
+        let writer = Writer { conn, rx, config, backlog: Arc::clone(&backlog), pending: Vec::new() };
+        std::thread::Builder::new()
+            .name("tracewire-store".into())
+            .spawn(move || writer.run())
+            .map_err(|e| StoreError::Other(e.to_string()))?;
+        Ok(Self { tx, config, backlog, path: Arc::new(path) })
+    }
+
+    /// Records appended and not yet committed.
+    pub fn backlog(&self) -> u64 {
+        self.backlog.load(Ordering::Acquire)
+    }
+
+    /// Queues `record` with the caller's trace context and returns: it never waits for the
+    /// disk. A `store.enqueue` span covers the call.
+    ///
+    /// # Errors
+    /// [`StoreError::Full`] per the [`FullPolicy`]; [`StoreError::Closed`].
+    pub async fn append(&self, record: ProcessRecord) -> Result<(), StoreError> {
+        let span = stage_span!(StoreEnqueue);
+        async {
+            let context = tracewire_telemetry::current_context();
+            let item = Queued::new(Stage::StoreQueue, Appended { record, context });
+            let cmd = Cmd::Append(item);
+            let sent = match self.config.full {
+                FullPolicy::Error => self.tx.try_send(cmd).map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => StoreError::Full,
+                    mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+                }),
+                FullPolicy::Wait(bound) => self.tx.send_timeout(cmd, bound).await.map_err(|e| match e {
+                    mpsc::error::SendTimeoutError::Timeout(_) => StoreError::Full,
+                    mpsc::error::SendTimeoutError::Closed(_) => StoreError::Closed,
+                }),
+            };
+            if sent.is_ok() {
+                self.backlog.fetch_add(1, Ordering::AcqRel);
+            }
+            sent
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// A barrier: resolves once every record appended before it is committed and synced.
+    ///
+    /// # Errors
+    /// The write error, when the batch could not be written (it is kept and retried).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let span = stage_span!(StoreFlush, tracewire.store.records = self.backlog());
+        async {
+            let (ack, done) = oneshot::channel();
+            self.tx.send(Cmd::Flush(ack)).await.map_err(|_| StoreError::Closed)?;
+            done.await.map_err(|_| StoreError::Closed)?
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The most recent processes, after a barrier (so every earlier append is visible).
+    ///
+    /// # Errors
+    /// As [`Store::flush`].
+    pub async fn recent(&self, limit: usize) -> Result<Vec<ProcessRecord>, StoreError> {
+        let span = stage_span!(StoreFlush, tracewire.store.records = self.backlog());
+        async {
+            let (ack, done) = oneshot::channel();
+            self.tx.send(Cmd::Recent(limit, ack)).await.map_err(|_| StoreError::Closed)?;
+            done.await.map_err(|_| StoreError::Closed)?
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The database path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}

@@ -1,0 +1,99 @@
+//! Store spans through a real pipeline: store.enqueue, store.queue, store.flush, and
+//! store.write linked to every appending context.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+use tracewire_store::{ProcessRecord, Store, StoreConfig};
+use tracewire_telemetry::{Config, Pipeline, span_context, stage_span};
+use tracewire_testkit::TempDir;
+use tracing::Instrument;
+use tracing_subscriber::layer::SubscriberExt;
+
+struct Harness {
+    pipeline: Pipeline,
+    exporter: InMemorySpanExporter,
+}
+
+fn harness() -> &'static Harness {
+    static H: OnceLock<Harness> = OnceLock::new();
+    H.get_or_init(|| {
+        let exporter = InMemorySpanExporter::default();
+        let sink = exporter.clone();
+        let mut config = Config::default();
+        config.batch.schedule_delay = Duration::from_millis(20);
+        let pipeline = Pipeline::with_exporter(&config, Box::new(move || Ok(sink))).unwrap();
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(pipeline.layer())).unwrap();
+        opentelemetry::global::set_tracer_provider(pipeline.provider().clone());
+        Harness { pipeline, exporter }
+    })
+}
+
+fn all_spans() -> Vec<SpanData> {
+    let h = harness();
+    h.pipeline.provider().force_flush().unwrap();
+    h.exporter.get_finished_spans().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_write_links_to_every_appending_context() {
+    harness();
+    let dir = TempDir::new("tw-store-spans").unwrap();
+    let store = Store::open(dir.path().join("s.db"), StoreConfig::default()).unwrap();
+    let mut traces = Vec::new();
+    // Two requests append, then one barrier: one batch serves both traces.
+    for id in [1u64, 2] {
+        let root = stage_span!(RpcDispatch);
+        traces.push(span_context(&root).unwrap().trace_id.to_string());
+        let store = store.clone();
+        async move { store.append(ProcessRecord { process_id: id, ..ProcessRecord::default() }).await.unwrap() }
+            .instrument(root)
+            .await;
+    }
+    store.flush().await.unwrap();
+    let spans = all_spans();
+    let enqueues: Vec<&SpanData> = spans
+        .iter()
+        .filter(|s| s.name == "store.enqueue" && traces.contains(&s.span_context.trace_id().to_string()))
+        .collect();
+    assert_eq!(enqueues.len(), 2);
+    let queued: Vec<&SpanData> = spans
+        .iter()
+        .filter(|s| s.name == "store.queue" && traces.contains(&s.span_context.trace_id().to_string()))
+        .collect();
+    assert_eq!(queued.len(), 2, "a residence span per record");
+    for q in &queued {
+        assert!(
+            enqueues.iter().any(|e| e.span_context.span_id() == q.parent_span_id),
+            "store.queue is a child of store.enqueue"
+        );
+    }
+    let writes: Vec<&SpanData> = spans.iter().filter(|s| s.name == "store.write").collect();
+    for e in &enqueues {
+        let linked = writes.iter().find(|w| {
+            w.links.links.iter().any(|l| {
+                l.span_context.span_id() == e.span_context.span_id()
+                    && l.span_context.trace_id() == e.span_context.trace_id()
+            })
+        });
+        let w = linked.unwrap_or_else(|| panic!("no store.write links to {}", e.span_context.span_id()));
+        assert_ne!(w.span_context.trace_id(), e.span_context.trace_id(), "a batch is its own trace, linked to many");
+    }
+
+    // Many appends at once are coalesced: one store.write links to many traces.
+    let mut handles = Vec::new();
+    for id in 100..300u64 {
+        let store = store.clone();
+        handles.push(tokio::spawn(
+            async move { store.append(ProcessRecord { process_id: id, ..ProcessRecord::default() }).await.unwrap() }
+                .instrument(stage_span!(RpcDispatch)),
+        ));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    store.flush().await.unwrap();
+    let most = all_spans().iter().filter(|s| s.name == "store.write").map(|s| s.links.links.len()).max().unwrap();
+    assert!(most > 1, "batches coalesce records from several traces");
+}

@@ -1,0 +1,236 @@
+//! The store: barriers under concurrency, crash durability, migration, typed errors.
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tracewire_store::{FullPolicy, ProcessRecord, SCHEMA_VERSION, Store, StoreConfig, StoreError};
+use tracewire_testkit::TempDir;
+
+fn record(id: u64) -> ProcessRecord {
+    ProcessRecord {
+        process_id: id,
+        pid: u32::try_from(id % 100_000).unwrap(),
+        argv: vec!["echo".into(), format!("{id}")],
+        cwd: "/tmp".into(),
+        started_unix_nanos: i64::try_from(id).unwrap(),
+        ..ProcessRecord::default()
+    }
+}
+
+fn count(path: &std::path::Path) -> i64 {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.query_row("SELECT COUNT(*) FROM processes", [], |r| r.get(0)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn barriers_under_concurrency_see_everything_appended_before_them() {
+    let dir = TempDir::new("tw-store-barrier").unwrap();
+    let path = dir.path().join("s.db");
+    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    let writers: Vec<_> = (0..8u64)
+        .map(|w| {
+            let store = store.clone();
+            let path = path.clone();
+            tokio::spawn(async move {
+                for i in 0..200u64 {
+                    store.append(record(w * 1000 + i)).await.unwrap();
+                    if i % 50 == 49 {
+                        store.flush().await.unwrap();
+                        // Read with an independent connection: the barrier's promise holds
+                        // for every reader, not just the store's own.
+                        let c = rusqlite::Connection::open(&path).unwrap();
+                        let mine: i64 = c
+                            .query_row(
+                                "SELECT COUNT(*) FROM processes WHERE process_id >= ?1 AND process_id < ?2",
+                                [i64::try_from(w * 1000).unwrap(), i64::try_from(w * 1000 + 1000).unwrap()],
+                                |r| r.get(0),
+                            )
+                            .unwrap();
+                        assert!(mine >= i64::try_from(i + 1).unwrap(), "writer {w}: {mine} of {} visible", i + 1);
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    store.flush().await.unwrap();
+    assert_eq!(count(&path), 1600);
+    assert_eq!(store.backlog(), 0);
+    let recent = store.recent(3).await.unwrap();
+    assert_eq!(recent.len(), 3);
+    assert_eq!(recent[0].process_id, 7199, "most recent first");
+    assert_eq!(recent[0].argv, ["echo", "7199"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appending_again_updates_the_record() {
+    let dir = TempDir::new("tw-store-update").unwrap();
+    let store = Store::open(dir.path().join("s.db"), StoreConfig::default()).unwrap();
+    store.append(record(1)).await.unwrap();
+    let mut done = record(1);
+    done.ended_unix_nanos = 99;
+    done.exit_code = Some(3);
+    done.stdout_bytes = 12;
+    store.append(done.clone()).await.unwrap();
+    assert_eq!(store.recent(10).await.unwrap(), vec![done]);
+}
+
+/// The child side of the crash test: appends, waits for a barrier, says so, and waits to
+/// be killed.
+#[test]
+fn crash_child() {
+    let Ok(path) = std::env::var("TW_STORE_CRASH_CHILD") else { return };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let store = Store::open(&path, StoreConfig::default()).unwrap();
+        for i in 0..500 {
+            store.append(record(i)).await.unwrap();
+        }
+        store.flush().await.unwrap();
+        println!("ACKED 500");
+        // More appends, never acknowledged by a barrier.
+        for i in 500..600 {
+            store.append(record(i)).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+}
+
+#[test]
+fn crash_after_a_barrier_loses_nothing_acknowledged() {
+    let dir = TempDir::new("tw-store-crash").unwrap();
+    let path = dir.path().join("s.db");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+        .env("TW_STORE_CRASH_CHILD", &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // libtest prints "test crash_child ... " before the test's own output, on the same line.
+    let acked =
+        lines.find_map(|l| l.ok().and_then(|l| l.split("ACKED ").nth(1).map(|n| n.trim().parse::<i64>().unwrap())));
+    assert_eq!(acked, Some(500), "the child reported its barrier");
+    child.kill().unwrap(); // SIGKILL, by its own pid
+    let _ = child.wait();
+    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    drop(store);
+    let n = count(&path);
+    assert!(n >= 500, "records acknowledged by the barrier survive a crash: {n}");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let missing: i64 =
+        c.query_row("SELECT 500 - COUNT(*) FROM processes WHERE process_id < 500", [], |r| r.get(0)).unwrap();
+    assert_eq!(missing, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_database_is_migrated_with_its_data() {
+    let dir = TempDir::new("tw-store-migrate").unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE processes (process_id INTEGER PRIMARY KEY, pid INTEGER NOT NULL, argv TEXT NOT NULL,
+             cwd TEXT NOT NULL, started_unix_nanos INTEGER NOT NULL, ended_unix_nanos INTEGER NOT NULL DEFAULT 0,
+             exit_code INTEGER, signal INTEGER);
+             INSERT INTO processes VALUES (7, 70, 'old', '/', 5, 6, 0, NULL);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    let rows = store.recent(10).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].process_id, rows[0].argv.clone(), rows[0].trace_id.clone(), rows[0].stdout_bytes),
+        (7, vec!["old".to_owned()], String::new(), 0)
+    );
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let v: i32 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+    // A database from the future is refused, not damaged.
+    c.pragma_update(None, "user_version", 99).unwrap();
+    drop(store);
+    assert_eq!(Store::open(&path, StoreConfig::default()).unwrap_err(), StoreError::NewerSchema(99));
+}
+
+#[test]
+fn a_corrupt_file_is_a_typed_error() {
+    let dir = TempDir::new("tw-store-corrupt").unwrap();
+    let path = dir.path().join("bad.db");
+    std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
+    assert!(matches!(Store::open(&path, StoreConfig::default()), Err(StoreError::Corrupt(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_database_fails_the_barrier_keeps_the_queue_and_recovers() {
+    let dir = TempDir::new("tw-store-locked").unwrap();
+    let path = dir.path().join("s.db");
+    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    store.append(record(1)).await.unwrap();
+    store.flush().await.unwrap();
+    let locker = rusqlite::Connection::open(&path).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE; INSERT INTO processes (process_id, pid, argv, cwd, started_unix_nanos) VALUES (999, 1, 'x', '/', 0);").unwrap();
+    store.append(record(2)).await.unwrap();
+    assert!(matches!(store.flush().await, Err(StoreError::Locked(_))));
+    assert_eq!(store.backlog(), 1, "the record is kept");
+    locker.execute_batch("ROLLBACK;").unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(store.backlog(), 0);
+    assert_eq!(count(&path), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_barrier_and_keeps_the_queue() {
+    let dir = TempDir::new("tw-store-full").unwrap();
+    let path = dir.path().join("s.db");
+    // A size-capped database: SQLite reports SQLITE_FULL exactly as for a full disk.
+    let mut config = StoreConfig::default();
+    config.max_pages = Some(16);
+    let store = Store::open(&path, config).unwrap();
+    store.append(record(1)).await.unwrap();
+    store.flush().await.unwrap();
+    let big = |id| ProcessRecord { argv: vec!["x".repeat(256 * 1024)], ..record(id) };
+    store.append(big(2)).await.unwrap();
+    assert!(matches!(store.flush().await, Err(StoreError::DiskFull(_))), "a full disk is a typed error");
+    assert_eq!(store.backlog(), 1, "the writer keeps the record");
+    assert!(matches!(store.flush().await, Err(StoreError::DiskFull(_))), "still full: still reported");
+    // What was acknowledged before is intact.
+    assert_eq!(count(&path), 1);
+    drop(store);
+    // With room again, the same write succeeds.
+    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    store.append(big(2)).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(count(&path), 2);
+}
+
+#[tokio::test]
+async fn a_full_queue_is_an_error_not_a_silent_drop() {
+    let dir = TempDir::new("tw-store-queue").unwrap();
+    let path = dir.path().join("s.db");
+    let mut config = StoreConfig::default();
+    config.queue = 1;
+    config.full = FullPolicy::Error;
+    let store = Store::open(&path, config).unwrap();
+    // Hold the writer with a lock so the queue fills.
+    let locker = rusqlite::Connection::open(&path).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE;").unwrap();
+    let mut accepted = 0;
+    let mut refused = 0;
+    for i in 0..200 {
+        match store.append(record(i)).await {
+            Ok(()) => accepted += 1,
+            Err(StoreError::Full) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(refused > 0, "a bounded queue refuses when full");
+    locker.execute_batch("ROLLBACK;").unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(count(&path), accepted, "every accepted record is written; refused ones were reported");
+}
