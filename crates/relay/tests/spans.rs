@@ -2,45 +2,23 @@
 //! real pipeline installed once for this test binary.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+use opentelemetry_sdk::trace::SpanData;
 use tracewire_exec::{ExecClient, ExecConfig, ExecServer, Start};
 use tracewire_relay::{Keypair, RelayConfig, RelayEndpoint, RelayServer};
 use tracewire_rpc::{Client, ClientConfig, ServerConfig};
-use tracewire_telemetry::{Config, Pipeline, span_context, stage_span};
+use tracewire_telemetry::testing::InMemoryTelemetry;
+use tracewire_telemetry::{span_context, stage_span};
 use tracing::Instrument;
-use tracing_subscriber::layer::SubscriberExt;
 
-struct Harness {
-    pipeline: Pipeline,
-    exporter: InMemorySpanExporter,
-}
-
-fn harness() -> &'static Harness {
-    static H: OnceLock<Harness> = OnceLock::new();
-    H.get_or_init(|| {
-        let exporter = InMemorySpanExporter::default();
-        let sink = exporter.clone();
-        let mut config = Config::default();
-        config.batch.schedule_delay = Duration::from_millis(20);
-        let pipeline = Pipeline::with_exporter(&config, Box::new(move || Ok(sink))).unwrap();
-        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(pipeline.layer())).unwrap();
-        opentelemetry::global::set_tracer_provider(pipeline.provider().clone());
-        Harness { pipeline, exporter }
-    })
+fn harness() -> &'static InMemoryTelemetry {
+    tracewire_telemetry::testing::install()
 }
 
 fn spans_of(trace_id: &str) -> Vec<SpanData> {
-    let h = harness();
-    h.pipeline.provider().force_flush().unwrap();
-    h.exporter
-        .get_finished_spans()
-        .unwrap()
-        .into_iter()
-        .filter(|s| s.span_context.trace_id().to_string() == trace_id)
-        .collect()
+    harness().spans_of(trace_id)
 }
 
 /// Child names of each span name (sorted, with counts), ids and times left out.

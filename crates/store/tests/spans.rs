@@ -1,39 +1,19 @@
 //! Store spans through a real pipeline: store.enqueue, store.queue, store.flush, and
 //! store.write linked to every appending context.
 
-use std::sync::OnceLock;
-use std::time::Duration;
-
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+use opentelemetry_sdk::trace::SpanData;
 use tracewire_store::{ProcessRecord, Store, StoreConfig};
-use tracewire_telemetry::{Config, Pipeline, span_context, stage_span};
+use tracewire_telemetry::testing::InMemoryTelemetry;
+use tracewire_telemetry::{span_context, stage_span};
 use tracewire_testkit::TempDir;
 use tracing::Instrument;
-use tracing_subscriber::layer::SubscriberExt;
 
-struct Harness {
-    pipeline: Pipeline,
-    exporter: InMemorySpanExporter,
-}
-
-fn harness() -> &'static Harness {
-    static H: OnceLock<Harness> = OnceLock::new();
-    H.get_or_init(|| {
-        let exporter = InMemorySpanExporter::default();
-        let sink = exporter.clone();
-        let mut config = Config::default();
-        config.batch.schedule_delay = Duration::from_millis(20);
-        let pipeline = Pipeline::with_exporter(&config, Box::new(move || Ok(sink))).unwrap();
-        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(pipeline.layer())).unwrap();
-        opentelemetry::global::set_tracer_provider(pipeline.provider().clone());
-        Harness { pipeline, exporter }
-    })
+fn harness() -> &'static InMemoryTelemetry {
+    tracewire_telemetry::testing::install()
 }
 
 fn all_spans() -> Vec<SpanData> {
-    let h = harness();
-    h.pipeline.provider().force_flush().unwrap();
-    h.exporter.get_finished_spans().unwrap()
+    harness().spans()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,6 +66,9 @@ pub const TRACER_NAME: &str = "tracewire";
 /// without the internals of the HTTP/gRPC stack.
 pub const DEFAULT_EXPORT_FILTER: &str = "info,h2=off,hyper=off,hyper_util=off,tonic=off,tower=off,reqwest=off";
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 #[doc(hidden)]
 pub mod __private {
     pub use tracing;
