@@ -56,7 +56,7 @@ fn main() {
     // tracewire-store: append returns after queueing; the writer batches.
     let mut config = StoreConfig::default();
     config.queue = N;
-    let store = Store::open(dir.join("store.db"), config).unwrap();
+    let store = Store::open_with(dir.join("store.db"), config).unwrap();
     let (mut ours, total) = rt.block_on(async {
         let mut ours = Vec::with_capacity(N);
         let t0 = Instant::now();

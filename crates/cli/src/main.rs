@@ -178,10 +178,9 @@ fn handler(keep_on_disconnect: bool, db: Option<&std::path::Path>) -> Result<Exe
     config.kill_on_disconnect = !keep_on_disconnect;
     let server = ExecServer::new(config);
     Ok(match db {
-        Some(path) => server.with_store(
-            tracewire_exec::Store::open(path, tracewire_exec::StoreConfig::default())
-                .with_context(|| format!("opening {}", path.display()))?,
-        ),
+        Some(path) => {
+            server.with_store(tracewire_exec::Store::open(path).with_context(|| format!("opening {}", path.display()))?)
+        }
         None => server,
     })
 }

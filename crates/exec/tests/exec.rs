@@ -314,8 +314,7 @@ async fn a_slow_client_pauses_the_child_instead_of_buffering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_history_is_persisted_and_listed_after_a_barrier() {
     let dir = tracewire_testkit::TempDir::new("tracewire-exec-store").unwrap();
-    let store =
-        tracewire_exec::Store::open(dir.path().join("exec.db"), tracewire_exec::StoreConfig::default()).unwrap();
+    let store = tracewire_exec::Store::open(dir.path().join("exec.db")).unwrap();
     let s = common::serve_handler(
         tracewire_exec::ExecServer::new(ExecConfig::default()).with_store(store),
         ServerConfig::default(),

@@ -18,7 +18,7 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let dir = std::env::temp_dir().join(format!("tw-store-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir).unwrap();
-//! let store = Store::open(dir.join("exec.db"), StoreConfig::default()).unwrap();
+//! let store = Store::open(dir.join("exec.db")).unwrap();
 //! store.append(ProcessRecord { process_id: 1, argv: vec!["ls".into()], ..Default::default() }).await.unwrap();
 //! store.flush().await.unwrap();
 //! assert_eq!(store.recent(10).await.unwrap()[0].argv, ["ls"]);
@@ -389,11 +389,20 @@ impl Writer {
 }
 
 impl Store {
+    /// Opens (or creates) the database at `path` with the default settings; see
+    /// [`Store::open_with`].
+    ///
+    /// # Errors
+    /// As [`Store::open_with`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, StoreConfig::default())
+    }
+
     /// Opens (or creates) the database at `path`, migrates it, and starts the writer.
     ///
     /// # Errors
     /// [`StoreError::Corrupt`], [`StoreError::Locked`], [`StoreError::NewerSchema`], ...
-    pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<Self, StoreError> {
+    pub fn open_with(path: impl AsRef<Path>, config: StoreConfig) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let conn = connect(&path, &config)?;
         let (tx, rx) = mpsc::channel(config.queue.max(1));

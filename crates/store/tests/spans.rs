@@ -2,7 +2,7 @@
 //! store.write linked to every appending context.
 
 use opentelemetry_sdk::trace::SpanData;
-use tracewire_store::{ProcessRecord, Store, StoreConfig};
+use tracewire_store::{ProcessRecord, Store};
 use tracewire_telemetry::testing::InMemoryTelemetry;
 use tracewire_telemetry::{span_context, stage_span};
 use tracewire_testkit::TempDir;
@@ -20,7 +20,7 @@ fn all_spans() -> Vec<SpanData> {
 async fn store_write_links_to_every_appending_context() {
     harness();
     let dir = TempDir::new("tw-store-spans").unwrap();
-    let store = Store::open(dir.path().join("s.db"), StoreConfig::default()).unwrap();
+    let store = Store::open(dir.path().join("s.db")).unwrap();
     let mut traces = Vec::new();
     // Two requests append, then one barrier: one batch serves both traces.
     for id in [1u64, 2] {

@@ -27,7 +27,7 @@ fn count(path: &std::path::Path) -> i64 {
 async fn barriers_under_concurrency_see_everything_appended_before_them() {
     let dir = TempDir::new("tw-store-barrier").unwrap();
     let path = dir.path().join("s.db");
-    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    let store = Store::open(&path).unwrap();
     let writers: Vec<_> = (0..8u64)
         .map(|w| {
             let store = store.clone();
@@ -68,7 +68,7 @@ async fn barriers_under_concurrency_see_everything_appended_before_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appending_again_updates_the_record() {
     let dir = TempDir::new("tw-store-update").unwrap();
-    let store = Store::open(dir.path().join("s.db"), StoreConfig::default()).unwrap();
+    let store = Store::open(dir.path().join("s.db")).unwrap();
     store.append(record(1)).await.unwrap();
     let mut done = record(1);
     done.ended_unix_nanos = 99;
@@ -85,7 +85,7 @@ fn crash_child() {
     let Ok(path) = std::env::var("TW_STORE_CRASH_CHILD") else { return };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let store = Store::open(&path, StoreConfig::default()).unwrap();
+        let store = Store::open(&path).unwrap();
         for i in 0..500 {
             store.append(record(i)).await.unwrap();
         }
@@ -117,7 +117,7 @@ fn crash_after_a_barrier_loses_nothing_acknowledged() {
     assert_eq!(acked, Some(500), "the child reported its barrier");
     child.kill().unwrap(); // SIGKILL, by its own pid
     let _ = child.wait();
-    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    let store = Store::open(&path).unwrap();
     drop(store);
     let n = count(&path);
     assert!(n >= 500, "records acknowledged by the barrier survive a crash: {n}");
@@ -142,7 +142,7 @@ async fn a_version_1_database_is_migrated_with_its_data() {
         )
         .unwrap();
     }
-    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    let store = Store::open(&path).unwrap();
     let rows = store.recent(10).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(
@@ -155,7 +155,7 @@ async fn a_version_1_database_is_migrated_with_its_data() {
     // A database from the future is refused, not damaged.
     c.pragma_update(None, "user_version", 99).unwrap();
     drop(store);
-    assert_eq!(Store::open(&path, StoreConfig::default()).unwrap_err(), StoreError::NewerSchema(99));
+    assert_eq!(Store::open(&path).unwrap_err(), StoreError::NewerSchema(99));
 }
 
 #[test]
@@ -163,14 +163,14 @@ fn a_corrupt_file_is_a_typed_error() {
     let dir = TempDir::new("tw-store-corrupt").unwrap();
     let path = dir.path().join("bad.db");
     std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
-    assert!(matches!(Store::open(&path, StoreConfig::default()), Err(StoreError::Corrupt(_))));
+    assert!(matches!(Store::open(&path), Err(StoreError::Corrupt(_))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_database_fails_the_barrier_keeps_the_queue_and_recovers() {
     let dir = TempDir::new("tw-store-locked").unwrap();
     let path = dir.path().join("s.db");
-    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    let store = Store::open(&path).unwrap();
     store.append(record(1)).await.unwrap();
     store.flush().await.unwrap();
     let locker = rusqlite::Connection::open(&path).unwrap();
@@ -191,7 +191,7 @@ async fn a_full_disk_fails_the_barrier_and_keeps_the_queue() {
     // A size-capped database: SQLite reports SQLITE_FULL exactly as for a full disk.
     let mut config = StoreConfig::default();
     config.max_pages = Some(16);
-    let store = Store::open(&path, config).unwrap();
+    let store = Store::open_with(&path, config).unwrap();
     store.append(record(1)).await.unwrap();
     store.flush().await.unwrap();
     let big = |id| ProcessRecord { argv: vec!["x".repeat(256 * 1024)], ..record(id) };
@@ -203,7 +203,7 @@ async fn a_full_disk_fails_the_barrier_and_keeps_the_queue() {
     assert_eq!(count(&path), 1);
     drop(store);
     // With room again, the same write succeeds.
-    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    let store = Store::open(&path).unwrap();
     store.append(big(2)).await.unwrap();
     store.flush().await.unwrap();
     assert_eq!(count(&path), 2);
@@ -216,7 +216,7 @@ async fn a_full_queue_is_an_error_not_a_silent_drop() {
     let mut config = StoreConfig::default();
     config.queue = 1;
     config.full = FullPolicy::Error;
-    let store = Store::open(&path, config).unwrap();
+    let store = Store::open_with(&path, config).unwrap();
     // Hold the writer with a lock so the queue fills.
     let locker = rusqlite::Connection::open(&path).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE;").unwrap();
