@@ -47,6 +47,9 @@ impl Default for RelayConfig {
     }
 }
 
+/// HTTP/2 flow-control window of relay connections (both directions).
+pub(crate) const WINDOW: u32 = 8 << 20;
+
 /// Sees every frame the relay receives and forwards (for tests that check the relay never
 /// sees plaintext).
 pub type Tap = Arc<dyn Fn(&RelayFrame) + Send + Sync>;
@@ -125,6 +128,10 @@ impl RelayServer {
             })
         });
         tonic::transport::Server::builder()
+            // 60 KiB records need HTTP/2 windows far above the 64 KiB default, or every
+            // record waits a round trip for a window update.
+            .initial_stream_window_size(Some(WINDOW))
+            .initial_connection_window_size(Some(WINDOW))
             .add_service(
                 GrpcRelayServer::new(self).max_decoding_message_size(1 << 20).max_encoding_message_size(1 << 20),
             )

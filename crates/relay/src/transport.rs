@@ -130,6 +130,8 @@ async fn attach(ep: &RelayEndpoint, role: Role) -> Result<Attached, RelayError> 
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| RelayError::Transport(e.to_string()))?
         .tcp_nodelay(true)
+        .initial_stream_window_size(crate::server::WINDOW)
+        .initial_connection_window_size(crate::server::WINDOW)
         .connect()
         .await
         .map_err(|e| RelayError::Transport(format!("connect {addr}: {e}")))?;
