@@ -1,0 +1,308 @@
+//! Grouping, skew correction and statistics.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::SpanRecord;
+use crate::slo::{Slo, SloResult};
+
+/// Latency statistics of one set of durations (milliseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct LatencyStats {
+    /// How many.
+    pub count: usize,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+}
+
+/// The statistics of one stage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageStats {
+    /// The stage (the `tracewire.stage` attribute, or the span name).
+    pub stage: String,
+    /// Its latency.
+    #[serde(flatten)]
+    pub stats: LatencyStats,
+}
+
+/// The whole analysis, in the shape of `summary.json` (docs/report.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// Traces seen.
+    pub traces: usize,
+    /// Spans seen.
+    pub spans: usize,
+    /// Spans whose parent is missing from their trace.
+    pub orphans: usize,
+    /// The share of root time that no descendant span covers.
+    pub unattributed_fraction: f64,
+    /// End-to-end latency per root span.
+    pub e2e: LatencyStats,
+    /// From the client's Start call to the first Output delivered, per trace.
+    pub first_output: LatencyStats,
+    /// Per-stage latency, by stage name.
+    pub stages: Vec<StageStats>,
+    /// SLO results, in the order given.
+    pub slos: Vec<SloResult>,
+}
+
+/// The nearest-rank percentile of sorted values: the value at rank `ceil(p/100 * n)`.
+///
+/// ```
+/// use tracewire_collector::percentile_ns;
+///
+/// let v: Vec<i64> = (1..=100).collect();
+/// assert_eq!(percentile_ns(&v, 50.0), 50);
+/// assert_eq!(percentile_ns(&v, 99.0), 99);
+/// assert_eq!(percentile_ns(&v, 100.0), 100);
+/// assert_eq!(percentile_ns(&[], 50.0), 0);
+/// ```
+pub fn percentile_ns(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn ms(ns: i64) -> f64 {
+    ns as f64 / 1e6
+}
+
+pub(crate) fn stats(mut ns: Vec<i64>) -> LatencyStats {
+    ns.sort_unstable();
+    LatencyStats {
+        count: ns.len(),
+        p50_ms: ms(percentile_ns(&ns, 50.0)),
+        p90_ms: ms(percentile_ns(&ns, 90.0)),
+        p99_ms: ms(percentile_ns(&ns, 99.0)),
+        max_ms: ms(ns.last().copied().unwrap_or(0)),
+    }
+}
+
+/// Spans grouped by trace, in first-seen order.
+pub(crate) fn by_trace(spans: &[SpanRecord]) -> Vec<Vec<SpanRecord>> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut groups: HashMap<&str, Vec<SpanRecord>> = HashMap::new();
+    for s in spans {
+        let g = groups.entry(s.trace_id.as_str()).or_insert_with(|| {
+            order.push(s.trace_id.as_str());
+            Vec::new()
+        });
+        g.push(s.clone());
+    }
+    order.into_iter().filter_map(|t| groups.remove(t)).collect()
+}
+
+fn children_of(spans: &[SpanRecord]) -> HashMap<&str, Vec<usize>> {
+    let mut children: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, s) in spans.iter().enumerate() {
+        if let Some(p) = &s.parent_id {
+            children.entry(p.as_str()).or_default().push(i);
+        }
+    }
+    children
+}
+
+/// Shifts the spans of `service` in the subtree under `root` (inclusive) by `delta` ns.
+fn shift_subtree(spans: &mut [SpanRecord], root: usize, service: &str, delta: i64, shifted: &mut HashSet<usize>) {
+    let ids: HashMap<String, Vec<usize>> = children_of(spans).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let mut stack = vec![root];
+    while let Some(i) = stack.pop() {
+        if spans[i].service == service && shifted.insert(i) {
+            spans[i].start_ns += delta;
+            spans[i].end_ns += delta;
+        }
+        if let Some(kids) = ids.get(&spans[i].span_id) {
+            stack.extend(kids.iter().copied());
+        }
+    }
+}
+
+/// Corrects clock skew between services within one trace, in place:
+/// 1. under a span carrying `tracewire.clock.offset_us` (the server's clock minus the
+///    client's, measured by the four-timestamp method), the spans of another service are
+///    shifted back by that offset;
+/// 2. then a child of another service that still falls outside its parent is shifted by
+///    the least amount that puts it inside (when it fits), with its service's subtree.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use tracewire_collector::{correct_skew, SpanRecord};
+///
+/// let mut spans = vec![
+///     SpanRecord { span_id: "c".into(), service: "client".into(), start_ns: 1_000, end_ns: 9_000,
+///         attributes: BTreeMap::from([("tracewire.clock.offset_us".into(), "5".into())]), ..Default::default() },
+///     SpanRecord { span_id: "s".into(), parent_id: Some("c".into()), service: "server".into(),
+///         start_ns: 7_000, end_ns: 12_000, ..Default::default() },
+/// ];
+/// correct_skew(&mut spans);
+/// assert_eq!((spans[1].start_ns, spans[1].end_ns), (2_000, 7_000));
+/// ```
+pub fn correct_skew(spans: &mut [SpanRecord]) {
+    let mut shifted: HashSet<usize> = HashSet::new();
+    let index: HashMap<String, usize> = spans.iter().enumerate().map(|(i, s)| (s.span_id.clone(), i)).collect();
+    // 1. Measured offsets.
+    let with_offset: Vec<(usize, i64)> = spans
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            s.attributes.get("tracewire.clock.offset_us").and_then(|v| v.parse::<i64>().ok()).map(|o| (i, o))
+        })
+        .collect();
+    for (i, offset_us) in with_offset {
+        let kids: Vec<usize> = children_of(spans).get(spans[i].span_id.as_str()).cloned().unwrap_or_default();
+        for k in kids {
+            if spans[k].service != spans[i].service && !shifted.contains(&k) {
+                let service = spans[k].service.clone();
+                shift_subtree(spans, k, &service, -offset_us * 1000, &mut shifted);
+            }
+        }
+    }
+    // 2. Containment, for cross-service edges no offset explained.
+    for k in 0..spans.len() {
+        let Some(p) = spans[k].parent_id.as_ref().and_then(|p| index.get(p)).copied() else { continue };
+        if spans[k].service == spans[p].service || shifted.contains(&k) {
+            continue;
+        }
+        let (ps, pe, cs, ce) = (spans[p].start_ns, spans[p].end_ns, spans[k].start_ns, spans[k].end_ns);
+        if ce - cs > pe - ps {
+            continue;
+        }
+        let delta = if cs < ps {
+            ps - cs
+        } else if ce > pe {
+            pe - ce
+        } else {
+            0
+        };
+        if delta != 0 {
+            let service = spans[k].service.clone();
+            shift_subtree(spans, k, &service, delta, &mut shifted);
+        }
+    }
+}
+
+/// Length of the union of intervals, clipped to `[lo, hi]`.
+fn covered(mut intervals: Vec<(i64, i64)>, lo: i64, hi: i64) -> i64 {
+    intervals.retain(|(s, e)| e > s);
+    intervals.sort_unstable();
+    let (mut total, mut cur): (i64, Option<(i64, i64)>) = (0, None);
+    for (s, e) in intervals {
+        let (s, e) = (s.max(lo), e.min(hi));
+        if e <= s {
+            continue;
+        }
+        match cur {
+            Some((cs, ce)) if s <= ce => cur = Some((cs, ce.max(e))),
+            Some((cs, ce)) => {
+                total += ce - cs;
+                cur = Some((s, e));
+            }
+            None => cur = Some((s, e)),
+        }
+    }
+    if let Some((cs, ce)) = cur {
+        total += ce - cs;
+    }
+    total
+}
+
+fn descendants(spans: &[SpanRecord], root: usize) -> Vec<usize> {
+    let children = children_of(spans);
+    let mut out = Vec::new();
+    let mut stack: Vec<usize> = children.get(spans[root].span_id.as_str()).cloned().unwrap_or_default();
+    while let Some(i) = stack.pop() {
+        out.push(i);
+        if let Some(k) = children.get(spans[i].span_id.as_str()) {
+            stack.extend(k.iter().copied());
+        }
+    }
+    out
+}
+
+/// Per trace: roots (index, duration, uncovered ns).
+fn roots(spans: &[SpanRecord]) -> Vec<(usize, i64, i64)> {
+    spans
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.parent_id.is_none())
+        .map(|(i, r)| {
+            let intervals = descendants(spans, i).into_iter().map(|d| (spans[d].start_ns, spans[d].end_ns)).collect();
+            let dur = r.duration_ns();
+            (i, dur, dur - covered(intervals, r.start_ns, r.end_ns))
+        })
+        .collect()
+}
+
+/// The first-output latency of one trace: from the start of the client's `rpc.call` Start
+/// to the earliest end of a `terminal.deliver` span of an Output event.
+fn first_output(spans: &[SpanRecord]) -> Option<i64> {
+    let start = spans
+        .iter()
+        .filter(|s| s.stage() == "rpc.call" && s.attributes.get("rpc.method").is_some_and(|m| m == "Start"))
+        .map(|s| s.start_ns)
+        .min()?;
+    let first = spans
+        .iter()
+        .filter(|s| {
+            s.stage() == "terminal.deliver" && s.attributes.get("tracewire.event").is_some_and(|e| e == "Output")
+        })
+        .map(|s| s.end_ns)
+        .min()?;
+    Some((first - start).max(0))
+}
+
+/// The per-trace measures SLOs are judged on.
+pub(crate) struct TraceMeasures {
+    pub(crate) e2e: Vec<i64>,
+    pub(crate) first_output: Option<i64>,
+    pub(crate) stages: BTreeMap<String, Vec<i64>>,
+}
+
+/// Analyzes `spans` (from any number of traces and services) against `slos`.
+pub fn analyze(spans: &[SpanRecord], slos: &[Slo]) -> Summary {
+    let traces = by_trace(spans);
+    let mut summary = Summary { traces: traces.len(), spans: spans.len(), ..Summary::default() };
+    let (mut e2e, mut first, mut per_stage): (Vec<i64>, Vec<i64>, BTreeMap<String, Vec<i64>>) = Default::default();
+    let (mut root_total, mut uncovered_total) = (0i64, 0i64);
+    let mut measures = Vec::with_capacity(traces.len());
+    for mut t in traces {
+        correct_skew(&mut t);
+        let ids: HashSet<&str> = t.iter().map(|s| s.span_id.as_str()).collect();
+        summary.orphans += t.iter().filter(|s| s.parent_id.as_ref().is_some_and(|p| !ids.contains(p.as_str()))).count();
+        let mut m = TraceMeasures { e2e: Vec::new(), first_output: first_output(&t), stages: BTreeMap::new() };
+        for (i, dur, uncovered) in roots(&t) {
+            let _ = i;
+            e2e.push(dur);
+            m.e2e.push(dur);
+            root_total += dur;
+            uncovered_total += uncovered;
+        }
+        if let Some(f) = m.first_output {
+            first.push(f);
+        }
+        for s in &t {
+            per_stage.entry(s.stage().to_owned()).or_default().push(s.duration_ns());
+            m.stages.entry(s.stage().to_owned()).or_default().push(s.duration_ns());
+        }
+        measures.push(m);
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let fraction = if root_total > 0 { uncovered_total as f64 / root_total as f64 } else { 0.0 };
+    summary.unattributed_fraction = fraction;
+    summary.e2e = stats(e2e);
+    summary.first_output = stats(first);
+    summary.stages = per_stage.into_iter().map(|(stage, d)| StageStats { stage, stats: stats(d) }).collect();
+    summary.slos = slos.iter().map(|slo| slo.evaluate(&summary, &measures)).collect();
+    summary
+}

@@ -1,0 +1,156 @@
+//! The analysis on synthetic traces with known numbers.
+#![allow(clippy::float_cmp)] // values are exact by construction (whole milliseconds)
+
+use std::collections::BTreeMap;
+
+use tracewire_collector::{Slo, SpanRecord, analyze, correct_skew};
+
+const MS: i64 = 1_000_000;
+
+fn span(
+    trace: &str,
+    id: &str,
+    parent: Option<&str>,
+    name: &str,
+    service: &str,
+    start_ms: i64,
+    end_ms: i64,
+) -> SpanRecord {
+    SpanRecord {
+        trace_id: trace.into(),
+        span_id: id.into(),
+        parent_id: parent.map(Into::into),
+        name: name.into(),
+        service: service.into(),
+        start_ns: start_ms * MS,
+        end_ns: end_ms * MS,
+        attributes: BTreeMap::new(),
+    }
+}
+
+fn with(mut s: SpanRecord, k: &str, v: &str) -> SpanRecord {
+    s.attributes.insert(k.into(), v.into());
+    s
+}
+
+#[test]
+fn percentiles_are_exact_nearest_rank() {
+    let spans: Vec<SpanRecord> = (1..=100).map(|i| span(&format!("t{i}"), "r", None, "exec", "c", 0, i)).collect();
+    let s = analyze(&spans, &[]);
+    assert_eq!(s.traces, 100);
+    assert_eq!((s.e2e.count, s.e2e.p50_ms, s.e2e.p90_ms, s.e2e.p99_ms, s.e2e.max_ms), (100, 50.0, 90.0, 99.0, 100.0));
+    let exec = s.stages.iter().find(|x| x.stage == "exec").unwrap();
+    assert_eq!(exec.stats.p90_ms, 90.0);
+}
+
+#[test]
+fn unattributed_fraction_is_the_uncovered_share_of_root_time() {
+    let spans = vec![
+        span("t", "r", None, "exec", "c", 0, 100),
+        span("t", "a", Some("r"), "rpc.call", "c", 0, 40),
+        span("t", "b", Some("a"), "rpc.dispatch", "c", 30, 60), // overlaps a: counted once
+        span("t", "c", Some("r"), "terminal.deliver", "c", 90, 120), // clipped to the root
+    ];
+    let s = analyze(&spans, &[]);
+    assert!((s.unattributed_fraction - 0.3).abs() < 1e-12, "{}", s.unattributed_fraction);
+}
+
+#[test]
+fn orphans_are_counted() {
+    let spans = vec![
+        span("t", "r", None, "exec", "c", 0, 10),
+        span("t", "x", Some("missing"), "rpc.dispatch", "s", 1, 2),
+        span("u", "y", Some("gone"), "process", "s", 1, 2),
+    ];
+    let s = analyze(&spans, &[]);
+    assert_eq!((s.traces, s.spans, s.orphans), (2, 3, 2));
+}
+
+#[test]
+fn a_server_clock_5ms_ahead_is_corrected_by_the_measured_offset() {
+    let trace = vec![
+        span("t", "r", None, "exec", "client", 0, 10),
+        with(span("t", "c", Some("r"), "rpc.call", "client", 0, 1), "tracewire.clock.offset_us", "5000"),
+        // Recorded in the server's clock, 5 ms ahead: really 1..9 ms.
+        span("t", "d", Some("c"), "rpc.dispatch", "server", 6, 14),
+        span("t", "p", Some("d"), "process", "server", 7, 13),
+    ];
+    let mut fixed = trace.clone();
+    correct_skew(&mut fixed);
+    assert_eq!((fixed[2].start_ns, fixed[2].end_ns), (MS, 9 * MS));
+    assert_eq!((fixed[3].start_ns, fixed[3].end_ns), (2 * MS, 8 * MS), "the server's whole subtree moves");
+    assert_eq!((fixed[1].start_ns, fixed[1].end_ns), (0, MS), "client spans stay");
+    let s = analyze(&trace, &[]);
+    assert!((s.unattributed_fraction - 0.1).abs() < 1e-12, "corrected: {}", s.unattributed_fraction);
+}
+
+#[test]
+fn without_an_offset_containment_pulls_a_child_inside_its_parent() {
+    let mut t = vec![
+        span("t", "r", None, "exec", "client", 0, 10),
+        span("t", "d", Some("r"), "rpc.dispatch", "server", 20, 25),
+    ];
+    correct_skew(&mut t);
+    assert_eq!((t[1].start_ns, t[1].end_ns), (5 * MS, 10 * MS));
+    // A child that starts too early is moved forward.
+    let mut t =
+        vec![span("t", "r", None, "exec", "client", 10, 20), span("t", "d", Some("r"), "rpc.dispatch", "server", 2, 4)];
+    correct_skew(&mut t);
+    assert_eq!((t[1].start_ns, t[1].end_ns), (10 * MS, 12 * MS));
+}
+
+#[test]
+fn slos_report_value_violation_rate_and_pass() {
+    let mut spans: Vec<SpanRecord> = (1..=100).map(|i| span(&format!("t{i}"), "r", None, "exec", "c", 0, i)).collect();
+    for i in 1..=10 {
+        spans.push(span(&format!("t{i}"), "s", Some("r"), "process.spawn", "s", 0, i));
+    }
+    let slos: Vec<Slo> = ["e2e.p99<=50ms", "e2e.max<=100ms", "process.spawn.p50<=5ms", "first_output.p90<=50ms"]
+        .iter()
+        .map(|e| Slo::parse(e).unwrap())
+        .collect();
+    let s = analyze(&spans, &slos);
+    let r = &s.slos;
+    assert_eq!((r[0].value_ms, r[0].violation_rate, r[0].pass), (99.0, 0.5, false));
+    assert_eq!((r[1].value_ms, r[1].violation_rate, r[1].pass), (100.0, 0.0, true));
+    assert_eq!((r[2].value_ms, r[2].violation_rate, r[2].pass), (5.0, 0.5, true), "share of traces with the stage");
+    assert!(!r[3].pass, "no data is not a pass");
+}
+
+#[test]
+fn first_output_runs_from_the_start_call_to_the_first_output_delivered() {
+    let spans = vec![
+        span("t", "r", None, "exec", "c", 0, 50),
+        with(span("t", "call", Some("r"), "rpc.call", "c", 2, 5), "rpc.method", "Start"),
+        with(span("t", "o2", Some("call"), "terminal.deliver", "c", 20, 30), "tracewire.event", "Output"),
+        with(span("t", "o1", Some("call"), "terminal.deliver", "c", 10, 12), "tracewire.event", "Output"),
+        with(span("t", "x", Some("call"), "terminal.deliver", "c", 8, 9), "tracewire.event", "Exited"),
+    ];
+    let s = analyze(&spans, &[]);
+    assert_eq!((s.first_output.count, s.first_output.p50_ms), (1, 10.0));
+}
+
+#[test]
+fn the_summary_serializes_in_the_documented_shape() {
+    let s = analyze(&[span("t", "r", None, "exec", "c", 0, 1)], &[Slo::parse("e2e.p99<=2ms").unwrap()]);
+    let v: serde_json::Value = serde_json::to_value(&s).unwrap();
+    for key in ["traces", "spans", "orphans", "unattributed_fraction", "e2e", "first_output", "stages", "slos"] {
+        assert!(v.get(key).is_some(), "missing {key}: {v}");
+    }
+    for key in ["count", "p50_ms", "p90_ms", "p99_ms", "max_ms"] {
+        assert!(
+            v["e2e"].get(key).is_some() && v["first_output"].get(key).is_some() && v["stages"][0].get(key).is_some()
+        );
+    }
+    assert_eq!(v["stages"][0]["stage"], "exec");
+    for key in ["expr", "value_ms", "violation_rate", "pass"] {
+        assert!(v["slos"][0].get(key).is_some());
+    }
+}
+
+#[test]
+fn bad_slo_expressions_are_typed_errors() {
+    for bad in ["", "e2e", "e2e.p99", "e2e.p95<=1ms", ".p99<=1ms", "e2e.p99<=fast", "e2e.p99<=5", "e2e.p99<=-1ms"] {
+        assert!(Slo::parse(bad).is_err(), "{bad:?}");
+    }
+}
