@@ -6,8 +6,9 @@
 //! the share of each root's time no stage explains (unattributed), orphan spans, and SLOs
 //! with their violation rates.
 //!
-//! (The OTLP receiver, the report files and `tracewire demo` build on this; see issue
-//! [6/9].)
+//! [`receiver`] is an embedded OTLP receiver (gRPC and HTTP, protobuf and JSON) that keeps
+//! spans in a bounded store for the analysis. (The report files and `tracewire demo` build
+//! on both; see issue [6/9].)
 //!
 //! ```
 //! use tracewire_collector::{analyze, Slo, SpanRecord};
@@ -35,6 +36,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod analysis;
+pub mod receiver;
 mod slo;
 
 pub use analysis::{LatencyStats, StageStats, Summary, analyze, correct_skew, percentile_ns};

@@ -1,0 +1,219 @@
+//! The embedded OTLP trace receiver: gRPC (`TraceService/Export`) and HTTP
+//! (`POST /v1/traces`, protobuf or JSON), into a bounded in-memory store.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::SpanRecord;
+
+/// Spans received, bounded: beyond the capacity the oldest are dropped and counted.
+#[derive(Debug)]
+pub struct SpanStore {
+    spans: Mutex<VecDeque<SpanRecord>>,
+    capacity: usize,
+    received: AtomicU64,
+    dropped: AtomicU64,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().fold(String::with_capacity(b.len() * 2), |mut s, x| {
+        use std::fmt::Write;
+        let _ = write!(s, "{x:02x}");
+        s
+    })
+}
+
+fn text(v: &AnyValue) -> String {
+    match &v.value {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::BytesValue(b)) => hex(b),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+/// The spans of one OTLP export request.
+pub fn spans_of(request: &ExportTraceServiceRequest) -> Vec<SpanRecord> {
+    let mut out = Vec::new();
+    for rs in &request.resource_spans {
+        let service = rs
+            .resource
+            .as_ref()
+            .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+            .and_then(|kv| kv.value.as_ref())
+            .map(text)
+            .unwrap_or_default();
+        for ss in &rs.scope_spans {
+            for s in &ss.spans {
+                out.push(SpanRecord {
+                    trace_id: hex(&s.trace_id),
+                    span_id: hex(&s.span_id),
+                    parent_id: (!s.parent_span_id.is_empty()).then(|| hex(&s.parent_span_id)),
+                    name: s.name.clone(),
+                    service: service.clone(),
+                    start_ns: i64::try_from(s.start_time_unix_nano).unwrap_or(i64::MAX),
+                    end_ns: i64::try_from(s.end_time_unix_nano).unwrap_or(i64::MAX),
+                    attributes: s
+                        .attributes
+                        .iter()
+                        .map(|kv| (kv.key.clone(), kv.value.as_ref().map(text).unwrap_or_default()))
+                        .collect(),
+                });
+            }
+        }
+    }
+    out
+}
+
+impl SpanStore {
+    /// A store keeping at most `capacity` spans.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            spans: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            received: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Adds the spans of a request.
+    pub fn add(&self, request: &ExportTraceServiceRequest) {
+        let spans = spans_of(request);
+        self.received.fetch_add(spans.len() as u64, Ordering::Relaxed);
+        let Ok(mut store) = self.spans.lock() else { return };
+        for s in spans {
+            if store.len() == self.capacity {
+                store.pop_front();
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            store.push_back(s);
+        }
+    }
+
+    /// A copy of the spans kept.
+    pub fn snapshot(&self) -> Vec<SpanRecord> {
+        self.spans.lock().map(|s| s.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Spans received in all.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Spans dropped because the store was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+struct Grpc(Arc<SpanStore>);
+
+#[tonic::async_trait]
+impl TraceService for Grpc {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        self.0.add(request.get_ref());
+        Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
+    }
+}
+
+/// Why the receiver could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiverError {
+    /// Binding or serving failed.
+    #[error("receiver: {0}")]
+    Io(String),
+}
+
+/// Binds a TCP address (port 0 picks a free port).
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ReceiverError> {
+    let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| ReceiverError::Io(format!("bind {addr}: {e}")))?;
+    let local = l.local_addr().map_err(|e| ReceiverError::Io(e.to_string()))?;
+    Ok((l, local))
+}
+
+/// Serves OTLP/gRPC on `listener` until `shutdown`.
+///
+/// # Errors
+/// When serving fails.
+pub async fn serve_grpc(
+    listener: tokio::net::TcpListener,
+    store: Arc<SpanStore>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), ReceiverError> {
+    tonic::transport::Server::builder()
+        // Collectors (rotel-agent, the OpenTelemetry Collector) forward gzip-compressed.
+        .add_service(
+            TraceServiceServer::new(Grpc(store))
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .max_decoding_message_size(64 << 20),
+        )
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| ReceiverError::Io(e.to_string()))
+}
+
+async fn http_export(
+    axum::extract::State(store): axum::extract::State<Arc<SpanStore>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let request = if json {
+        serde_json::from_slice::<ExportTraceServiceRequest>(&body).map_err(|e| e.to_string())
+    } else {
+        ExportTraceServiceRequest::decode(body).map_err(|e| e.to_string())
+    };
+    match request {
+        Ok(r) => {
+            store.add(&r);
+            let response = ExportTraceServiceResponse { partial_success: None };
+            if json {
+                ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
+            } else {
+                ([(header::CONTENT_TYPE, "application/x-protobuf")], response.encode_to_vec()).into_response()
+            }
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("cannot decode the export request: {e}")).into_response(),
+    }
+}
+
+/// Serves OTLP/HTTP (`POST /v1/traces`, `application/x-protobuf` or `application/json`)
+/// on `listener` until `shutdown`.
+///
+/// # Errors
+/// When serving fails.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    store: Arc<SpanStore>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ReceiverError> {
+    let app = axum::Router::new()
+        .route("/v1/traces", axum::routing::post(http_export))
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
+        .with_state(store);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(|e| ReceiverError::Io(e.to_string()))
+}

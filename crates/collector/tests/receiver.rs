@@ -1,0 +1,156 @@
+//! The embedded receiver with real senders: the OpenTelemetry Python SDK over gRPC and
+//! HTTP/protobuf, OTLP/JSON, and rotel-agent forwarding over OTLP.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracewire_collector::SpanRecord;
+use tracewire_collector::receiver::{SpanStore, bind, serve_grpc, serve_http};
+use tracewire_testkit::run_python;
+
+struct Receiver {
+    store: Arc<SpanStore>,
+    grpc: String,
+    http: String,
+}
+
+async fn receiver() -> Receiver {
+    let store = Arc::new(SpanStore::new(10_000));
+    let (gl, ga) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (hl, ha) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    tokio::spawn(serve_grpc(gl, Arc::clone(&store), std::future::pending()));
+    tokio::spawn(serve_http(hl, Arc::clone(&store), std::future::pending()));
+    Receiver { store, grpc: format!("http://{ga}"), http: format!("http://{ha}") }
+}
+
+fn emit(protocol: &str, endpoint: &str) -> Vec<serde_json::Value> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/emit.py");
+    let out = run_python(&script, &[protocol, endpoint], &[]).unwrap();
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+async fn wait_for(store: &SpanStore, trace: &str, n: usize) -> Vec<SpanRecord> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got: Vec<SpanRecord> = store.snapshot().into_iter().filter(|s| s.trace_id == trace).collect();
+        if got.len() >= n || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn check(sent: &[serde_json::Value], got: &[SpanRecord], service: &str) {
+    assert_eq!(got.len(), sent.len(), "{got:#?}");
+    for s in sent {
+        let r = got.iter().find(|g| g.span_id == s["span_id"].as_str().unwrap()).unwrap();
+        assert_eq!(r.trace_id, s["trace_id"].as_str().unwrap());
+        assert_eq!(r.parent_id.as_deref(), s["parent_id"].as_str());
+        assert_eq!(r.name, s["name"].as_str().unwrap());
+        assert_eq!(r.start_ns, s["start_ns"].as_i64().unwrap());
+        assert_eq!(r.end_ns, s["end_ns"].as_i64().unwrap());
+        assert_eq!(r.service, service);
+    }
+    let parent = got.iter().find(|g| g.name == "parent").unwrap();
+    assert_eq!(parent.attributes.get("n").map(String::as_str), Some("7"));
+    assert_eq!(parent.stage(), "exec");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_spans_arrive_intact_over_grpc_and_http() {
+    let r = receiver().await;
+    let sent = emit("grpc", &r.grpc);
+    let got = wait_for(&r.store, sent[0]["trace_id"].as_str().unwrap(), 2).await;
+    check(&sent, &got, "py-grpc");
+    let sent = emit("http", &format!("{}/v1/traces", r.http));
+    let got = wait_for(&r.store, sent[0]["trace_id"].as_str().unwrap(), 2).await;
+    check(&sent, &got, "py-http");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotel_agent_forwards_to_the_receiver_intact() {
+    let r = receiver().await;
+    let (gp, hp) = (tracewire_testkit::free_port(), tracewire_testkit::free_port());
+    let agent = tracewire_testkit::rotel_agent().unwrap();
+    let dir = tracewire_testkit::TempDir::new("tw-rotel-fwd").unwrap();
+    let mut child = std::process::Command::new(agent)
+        .args([
+            "start",
+            "--otlp-grpc-endpoint",
+            &format!("127.0.0.1:{gp}"),
+            "--otlp-http-endpoint",
+            &format!("127.0.0.1:{hp}"),
+        ])
+        .args(["--exporter", "otlp", "--otlp-exporter-endpoint", &r.grpc, "--otlp-exporter-protocol", "grpc"])
+        .args(["--batch-timeout", "100ms"])
+        .arg("--pid-file")
+        .arg(dir.path().join("rotel.pid"))
+        .stdout(std::fs::File::create(dir.path().join("rotel.out")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("rotel.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", gp)).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = emit("grpc", &format!("http://127.0.0.1:{gp}"));
+    let got = wait_for(&r.store, sent[0]["trace_id"].as_str().unwrap(), 2).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(dir.path().join("rotel.log")).unwrap_or_default()
+        + &std::fs::read_to_string(dir.path().join("rotel.out")).unwrap_or_default();
+    assert_eq!(got.len(), 2, "rotel-agent log:\n{log}");
+    check(&sent, &got, "py-grpc");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_json_is_accepted_and_garbage_is_a_400() {
+    let r = receiver().await;
+    let body = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"json-svc"}}]},
+        "scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
+        "parentSpanId":"","name":"rpc.dispatch","kind":2,"startTimeUnixNano":"1000","endTimeUnixNano":"3000",
+        "attributes":[{"key":"rpc.method","value":{"stringValue":"Start"}}]}]}]}]}"#;
+    let addr = r.http.trim_start_matches("http://").to_owned();
+    let post = |body: &str, ctype: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(s, "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        resp
+    };
+    let resp = post(body, "application/json");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let got = wait_for(&r.store, "5b8efff798038103d269b633813fc60c", 1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].span_id.as_str(), got[0].parent_id.as_deref(), got[0].start_ns, got[0].end_ns),
+        ("eee19b7ec3c1b174", None, 1000, 3000)
+    );
+    assert_eq!(got[0].service, "json-svc");
+    assert_eq!(got[0].attributes.get("rpc.method").map(String::as_str), Some("Start"));
+    let resp = post("not json", "application/json");
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    let resp = post("\u{1}\u{2}garbage", "application/x-protobuf");
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+}
+
+#[test]
+fn the_store_is_bounded_and_counts_what_it_drops() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let store = SpanStore::new(3);
+    let spans = (0..5u8)
+        .map(|i| Span { trace_id: vec![1; 16], span_id: vec![i + 1; 8], name: format!("s{i}"), ..Span::default() })
+        .collect();
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..ScopeSpans::default() }],
+            ..ResourceSpans::default()
+        }],
+    };
+    store.add(&req);
+    assert_eq!((store.received(), store.dropped(), store.snapshot().len()), (5, 2, 3));
+    assert_eq!(store.snapshot()[0].name, "s2", "the oldest are dropped");
+}
