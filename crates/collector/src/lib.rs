@@ -36,6 +36,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod analysis;
+pub mod jaeger;
 pub mod receiver;
 mod slo;
 

@@ -154,3 +154,45 @@ fn bad_slo_expressions_are_typed_errors() {
         assert!(Slo::parse(bad).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn jaeger_json_has_the_structure_the_jaeger_ui_expects() {
+    let spans = vec![
+        with(span("t1", "a1", None, "exec", "client", 1, 11), "tracewire.stage", "exec"),
+        with(span("t1", "b2", Some("a1"), "rpc.dispatch", "server", 2, 5), "rpc.method", "Start"),
+        span("t1", "c3", Some("b2"), "process", "server", 3, 4),
+    ];
+    let j = tracewire_collector::jaeger::to_jaeger(&spans);
+    let data = j["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1);
+    let t = &data[0];
+    assert_eq!(t["traceID"], "t1");
+    let procs = t["processes"].as_object().unwrap();
+    assert_eq!(procs.len(), 2, "one process per service");
+    let pid_of = |svc: &str| procs.iter().find(|(_, p)| p["serviceName"] == svc).map(|(k, _)| k.clone()).unwrap();
+    for p in procs.values() {
+        assert!(p["tags"].is_array());
+    }
+    let spans = t["spans"].as_array().unwrap();
+    assert_eq!(spans.len(), 3);
+    let get = |id: &str| spans.iter().find(|s| s["spanID"] == id).unwrap();
+    let (a, b) = (get("a1"), get("b2"));
+    // Every field the UI reads, with its type.
+    for s in spans {
+        for key in
+            ["traceID", "spanID", "operationName", "references", "startTime", "duration", "tags", "logs", "processID"]
+        {
+            assert!(s.get(key).is_some(), "span lacks {key}: {s}");
+        }
+        assert!(
+            s["startTime"].is_i64() && s["duration"].is_i64() && s["references"].is_array() && s["logs"].is_array()
+        );
+    }
+    assert_eq!(a["references"].as_array().unwrap().len(), 0, "a root has no reference");
+    assert_eq!(b["references"][0], serde_json::json!({"refType": "CHILD_OF", "traceID": "t1", "spanID": "a1"}));
+    assert_eq!((a["startTime"].as_i64(), a["duration"].as_i64()), (Some(1000), Some(10_000)), "microseconds");
+    assert_eq!(a["operationName"], "exec");
+    assert_eq!(a["processID"], pid_of("client").as_str());
+    assert_eq!(b["processID"], pid_of("server").as_str());
+    assert_eq!(b["tags"][0], serde_json::json!({"key": "rpc.method", "type": "string", "value": "Start"}));
+}
