@@ -25,6 +25,8 @@ use tracewire_rpc::grpc::{Address, BoundServer};
 use tracewire_telemetry::{Config, current_trace_id, init, stage_span};
 use tracing::Instrument;
 
+mod demo;
+
 #[derive(Parser)]
 #[command(name = "tracewire", version, about = "Distributed tracing for remote execution")]
 struct Cli {
@@ -50,6 +52,23 @@ enum Command {
         /// Persist process history in this SQLite file (answers `List`).
         #[arg(long)]
         db: Option<std::path::PathBuf>,
+    },
+    /// The main job: an embedded collector, a relay, an exec-server and a client in one
+    /// process; runs N remote execs, then says where the time went and writes
+    /// DIR/summary.json, DIR/report.html and DIR/traces.jaeger.json.
+    Demo {
+        /// How many remote execs.
+        #[arg(long, default_value_t = 50)]
+        execs: usize,
+        /// Through the encrypted relay, or straight to the exec-server over gRPC.
+        #[arg(long, value_enum, default_value_t = Via::Relay)]
+        via: Via,
+        /// Where to write the report files.
+        #[arg(long, default_value = "tracewire-demo")]
+        out: std::path::PathBuf,
+        /// An objective to check, e.g. 'e2e.p99<=250ms' (repeatable). Exit status 3 when one fails.
+        #[arg(long)]
+        slo: Vec<String>,
     },
     /// Write a new static key pair: the private key to PATH (mode 0600), the public key to
     /// PATH.pub.
@@ -92,6 +111,15 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+}
+
+/// How the demo's client reaches its exec-server.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Via {
+    /// Through the Noise-encrypted relay.
+    Relay,
+    /// Straight over gRPC.
+    Direct,
 }
 
 /// Going through a relay instead of a direct connection.
@@ -142,6 +170,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<i32> {
+    if let Command::Demo { execs, via, out, slo } = cli.command {
+        return demo::run(execs, via == Via::Relay, &out, &slo).await;
+    }
     let telemetry = init(Config::from_env()?)?;
     let code = match cli.command {
         Command::ExecServer { listen, keep_on_disconnect, relay, key, db } => {
@@ -164,6 +195,7 @@ async fn run(cli: Cli) -> Result<i32> {
             }
         }
         Command::Keygen { out } => keygen(&out).map(|()| 0),
+        Command::Demo { .. } => Ok(0),
         Command::Relay { listen, token } => relay(&listen, token).await.map(|()| 0),
     };
     if let Err(tracewire_telemetry::Error::Shutdown { reason, stats, .. }) = telemetry.shutdown() {

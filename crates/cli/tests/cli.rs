@@ -287,3 +287,68 @@ fn an_open_relay_on_a_public_address_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--token"));
 }
+
+#[test]
+fn demo_runs_ten_execs_into_ten_complete_traces_and_writes_the_report() {
+    let dir = tracewire_testkit::TempDir::new("tracewire-demo-test").unwrap();
+    let out = dir.path().join("out");
+    for via in ["relay", "direct"] {
+        let o = Command::new(BIN)
+            .args(["demo", "--execs", "10", "--via", via, "--slo", "e2e.p99<=10s", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("remote execs: 10/10"), "progress is shown");
+        assert!(stdout.contains("where the time went"), "{stdout}");
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(summary["traces"], 10, "{via}: one trace per exec");
+        assert_eq!(summary["orphans"], 0, "{via}: no orphans");
+        assert_eq!(summary["e2e"]["count"], 10);
+        assert_eq!(summary["slos"][0]["pass"], true);
+        let stages: Vec<&str> =
+            summary["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+        for s in [
+            "exec",
+            "rpc.call",
+            "rpc.queue",
+            "rpc.dispatch",
+            "process",
+            "process.spawn",
+            "process.exit",
+            "terminal.deliver",
+        ] {
+            assert!(stages.contains(&s), "{via}: no {s} in {stages:?}");
+        }
+        if via == "relay" {
+            for s in [
+                "relay.frame",
+                "relay.encrypt",
+                "relay.send",
+                "relay.forward",
+                "relay.recv",
+                "relay.decrypt",
+                "relay.decode",
+            ] {
+                assert!(stages.contains(&s), "no {s} in {stages:?}");
+            }
+        }
+        let jaeger: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("traces.jaeger.json")).unwrap()).unwrap();
+        assert_eq!(jaeger["data"].as_array().unwrap().len(), 10);
+        let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+        assert!(html.contains("<svg") && html.contains("10 traces"));
+    }
+    // A failing SLO makes the exit status 3, for CI gates.
+    let o = Command::new(BIN)
+        .args(["demo", "--execs", "3", "--via", "direct", "--slo", "e2e.p50<=1us", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let o = Command::new(BIN).args(["demo", "--execs", "1", "--slo", "nonsense"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nonsense"));
+}

@@ -38,6 +38,7 @@
 mod analysis;
 pub mod jaeger;
 pub mod receiver;
+pub mod report;
 mod slo;
 
 pub use analysis::{LatencyStats, StageStats, Summary, analyze, correct_skew, percentile_ns};

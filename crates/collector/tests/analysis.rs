@@ -196,3 +196,25 @@ fn jaeger_json_has_the_structure_the_jaeger_ui_expects() {
     assert_eq!(b["processID"], pid_of("server").as_str());
     assert_eq!(b["tags"][0], serde_json::json!({"key": "rpc.method", "type": "string", "value": "Start"}));
 }
+
+#[test]
+fn the_html_report_is_self_contained_with_charts_waterfalls_and_slo_lines() {
+    let mut spans: Vec<SpanRecord> = Vec::new();
+    for i in 1..=5 {
+        let t = format!("t{i}");
+        spans.push(span(&t, "r", None, "exec", "c", 0, 10 * i));
+        spans.push(span(&t, "s", Some("r"), "process.spawn", "s", 1, 2 + i));
+    }
+    let slos = vec![Slo::parse("e2e.p99<=30ms").unwrap(), Slo::parse("process.spawn.p50<=2ms").unwrap()];
+    let summary = analyze(&spans, &slos);
+    let html = tracewire_collector::report::render_html(&summary, &spans, &slos);
+    assert!(html.starts_with("<!doctype html>"));
+    assert!(!html.contains(" src=") && !html.contains(" href=") && !html.contains("<link"), "no external assets");
+    assert_eq!(html.matches("<svg").count(), 4, "e2e, stages, median and slowest waterfalls");
+    assert_eq!(html.matches(r#"class="slo""#).count(), 2, "one red dashed line per SLO");
+    assert!(html.contains(r#"stroke="red""#) && html.contains("stroke-dasharray"));
+    assert!(html.contains("Slowest trace (50.000 ms)"), "the slowest waterfall is the 50 ms trace");
+    assert!(html.contains("Median trace (30.000 ms)"));
+    assert!(html.contains(r#"<tr class="fail"><td>e2e.p99&lt;=30ms</td>"#), "failing SLO row");
+    assert!(html.contains("5 traces, 10 spans, 0 orphans"));
+}

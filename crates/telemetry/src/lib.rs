@@ -328,6 +328,19 @@ impl TelemetryGuard {
         self.pipeline.as_ref().map(|p| p.stats.snapshot()).unwrap_or_default()
     }
 
+    /// Exports what is queued now (waits up to the export timeout).
+    ///
+    /// # Errors
+    /// [`Error::Shutdown`] when an export failed or timed out (its spans are counted).
+    pub fn flush(&self) -> Result<(), Error> {
+        let Some(p) = &self.pipeline else { return Ok(()) };
+        p.provider.force_flush().map_err(|e| Error::Shutdown {
+            timeout: p.shutdown_timeout,
+            reason: e.to_string(),
+            stats: p.stats.snapshot(),
+        })
+    }
+
     /// A handle on the export counters, for metrics endpoints.
     pub fn export_stats(&self) -> Option<ExportStats> {
         self.pipeline.as_ref().map(Pipeline::stats)

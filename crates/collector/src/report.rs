@@ -1,0 +1,168 @@
+//! `report.html`: a self-contained page (inline SVG, no network) with the latency of each
+//! stage, the end-to-end and first-output latency, every SLO threshold as a red dashed
+//! line, and waterfalls of the median and the slowest trace.
+
+// Pixel positions and millisecond labels: f64 precision is far beyond what a chart shows.
+#![allow(clippy::cast_precision_loss)]
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use crate::analysis::{LatencyStats, Summary, by_trace, correct_skew};
+use crate::{Slo, SpanRecord};
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+const W: f64 = 900.0;
+const LABEL: f64 = 190.0;
+
+/// Horizontal p50/p90/p99 bars per row, with SLO thresholds as red dashed lines.
+fn bars(title: &str, rows: &[(String, LatencyStats)], slos: &[Slo]) -> String {
+    let max = rows
+        .iter()
+        .map(|(_, s)| s.p99_ms)
+        .chain(slos.iter().filter(|s| rows.iter().any(|(n, _)| *n == s.metric)).map(|s| s.threshold_ms))
+        .fold(0.0_f64, f64::max)
+        .max(1e-6);
+    let scale = (W - LABEL - 80.0) / max;
+    let h = 22.0;
+    #[allow(clippy::cast_precision_loss)]
+    let height = rows.len() as f64 * h + 40.0;
+    let mut svg = format!(
+        r#"<h2>{}</h2><svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" role="img" aria-label="{}">"#,
+        esc(title),
+        esc(title)
+    );
+    for (i, (name, s)) in rows.iter().enumerate() {
+        #[allow(clippy::cast_precision_loss)]
+        let y = 20.0 + i as f64 * h;
+        let _ = write!(
+            svg,
+            r##"<text x="4" y="{:.1}" font-size="12">{}</text><rect x="{LABEL}" y="{y:.1}" width="{:.1}" height="14" fill="#c6dbef"><title>p99 {:.3} ms</title></rect><rect x="{LABEL}" y="{y:.1}" width="{:.1}" height="14" fill="#6baed6"/><rect x="{LABEL}" y="{y:.1}" width="{:.1}" height="14" fill="#2171b5"/><text x="{:.1}" y="{:.1}" font-size="11">p50 {:.3} · p90 {:.3} · p99 {:.3} ms ({} spans)</text>"##,
+            y + 11.0,
+            esc(name),
+            s.p99_ms * scale,
+            s.p99_ms,
+            s.p90_ms * scale,
+            s.p50_ms * scale,
+            LABEL + s.p99_ms * scale + 6.0,
+            y + 11.0,
+            s.p50_ms,
+            s.p90_ms,
+            s.p99_ms,
+            s.count
+        );
+        for slo in slos.iter().filter(|slo| slo.metric == *name) {
+            let x = LABEL + slo.threshold_ms * scale;
+            let _ = write!(
+                svg,
+                r#"<line class="slo" x1="{x:.1}" x2="{x:.1}" y1="{:.1}" y2="{:.1}" stroke="red" stroke-width="2" stroke-dasharray="4 3"><title>SLO {}</title></line>"#,
+                y - 3.0,
+                y + 17.0,
+                esc(&slo.expr)
+            );
+        }
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// A waterfall of one trace: one row per span, by depth-first order, over the root's time.
+fn waterfall(title: &str, trace: &[SpanRecord]) -> String {
+    let Some(root) = trace.iter().find(|s| s.parent_id.is_none()) else { return String::new() };
+    let children: HashMap<&str, Vec<&SpanRecord>> = trace.iter().fold(HashMap::new(), |mut m, s| {
+        if let Some(p) = &s.parent_id {
+            m.entry(p.as_str()).or_insert_with(Vec::new).push(s);
+        }
+        m
+    });
+    let mut rows: Vec<(usize, &SpanRecord)> = Vec::new();
+    let mut stack = vec![(0usize, root)];
+    while let Some((d, s)) = stack.pop() {
+        rows.push((d, s));
+        let mut kids = children.get(s.span_id.as_str()).cloned().unwrap_or_default();
+        kids.sort_by_key(|k| std::cmp::Reverse(k.start_ns));
+        stack.extend(kids.into_iter().map(|k| (d + 1, k)));
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let dur = root.duration_ns().max(1) as f64;
+    let scale = (W - LABEL - 10.0) / dur;
+    let h = 16.0;
+    #[allow(clippy::cast_precision_loss)]
+    let height = rows.len() as f64 * h + 30.0;
+    let mut svg = format!(
+        r#"<h2>{} ({:.3} ms)</h2><svg class="waterfall" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}">"#,
+        esc(title),
+        dur / 1e6
+    );
+    for (i, (depth, s)) in rows.iter().enumerate() {
+        #[allow(clippy::cast_precision_loss)]
+        let (y, x, w) = (
+            10.0 + i as f64 * h,
+            LABEL + (s.start_ns - root.start_ns) as f64 * scale,
+            (s.duration_ns() as f64 * scale).max(1.0),
+        );
+        let _ = write!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" font-size="11">{}</text><rect x="{x:.1}" y="{y:.1}" width="{w:.1}" height="12" fill="#fd8d3c"><title>{} {:.3} ms</title></rect>"##,
+            4.0 + *depth as f64 * 8.0,
+            y + 10.0,
+            esc(s.stage()),
+            esc(&s.name),
+            s.duration_ns() as f64 / 1e6
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// The whole page.
+pub fn render_html(summary: &Summary, spans: &[SpanRecord], slos: &[Slo]) -> String {
+    let mut traces: Vec<Vec<SpanRecord>> = by_trace(spans)
+        .into_iter()
+        .filter(|t| t.iter().any(|s| s.parent_id.is_none()))
+        .map(|mut t| {
+            correct_skew(&mut t);
+            t
+        })
+        .collect();
+    traces.sort_by_key(|t| t.iter().find(|s| s.parent_id.is_none()).map_or(0, SpanRecord::duration_ns));
+    let mut top = vec![("e2e".to_owned(), summary.e2e)];
+    if summary.first_output.count > 0 {
+        top.push(("first_output".to_owned(), summary.first_output));
+    }
+    let stage_rows: Vec<(String, LatencyStats)> = summary.stages.iter().map(|s| (s.stage.clone(), s.stats)).collect();
+    let mut slo_rows = String::new();
+    for r in &summary.slos {
+        let _ = write!(
+            slo_rows,
+            r#"<tr class="{}"><td>{}</td><td>{:.3} ms</td><td>{:.1}%</td><td>{}</td></tr>"#,
+            if r.pass { "pass" } else { "fail" },
+            esc(&r.expr),
+            r.value_ms,
+            r.violation_rate * 100.0,
+            if r.pass { "pass" } else { "FAIL" }
+        );
+    }
+    let median = traces.get(traces.len() / 2).map(|t| waterfall("Median trace", t)).unwrap_or_default();
+    let slowest = traces.last().map(|t| waterfall("Slowest trace", t)).unwrap_or_default();
+    format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><title>tracewire report</title><style>
+body{{font-family:system-ui,sans-serif;margin:24px;color:#222}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px}} tr.fail td{{background:#fdd}} tr.pass td{{background:#dfd}}
+</style></head><body><h1>tracewire report</h1>
+<p id="totals">{} traces, {} spans, {} orphans; unattributed time {:.2}% of end-to-end.</p>
+<h2>SLOs</h2><table id="slos"><tr><th>objective</th><th>measured</th><th>violations</th><th></th></tr>{slo_rows}</table>
+{}{}{}{}</body></html>"#,
+        summary.traces,
+        summary.spans,
+        summary.orphans,
+        summary.unattributed_fraction * 100.0,
+        bars("End to end", &top, slos),
+        bars("Latency per stage (p50 / p90 / p99)", &stage_rows, slos),
+        median,
+        slowest
+    )
+}
