@@ -44,6 +44,10 @@ enum Command {
         /// Keep a client's processes running when it disconnects.
         #[arg(long)]
         keep_on_disconnect: bool,
+        /// Serve on a non-loopback address even though direct connections are neither
+        /// authenticated nor encrypted (prefer --relay, which is both).
+        #[arg(long)]
+        insecure_allow_remote: bool,
         #[command(flatten)]
         relay: RelayArgs,
         /// The server's private key (from `tracewire keygen`), with --relay.
@@ -175,10 +179,10 @@ async fn run(cli: Cli) -> Result<i32> {
     }
     let telemetry = init(Config::from_env()?)?;
     let code = match cli.command {
-        Command::ExecServer { listen, keep_on_disconnect, relay, key, db } => {
+        Command::ExecServer { listen, keep_on_disconnect, insecure_allow_remote, relay, key, db } => {
             match (relay.endpoint(), handler(keep_on_disconnect, db.as_deref())) {
                 (Ok(Some(ep)), Ok(h)) => exec_server_via_relay(ep, key, h).await.map(|()| 0),
-                (Ok(None), Ok(h)) => exec_server(&listen, h).await.map(|()| 0),
+                (Ok(None), Ok(h)) => exec_server(&listen, h, insecure_allow_remote).await.map(|()| 0),
                 (Err(e), _) | (_, Err(e)) => Err(e),
             }
         }
@@ -217,8 +221,18 @@ fn handler(keep_on_disconnect: bool, db: Option<&std::path::Path>) -> Result<Exe
     })
 }
 
-async fn exec_server(listen: &str, handler: ExecServer) -> Result<()> {
+async fn exec_server(listen: &str, handler: ExecServer, insecure_allow_remote: bool) -> Result<()> {
     let address: Address = listen.parse()?;
+    if let Address::Tcp(a) = &address
+        && !a.ip().is_loopback()
+        && !insecure_allow_remote
+    {
+        bail!(
+            "refusing to run commands for anyone who can reach {a}: direct connections are not authenticated. \
+             Listen on 127.0.0.1 or a unix: socket, serve through a relay (--relay, end-to-end encrypted), \
+             or pass --insecure-allow-remote"
+        );
+    }
     let bound = BoundServer::bind(&address).await?;
     // Tests and scripts read this line to learn the bound address (port 0 works).
     println!("listening on {}", bound.local_address());

@@ -352,3 +352,14 @@ fn demo_runs_ten_execs_into_ten_complete_traces_and_writes_the_report() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("nonsense"));
 }
+
+#[test]
+fn an_exec_server_on_a_public_address_is_refused_unless_asked_for() {
+    let out = Command::new(BIN)
+        .args(["exec-server", "--listen", "0.0.0.0:0"])
+        .env("OTEL_SDK_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--insecure-allow-remote"));
+}
