@@ -58,11 +58,7 @@ fn main() {
             samples.push(t0.elapsed());
         }
     });
-    let stats = match pipeline.shutdown() {
-        Ok(s) => s,
-        Err(tracewire_telemetry::Error::Shutdown { stats, .. }) => stats,
-        Err(e) => panic!("{e}"),
-    };
+    let stats = pipeline.shutdown().or_else(tracewire_telemetry::Error::into_stats).unwrap();
     samples.sort_unstable();
     let (p50, p99, p999, max) =
         (percentile(&samples, 500), percentile(&samples, 990), percentile(&samples, 999), samples[samples.len() - 1]);

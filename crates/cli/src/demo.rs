@@ -107,11 +107,7 @@ pub(crate) async fn run(execs: usize, via_relay: bool, out: &Path, slo_exprs: &[
         }
         last = now;
     }
-    let stats = match telemetry.shutdown() {
-        Ok(s) => s,
-        Err(tracewire_telemetry::Error::Shutdown { stats, .. }) => stats,
-        Err(e) => return Err(e.into()),
-    };
+    let stats = telemetry.shutdown().or_else(tracewire_telemetry::Error::into_stats)?;
     let deadline = Instant::now() + Duration::from_secs(5);
     while store.received() < stats.exported && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

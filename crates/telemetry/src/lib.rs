@@ -99,6 +99,21 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// For a shutdown that ran out of time, the counters (what was not delivered is
+    /// counted in them); any other error is given back. Lets a caller that only wants the
+    /// final counts write `guard.shutdown().or_else(Error::into_stats)?`.
+    ///
+    /// # Errors
+    /// `self`, when it is not [`Error::Shutdown`].
+    pub fn into_stats(self) -> Result<ExportSnapshot, Self> {
+        match self {
+            Self::Shutdown { stats, .. } => Ok(stats),
+            other => Err(other),
+        }
+    }
+}
+
 /// An export pipeline (tracer provider, bounded processor, exporter) not yet installed
 /// globally. [`init`] builds one from the configuration; tests and embedders can build
 /// their own, with any exporter, and use it with [`otel_layer`].

@@ -169,11 +169,7 @@ fn received(rotel: &Rotel, ids: &[String]) -> usize {
 
 fn shutdown_within(pipeline: &Pipeline, deadline: Duration) -> (ExportSnapshot, Duration) {
     let t0 = Instant::now();
-    let stats = match pipeline.shutdown() {
-        Ok(s) => s,
-        Err(tracewire_telemetry::Error::Shutdown { stats, .. }) => stats,
-        Err(e) => panic!("{e}"),
-    };
+    let stats = pipeline.shutdown().or_else(tracewire_telemetry::Error::into_stats).unwrap();
     let took = t0.elapsed();
     // Not a speed claim: shutdown must end at its deadline instead of hanging.
     assert!(took < deadline + Duration::from_secs(1), "shutdown took {took:?}, deadline {deadline:?}");
