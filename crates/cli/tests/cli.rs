@@ -9,6 +9,18 @@ use tracewire_testkit::Rotel;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tracewire");
 
+/// Waits for `child` to exit, failing with `hang` if it takes longer than `limit`.
+fn exit_within(child: &mut Child, limit: Duration, hang: &str) -> std::process::ExitStatus {
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(t0.elapsed() < limit, "{hang}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// An exec-server process on a free port, stopped by its pid on drop.
 struct ServerProcess {
     child: Child,
@@ -134,14 +146,7 @@ fn a_killed_exec_server_is_an_error_for_the_client_not_a_hang() {
     std::thread::sleep(Duration::from_millis(500));
     server.child.kill().unwrap();
     let _ = server.child.wait();
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = client.try_wait().unwrap() {
-            break st;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(15), "the client hangs after the server died");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_within(&mut client, Duration::from_secs(15), "the client hangs after the server died");
     assert_eq!(status.code(), Some(1));
     let mut err = String::new();
     std::io::Read::read_to_string(&mut client.stderr.take().unwrap(), &mut err).unwrap();
@@ -195,7 +200,7 @@ fn exec_through_a_relay_and_survive_the_relay_restarting() {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600, "private key is 0600");
     }
-    let pubkey = tracewire_relay_pub(&key);
+    let pubkey = tracewire_relay::public_path(&key);
     let (mut relay, address) = relay_process(0);
     let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
     let url = format!("http://{address}");
@@ -243,14 +248,7 @@ fn exec_through_a_relay_and_survive_the_relay_restarting() {
     std::thread::sleep(Duration::from_millis(700));
     relay.kill().unwrap();
     let _ = relay.wait();
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = client.try_wait().unwrap() {
-            break st;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(15), "the client hangs after the relay died");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_within(&mut client, Duration::from_secs(15), "the client hangs after the relay died");
     assert_eq!(status.code(), Some(1));
 
     // A relay on the same port again: the exec-server re-attaches and serves new clients.
@@ -268,12 +266,6 @@ fn exec_through_a_relay_and_survive_the_relay_restarting() {
     let _ = server.wait();
     let _ = relay2.kill();
     let _ = relay2.wait();
-}
-
-fn tracewire_relay_pub(key: &std::path::Path) -> std::path::PathBuf {
-    let mut p = key.as_os_str().to_owned();
-    p.push(".pub");
-    p.into()
 }
 
 #[test]

@@ -114,8 +114,15 @@ fn children_of(spans: &[SpanRecord]) -> HashMap<&str, Vec<usize>> {
 }
 
 /// Shifts the spans of `service` in the subtree under `root` (inclusive) by `delta` ns.
-fn shift_subtree(spans: &mut [SpanRecord], root: usize, service: &str, delta: i64, shifted: &mut HashSet<usize>) {
-    let ids: HashMap<String, Vec<usize>> = children_of(spans).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+/// `ids` maps a span id to its children (shifting changes no ids, so it is computed once).
+fn shift_subtree(
+    spans: &mut [SpanRecord],
+    ids: &HashMap<String, Vec<usize>>,
+    root: usize,
+    service: &str,
+    delta: i64,
+    shifted: &mut HashSet<usize>,
+) {
     let mut stack = vec![root];
     while let Some(i) = stack.pop() {
         if spans[i].service == service && shifted.insert(i) {
@@ -151,6 +158,7 @@ fn shift_subtree(spans: &mut [SpanRecord], root: usize, service: &str, delta: i6
 pub fn correct_skew(spans: &mut [SpanRecord]) {
     let mut shifted: HashSet<usize> = HashSet::new();
     let index: HashMap<String, usize> = spans.iter().enumerate().map(|(i, s)| (s.span_id.clone(), i)).collect();
+    let ids: HashMap<String, Vec<usize>> = children_of(spans).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     // 1. Measured offsets.
     let with_offset: Vec<(usize, i64)> = spans
         .iter()
@@ -160,11 +168,10 @@ pub fn correct_skew(spans: &mut [SpanRecord]) {
         })
         .collect();
     for (i, offset_us) in with_offset {
-        let kids: Vec<usize> = children_of(spans).get(spans[i].span_id.as_str()).cloned().unwrap_or_default();
-        for k in kids {
+        for &k in ids.get(&spans[i].span_id).map_or(&[][..], Vec::as_slice) {
             if spans[k].service != spans[i].service && !shifted.contains(&k) {
                 let service = spans[k].service.clone();
-                shift_subtree(spans, k, &service, -offset_us * 1000, &mut shifted);
+                shift_subtree(spans, &ids, k, &service, -offset_us * 1000, &mut shifted);
             }
         }
     }
@@ -187,7 +194,7 @@ pub fn correct_skew(spans: &mut [SpanRecord]) {
         };
         if delta != 0 {
             let service = spans[k].service.clone();
-            shift_subtree(spans, k, &service, delta, &mut shifted);
+            shift_subtree(spans, &ids, k, &service, delta, &mut shifted);
         }
     }
 }

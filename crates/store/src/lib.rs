@@ -317,7 +317,7 @@ struct Writer {
 }
 
 impl Writer {
-    /// Writes `pending` until it succeeds or `give_up` says stop; returns the last error.
+    /// Writes `pending` in one transaction; on failure keeps it for the next attempt.
     fn write_pending(&mut self) -> Result<(), StoreError> {
         if self.pending.is_empty() {
             return Ok(());
