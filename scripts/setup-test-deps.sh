@@ -3,6 +3,7 @@
 # changes nothing. Nothing is downloaded outside the package registries.
 #   - ./.venv: a Python venv with the pinned packages of scripts/requirements-test.txt
 #     (the rotel-agent OTLP collector and the OpenTelemetry Python SDK).
+#   - Debian's chromium (headless browser tests of the HTML report and admin page), with apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,3 +28,14 @@ fi
 agent=$(ls "$venv"/lib/python3*/site-packages/rotel/rotel-agent 2>/dev/null | head -n 1 || true)
 [ -n "$agent" ] && [ -x "$agent" ] || { echo "setup: rotel-agent not found in $venv" >&2; exit 1; }
 echo "setup: rotel-agent at $agent ($("$agent" --version))"
+
+if [ -x /usr/bin/chromium ]; then
+    echo "setup: $(/usr/bin/chromium --version 2>/dev/null || echo chromium) is installed"
+else
+    echo "setup: installing Debian's chromium"
+    as_root=()
+    [ "$(id -u)" = 0 ] || as_root=(sudo -n)
+    "${as_root[@]}" apt-get update -qq
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    [ -x /usr/bin/chromium ] || { echo "setup: chromium did not install" >&2; exit 1; }
+fi

@@ -3,8 +3,10 @@
 //! project's Python venv. Processes started here are stopped by their own pid.
 //!
 //! The collector and the Python packages are installed by `scripts/setup-test-deps.sh`
-//! (which `scripts/test.sh` runs first).
+//! (which `scripts/test.sh` runs first), as is Debian's `chromium` for [`browser`].
 #![allow(clippy::missing_errors_doc)]
+
+pub mod browser;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
