@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tracewire_collector::receiver::{SpanStore, bind, serve_grpc};
-use tracewire_collector::{Slo, SpanRecord, analyze};
+use tracewire_collector::{Slo, SpanRecord};
 use tracewire_exec::{ExecClient, ExecConfig, ExecServer, Start};
 use tracewire_rpc::grpc::{Address, BoundServer};
 use tracewire_rpc::{Client, ClientConfig, ServerConfig};
@@ -23,8 +23,15 @@ const COMMANDS: &[&[&str]] = &[
     &["sh", "-c", "echo $TRACEPARENT"],
 ];
 
-pub(crate) async fn run(execs: usize, via_relay: bool, out: &Path, slo_exprs: &[String]) -> Result<i32> {
-    let slos = slo_exprs.iter().map(|e| Slo::parse(e)).collect::<Result<Vec<_>, _>>()?;
+/// The objectives the demo checks unless given others.
+pub(crate) fn default_slos() -> Result<Vec<Slo>> {
+    Ok(["e2e.p99<=250ms", "first_output.p90<=50ms", "process.spawn.p50<=5ms"]
+        .iter()
+        .map(|e| Slo::parse(e))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+pub(crate) async fn run(execs: usize, via_relay: bool, out: &Path, slos: &[Slo]) -> Result<i32> {
     // 1. The embedded collector, and telemetry exporting to it.
     let store = Arc::new(SpanStore::new(1_000_000));
     let (listener, collector) = bind("127.0.0.1:0".parse()?).await?;
@@ -113,56 +120,13 @@ pub(crate) async fn run(execs: usize, via_relay: bool, out: &Path, slo_exprs: &[
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let spans: Vec<SpanRecord> = store.snapshot();
-    let summary = analyze(&spans, &slos);
-
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    std::fs::write(out.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
-    std::fs::write(out.join("report.html"), tracewire_collector::report::render_html(&summary, &spans, &slos))?;
-    std::fs::write(
-        out.join("traces.jaeger.json"),
-        serde_json::to_string(&tracewire_collector::jaeger::to_jaeger(&spans))?,
-    )?;
-
-    print_table(&summary, execs, elapsed, stats.dropped());
+    println!(
+        "{execs} remote execs ({}) in {elapsed:.2?}; {} spans dropped",
+        if via_relay { "via relay" } else { "direct" },
+        stats.dropped()
+    );
+    let summary = crate::report::write(out, &spans, slos)?;
+    crate::report::print_table(&summary);
     println!("wrote {0}/summary.json, {0}/report.html, {0}/traces.jaeger.json", out.display());
-    Ok(if summary.slos.iter().all(|s| s.pass) { 0 } else { 3 })
-}
-
-fn print_table(summary: &tracewire_collector::Summary, execs: usize, elapsed: Duration, dropped: u64) {
-    println!(
-        "{execs} remote execs in {elapsed:.2?}: {} traces, {} spans, {} orphans, {dropped} spans dropped",
-        summary.traces, summary.spans, summary.orphans
-    );
-    println!("{:<18} {:>6} {:>10} {:>10} {:>10} {:>10}", "stage", "count", "p50 ms", "p90 ms", "p99 ms", "max ms");
-    let mut stages = summary.stages.clone();
-    stages.sort_by(|a, b| b.stats.p50_ms.total_cmp(&a.stats.p50_ms));
-    for s in &stages {
-        let st = s.stats;
-        println!(
-            "{:<18} {:>6} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
-            s.stage, st.count, st.p50_ms, st.p90_ms, st.p99_ms, st.max_ms
-        );
-    }
-    println!("where the time went:");
-    println!(
-        "  end to end p50 {:.3} ms, p99 {:.3} ms; first output p50 {:.3} ms",
-        summary.e2e.p50_ms, summary.e2e.p99_ms, summary.first_output.p50_ms
-    );
-    let top: Vec<String> = stages
-        .iter()
-        .filter(|s| s.stage != "exec")
-        .take(3)
-        .map(|s| format!("{} ({:.3} ms p50)", s.stage, s.stats.p50_ms))
-        .collect();
-    println!("  slowest stages: {}", top.join(", "));
-    println!("  unattributed: {:.2}% of end-to-end time (goal < 2%)", summary.unattributed_fraction * 100.0);
-    for r in &summary.slos {
-        println!(
-            "  SLO {}: {:.3} ms, {:.1}% of traces over, {}",
-            r.expr,
-            r.value_ms,
-            r.violation_rate * 100.0,
-            if r.pass { "pass" } else { "FAIL" }
-        );
-    }
+    Ok(crate::report::exit_code(&summary))
 }

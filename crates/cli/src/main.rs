@@ -8,6 +8,10 @@
 //! tracewire relay --listen 127.0.0.1:7080 [--token T]
 //! tracewire exec-server --relay http://127.0.0.1:7080 --session S --key server.key [--token T]
 //! tracewire exec --relay http://127.0.0.1:7080 --session S --server-key server.key.pub [--token T] -- CMD
+//!
+//! tracewire demo [--execs 50] [--via relay|direct] [--out tracewire-demo] [--slo 'e2e.p99<=250ms']
+//! tracewire collect --grpc 127.0.0.1:4317 --http 127.0.0.1:4318 [--db traces.db] [--out DIR]
+//! tracewire report --db traces.db [--slo ...] [--slo-file slo.toml] [--out DIR]
 //! ```
 //!
 //! Both export spans with tracewire-telemetry, configured by the `OTEL_*` variables.
@@ -25,7 +29,9 @@ use tracewire_rpc::grpc::{Address, BoundServer};
 use tracewire_telemetry::{Config, current_trace_id, init, stage_span};
 use tracing::Instrument;
 
+mod collect;
 mod demo;
+mod report;
 
 #[derive(Parser)]
 #[command(name = "tracewire", version, about = "Distributed tracing for remote execution")]
@@ -59,7 +65,8 @@ enum Command {
     },
     /// The main job: an embedded collector, a relay, an exec-server and a client in one
     /// process; runs N remote execs, then says where the time went and writes
-    /// DIR/summary.json, DIR/report.html and DIR/traces.jaeger.json.
+    /// DIR/summary.json, DIR/report.html and DIR/traces.jaeger.json. Without --slo or
+    /// --slo-file it checks e2e.p99<=250ms, first_output.p90<=50ms and process.spawn.p50<=5ms.
     Demo {
         /// How many remote execs.
         #[arg(long, default_value_t = 50)]
@@ -70,9 +77,42 @@ enum Command {
         /// Where to write the report files.
         #[arg(long, default_value = "tracewire-demo")]
         out: std::path::PathBuf,
-        /// An objective to check, e.g. 'e2e.p99<=250ms' (repeatable). Exit status 3 when one fails.
+        #[command(flatten)]
+        slo: SloArgs,
+    },
+    /// Receive OTLP spans (gRPC and HTTP, protobuf or JSON) until SIGINT/SIGTERM, keeping
+    /// them in memory and, with --db, in SQLite for `tracewire report`.
+    Collect {
+        /// OTLP/gRPC address (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:4317")]
+        grpc: std::net::SocketAddr,
+        /// OTLP/HTTP address (`POST /v1/traces`).
+        #[arg(long, default_value = "127.0.0.1:4318")]
+        http: std::net::SocketAddr,
+        /// Store every span in this SQLite file (created if missing).
         #[arg(long)]
-        slo: Vec<String>,
+        db: Option<std::path::PathBuf>,
+        /// Spans kept in memory (the oldest go first; the database keeps all).
+        #[arg(long, default_value_t = 1_000_000)]
+        memory: usize,
+        /// On exit, write the report files here.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        slo: SloArgs,
+    },
+    /// The report of the spans in a database written by `tracewire collect --db`: the
+    /// stage table, DIR/summary.json, DIR/report.html, DIR/traces.jaeger.json. Exit status
+    /// 3 when an SLO fails.
+    Report {
+        /// The database.
+        #[arg(long)]
+        db: std::path::PathBuf,
+        /// Where to write the report files.
+        #[arg(long, default_value = "tracewire-report")]
+        out: std::path::PathBuf,
+        #[command(flatten)]
+        slo: SloArgs,
     },
     /// Write a new static key pair: the private key to PATH (mode 0600), the public key to
     /// PATH.pub.
@@ -126,6 +166,24 @@ enum Via {
     Direct,
 }
 
+/// Service-level objectives to check.
+#[derive(clap::Args)]
+struct SloArgs {
+    /// An objective, METRIC.STAT<=THRESHOLD, e.g. 'e2e.p99<=250ms', 'first_output.p90<=50ms',
+    /// 'process.spawn.p50<=5ms' (repeatable). Exit status 3 when one fails.
+    #[arg(long)]
+    slo: Vec<String>,
+    /// A TOML file of objectives: slos = ["e2e.p99<=250ms", ...].
+    #[arg(long)]
+    slo_file: Option<std::path::PathBuf>,
+}
+
+impl SloArgs {
+    fn load(&self) -> Result<Vec<tracewire_collector::Slo>> {
+        report::load_slos(&self.slo, self.slo_file.as_deref())
+    }
+}
+
 /// Going through a relay instead of a direct connection.
 #[derive(clap::Args)]
 struct RelayArgs {
@@ -174,8 +232,21 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<i32> {
-    if let Command::Demo { execs, via, out, slo } = cli.command {
-        return demo::run(execs, via == Via::Relay, &out, &slo).await;
+    // These analyze spans rather than emit them: no telemetry of their own.
+    match cli.command {
+        Command::Demo { execs, via, out, slo } => {
+            let mut slos = slo.load()?;
+            if slo.slo.is_empty() && slo.slo_file.is_none() {
+                slos = demo::default_slos()?;
+            }
+            return demo::run(execs, via == Via::Relay, &out, &slos).await;
+        }
+        Command::Collect { grpc, http, db, memory, out, slo } => {
+            let slos = slo.load()?;
+            return collect::run(collect::Options { grpc, http, db, memory, out, slos }).await;
+        }
+        Command::Report { db, out, slo } => return report::from_db(&db, &slo.load()?, &out).await,
+        _ => {}
     }
     let telemetry = init(Config::from_env()?)?;
     let code = match cli.command {
@@ -199,7 +270,7 @@ async fn run(cli: Cli) -> Result<i32> {
             }
         }
         Command::Keygen { out } => keygen(&out).map(|()| 0),
-        Command::Demo { .. } => Ok(0),
+        Command::Demo { .. } | Command::Collect { .. } | Command::Report { .. } => Ok(0),
         Command::Relay { listen, token } => relay(&listen, token).await.map(|()| 0),
     };
     if let Err(tracewire_telemetry::Error::Shutdown { reason, stats, .. }) = telemetry.shutdown() {
@@ -332,28 +403,32 @@ async fn exec(
                 None => eprintln!("trace_id=none (telemetry disabled)"),
             }
         }
-        let client = target.connect().await?;
+        let connect = stage_span!(RpcConnect, server.address = target.to_string().as_str());
+        let client = target.connect().instrument(connect).await?;
         let start = Start { argv: command, cwd: cwd.unwrap_or_default(), timeout_ms, ..Start::default() };
         let mut process = client.start(start).await?;
         // Forward our stdin until it ends, then close the remote one.
         let stdin_client = client.clone();
         let process_id = process.process_id;
-        let forward = tokio::spawn(async move {
-            let mut stdin = tokio::io::stdin();
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match stdin.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        let data = bytes::Bytes::copy_from_slice(&buf[..n]);
-                        if stdin_client.write_stdin(process_id, data).await.is_err() {
-                            return;
+        let forward = tokio::spawn(
+            async move {
+                let mut stdin = tokio::io::stdin();
+                let mut buf = vec![0u8; 32 * 1024];
+                loop {
+                    match stdin.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let data = bytes::Bytes::copy_from_slice(&buf[..n]);
+                            if stdin_client.write_stdin(process_id, data).await.is_err() {
+                                return;
+                            }
                         }
                     }
                 }
+                let _ = stdin_client.close_stdin(process_id).await;
             }
-            let _ = stdin_client.close_stdin(process_id).await;
-        });
+            .in_current_span(),
+        );
         let mut stdout = std::io::stdout();
         let mut stderr = std::io::stderr();
         let status = loop {
@@ -370,7 +445,10 @@ async fn exec(
                 None => bail!("the connection to {target} ended before the command exited"),
             }
         };
+        // Stop forwarding and wait for the task to go, so its spans end inside this trace
+        // (and before telemetry shuts down).
         forward.abort();
+        let _ = forward.await;
         Ok(status.shell_code())
     }
     .instrument(root)

@@ -44,6 +44,16 @@ impl ServerProcess {
     }
 }
 
+impl ServerProcess {
+    /// SIGINT to its own pid: it stops serving and flushes its telemetry before exiting.
+    fn stop_gracefully(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+        let st = exit_within(&mut self.child, Duration::from_secs(10), "exec-server did not stop on SIGINT");
+        assert!(st.success(), "{st}");
+    }
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -94,7 +104,13 @@ fn exec_streams_output_exits_with_the_code_and_shares_one_trace_with_the_server(
         .unwrap();
     let of: Vec<_> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
     let find = |n: &str| of.iter().find(|s| s.name == n).unwrap_or_else(|| panic!("no {n} in {of:#?}"));
-    let (exec, call, dispatch, process) = (find("exec"), find("rpc.call"), find("rpc.dispatch"), find("process"));
+    // The Start call (stdin forwarding also closes the remote stdin, with a call of its own).
+    let start = |n: &str| {
+        of.iter()
+            .find(|s| s.name == n && s.attr("rpc.method") == Some("Start"))
+            .unwrap_or_else(|| panic!("no Start {n} in {of:#?}"))
+    };
+    let (exec, call, dispatch, process) = (find("exec"), start("rpc.call"), start("rpc.dispatch"), find("process"));
     assert_eq!(exec.resource_attr("service.name"), Some("exec-client"));
     assert_eq!(dispatch.resource_attr("service.name"), Some("exec-server"));
     assert_eq!(call.parent_id, exec.span_id);
@@ -354,4 +370,141 @@ fn an_exec_server_on_a_public_address_is_refused_unless_asked_for() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--insecure-allow-remote"));
+}
+
+/// A `tracewire collect` process on free ports, stopped by its pid on drop.
+struct CollectProcess {
+    child: Child,
+    grpc: String,
+    http: String,
+}
+
+impl CollectProcess {
+    fn start(db: &std::path::Path) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["collect", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", "--db"])
+            .arg(db)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
+        // "collecting OTLP/gRPC on A, OTLP/HTTP on http://B/v1/traces, storing in DB"
+        let grpc = line.split("gRPC on ").nth(1).and_then(|r| r.split(',').next()).unwrap_or_default().to_owned();
+        let http = line.split("HTTP on ").nth(1).and_then(|r| r.split("/v1").next()).unwrap_or_default().to_owned();
+        assert!(!grpc.is_empty() && http.starts_with("http://"), "unexpected: {line:?}");
+        child.stdout = Some(stdout.into_inner());
+        Self { child, grpc: format!("http://{grpc}"), http }
+    }
+
+    /// SIGTERM to its own pid; returns its exit status, stdout and stderr.
+    fn stop(mut self) -> (std::process::ExitStatus, String, String) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = exit_within(&mut self.child, Duration::from_secs(10), "collect did not stop on SIGTERM");
+        let mut out = String::new();
+        let mut err = String::new();
+        std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        (status, out, err)
+    }
+}
+
+impl Drop for CollectProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn collect_stores_spans_from_real_processes_and_report_reads_them_back() {
+    let dir = tracewire_testkit::TempDir::new("tracewire-collect-test").unwrap();
+    let db = dir.path().join("traces.db");
+    let collector = CollectProcess::start(&db);
+    // The server exports over gRPC, the client over HTTP: both land in the same trace.
+    let server = ServerProcess::start(&[
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.grpc.clone()),
+        ("OTEL_SERVICE_NAME", "server".to_owned()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50".to_owned()),
+    ]);
+    let mut trace_ids = Vec::new();
+    for _ in 0..3 {
+        let o = Command::new(BIN)
+            .args(["exec", "--print-trace-id", "--server", &server.address, "--", "echo", "hi"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.http)
+            .env("OTEL_SERVICE_NAME", "client")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let err = String::from_utf8_lossy(&o.stderr);
+        trace_ids.push(err.lines().find_map(|l| l.strip_prefix("trace_id=")).unwrap().to_owned());
+    }
+    // Stopped gracefully, the server flushes its spans; the progress line comes once a
+    // second.
+    server.stop_gracefully();
+    std::thread::sleep(Duration::from_millis(1200));
+    let (status, out, err) = collector.stop();
+    assert!(status.success(), "{out}\n{err}");
+    assert!(err.contains("received"), "progress is shown: {err}");
+    // "received N spans, refused 0; M spans stored in DB"
+    let stored: u64 = out
+        .trim()
+        .split("; ")
+        .find(|p| p.ends_with(&format!("spans stored in {}", db.display())))
+        .and_then(|p| p.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no stored count in {out:?}"));
+    assert!(out.contains(", refused 0;"), "{out}");
+    assert!(stored >= 3 * 10, "{out}");
+
+    let report = dir.path().join("report");
+    let o = Command::new(BIN)
+        .args(["report", "--slo", "e2e.p99<=10s", "--db"])
+        .arg(&db)
+        .arg("--out")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("critical path:"), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["spans"].as_u64(), Some(stored));
+    assert_eq!(summary["e2e"]["count"], 3, "one root per exec: {summary}");
+    let jaeger: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("traces.jaeger.json")).unwrap()).unwrap();
+    for id in &trace_ids {
+        let trace = jaeger["data"].as_array().unwrap().iter().find(|t| t["traceID"] == id.as_str());
+        let trace = trace.unwrap_or_else(|| panic!("trace {id} is not in the report"));
+        let services: std::collections::BTreeSet<&str> =
+            trace["processes"].as_object().unwrap().values().map(|p| p["serviceName"].as_str().unwrap()).collect();
+        assert_eq!(services, ["client", "server"].into(), "both processes' spans in trace {id}");
+    }
+
+    // An SLO file that fails: exit status 3. Errors are clear: a bad file, a missing db.
+    let slo_file = dir.path().join("slo.toml");
+    std::fs::write(&slo_file, "slos = [\"e2e.p50<=1us\"]\n").unwrap();
+    let o = Command::new(BIN)
+        .args(["report", "--db"])
+        .arg(&db)
+        .arg("--slo-file")
+        .arg(&slo_file)
+        .arg("--out")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stdout));
+    std::fs::write(&slo_file, "slos = \"e2e.p50<=1us\"\n").unwrap();
+    let o = Command::new(BIN).args(["report", "--db"]).arg(&db).arg("--slo-file").arg(&slo_file).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("slo.toml"), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(BIN).args(["report", "--db"]).arg(dir.path().join("missing.db")).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no such database"));
+    assert!(!dir.path().join("missing.db").exists(), "report never creates a database");
 }

@@ -51,6 +51,19 @@ pub struct Summary {
     pub stages: Vec<StageStats>,
     /// SLO results, in the order given.
     pub slos: Vec<SloResult>,
+    /// Where the critical paths of all traces spent their time, by stage, largest first.
+    pub critical_path: Vec<CriticalShare>,
+}
+
+/// One stage's part of the critical paths, summed over traces.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CriticalShare {
+    /// The stage.
+    pub stage: String,
+    /// Time on the critical paths, in milliseconds.
+    pub total_ms: f64,
+    /// Its share of the summed end-to-end time of the traces' longest roots.
+    pub share: f64,
 }
 
 /// The nearest-rank percentile of sorted values: the value at rank `ceil(p/100 * n)`.
@@ -237,8 +250,8 @@ fn descendants(spans: &[SpanRecord], root: usize) -> Vec<usize> {
     out
 }
 
-/// Per trace: roots (index, duration, uncovered ns).
-fn roots(spans: &[SpanRecord]) -> Vec<(usize, i64, i64)> {
+/// Per trace: roots (duration, uncovered ns).
+fn roots(spans: &[SpanRecord]) -> Vec<(i64, i64)> {
     spans
         .iter()
         .enumerate()
@@ -246,9 +259,103 @@ fn roots(spans: &[SpanRecord]) -> Vec<(usize, i64, i64)> {
         .map(|(i, r)| {
             let intervals = descendants(spans, i).into_iter().map(|d| (spans[d].start_ns, spans[d].end_ns)).collect();
             let dur = r.duration_ns();
-            (i, dur, dur - covered(intervals, r.start_ns, r.end_ns))
+            (dur, dur - covered(intervals, r.start_ns, r.end_ns))
         })
         .collect()
+}
+
+/// The critical path of one trace: the chain of spans that determined its end-to-end
+/// time. From the end of the longest root backwards, time belongs to the child whose
+/// subtree was still running latest (recursively); time no child's subtree covers belongs
+/// to the span itself. Subtrees, not spans: in asynchronous work a child often outlives
+/// its parent (a process outlives the call that started it), and its time still counts.
+/// Returns `(span index, nanoseconds on the path)` by span index; the nanoseconds add up
+/// to the root's duration exactly. Empty when the trace has no root.
+///
+/// ```
+/// use tracewire_collector::{critical_path, SpanRecord};
+///
+/// let span = |id: &str, parent: Option<&str>, start: i64, end: i64| SpanRecord {
+///     span_id: id.into(), parent_id: parent.map(Into::into), name: id.into(), start_ns: start, end_ns: end,
+///     ..SpanRecord::default()
+/// };
+/// // root 0..100 with a 0..40 and b 30..90: b is on the path from 90 back to 30, a before.
+/// let trace = [span("root", None, 0, 100), span("a", Some("root"), 0, 40), span("b", Some("root"), 30, 90)];
+/// let path = critical_path(&trace);
+/// assert_eq!(path, [(0, 10), (1, 30), (2, 60)]);
+/// ```
+pub fn critical_path(trace: &[SpanRecord]) -> Vec<(usize, i64)> {
+    let Some(root) = trace
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.parent_id.is_none())
+        .max_by_key(|(i, s)| (s.duration_ns(), std::cmp::Reverse(*i)))
+        .map(|(i, _)| i)
+    else {
+        return Vec::new();
+    };
+    let children = children_of(trace);
+    let reach = subtree_ends(trace, &children);
+    let mut used: HashSet<usize> = HashSet::from([root]);
+    let mut on_path: BTreeMap<usize, i64> = BTreeMap::new();
+    let mut add = |i: usize, ns: i64| *on_path.entry(i).or_default() += ns;
+    // Frames: (span, window start, cursor); the window is consumed from the cursor back.
+    let mut stack = vec![(root, trace[root].start_ns, trace[root].end_ns)];
+    while let Some((s, lo, cursor)) = stack.pop() {
+        if cursor <= lo {
+            continue;
+        }
+        let best = children
+            .get(trace[s].span_id.as_str())
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|c| !used.contains(c))
+            .filter(|&c| trace[c].start_ns < cursor && reach[c] > lo && reach[c] > trace[c].start_ns)
+            .max_by_key(|&c| (reach[c].min(cursor), trace[c].start_ns));
+        let Some(c) = best else {
+            add(s, cursor - lo);
+            continue;
+        };
+        let (cs, ce) = (trace[c].start_ns.max(lo), reach[c].min(cursor));
+        if cursor > ce {
+            add(s, cursor - ce);
+        }
+        used.insert(c);
+        stack.push((s, lo, cs));
+        stack.push((c, cs, ce));
+    }
+    on_path.into_iter().collect()
+}
+
+/// Per span, the latest end in its subtree (itself included). Each span is visited once,
+/// so a malformed trace (a cycle of parent ids) cannot loop.
+fn subtree_ends(trace: &[SpanRecord], children: &HashMap<&str, Vec<usize>>) -> Vec<i64> {
+    let mut reach: Vec<i64> = trace.iter().map(|s| s.end_ns).collect();
+    let mut seen = vec![false; trace.len()];
+    for start in 0..trace.len() {
+        if seen[start] {
+            continue;
+        }
+        // Iterative post-order: (span, children pushed yet).
+        let mut stack = vec![(start, false)];
+        seen[start] = true;
+        while let Some((i, expanded)) = stack.pop() {
+            let kids = children.get(trace[i].span_id.as_str()).map_or(&[][..], Vec::as_slice);
+            if expanded {
+                reach[i] = kids.iter().map(|&k| reach[k]).fold(reach[i], i64::max);
+                continue;
+            }
+            stack.push((i, true));
+            for &k in kids {
+                if !seen[k] {
+                    seen[k] = true;
+                    stack.push((k, false));
+                }
+            }
+        }
+    }
+    reach
 }
 
 /// The first-output latency of one trace: from the start of the client's `rpc.call` Start
@@ -283,13 +390,17 @@ pub fn analyze(spans: &[SpanRecord], slos: &[Slo]) -> Summary {
     let (mut e2e, mut first, mut per_stage): (Vec<i64>, Vec<i64>, BTreeMap<String, Vec<i64>>) = Default::default();
     let (mut root_total, mut uncovered_total) = (0i64, 0i64);
     let mut measures = Vec::with_capacity(traces.len());
+    let (mut critical, mut critical_total): (BTreeMap<String, i64>, i64) = Default::default();
     for mut t in traces {
         correct_skew(&mut t);
         let ids: HashSet<&str> = t.iter().map(|s| s.span_id.as_str()).collect();
         summary.orphans += t.iter().filter(|s| s.parent_id.as_ref().is_some_and(|p| !ids.contains(p.as_str()))).count();
         let mut m = TraceMeasures { e2e: Vec::new(), first_output: first_output(&t), stages: BTreeMap::new() };
-        for (i, dur, uncovered) in roots(&t) {
-            let _ = i;
+        for (i, ns) in critical_path(&t) {
+            *critical.entry(t[i].stage().to_owned()).or_default() += ns;
+            critical_total += ns;
+        }
+        for (dur, uncovered) in roots(&t) {
             e2e.push(dur);
             m.e2e.push(dur);
             root_total += dur;
@@ -310,6 +421,17 @@ pub fn analyze(spans: &[SpanRecord], slos: &[Slo]) -> Summary {
     summary.e2e = stats(e2e);
     summary.first_output = stats(first);
     summary.stages = per_stage.into_iter().map(|(stage, d)| StageStats { stage, stats: stats(d) }).collect();
+    let mut critical: Vec<CriticalShare> = critical
+        .into_iter()
+        .map(|(stage, ns)| CriticalShare {
+            stage,
+            total_ms: ms(ns),
+            #[allow(clippy::cast_precision_loss)]
+            share: if critical_total > 0 { ns as f64 / critical_total as f64 } else { 0.0 },
+        })
+        .collect();
+    critical.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms).then_with(|| a.stage.cmp(&b.stage)));
+    summary.critical_path = critical;
     summary.slos = slos.iter().map(|slo| slo.evaluate(&summary, &measures)).collect();
     summary
 }

@@ -1,5 +1,11 @@
 //! The embedded OTLP trace receiver: gRPC (`TraceService/Export`) and HTTP
-//! (`POST /v1/traces`, protobuf or JSON), into a bounded in-memory store.
+//! (`POST /v1/traces`, protobuf or JSON), into a bounded in-memory store and, optionally,
+//! a SQLite database ([`SpanStore::with_db`]).
+//!
+//! With a database, a request is acknowledged only once its spans are queued for the
+//! database; when the database queue stays full the exporter is told to retry (gRPC
+//! `UNAVAILABLE`, HTTP 503), which OTLP exporters do, so nothing is lost silently. Stored
+//! spans are keyed by (trace id, span id), so a retried batch is stored once.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -17,21 +23,26 @@ use tonic::{Request, Response, Status};
 
 use crate::SpanRecord;
 
-/// Spans received, bounded: beyond the capacity the oldest are dropped and counted.
+/// Spans received, bounded: beyond the capacity the oldest are dropped (from memory) and
+/// counted. With a database, every acknowledged span is also persisted.
 #[derive(Debug)]
 pub struct SpanStore {
     spans: Mutex<VecDeque<SpanRecord>>,
     capacity: usize,
     received: AtomicU64,
     dropped: AtomicU64,
+    refused: AtomicU64,
+    db: Option<tracewire_store::Store>,
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().fold(String::with_capacity(b.len() * 2), |mut s, x| {
-        use std::fmt::Write;
-        let _ = write!(s, "{x:02x}");
-        s
-    })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push(char::from(DIGITS[usize::from(x >> 4)]));
+        s.push(char::from(DIGITS[usize::from(x & 0xf)]));
+    }
+    s
 }
 
 fn text(v: &AnyValue) -> String {
@@ -87,12 +98,49 @@ impl SpanStore {
             capacity: capacity.max(1),
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            db: None,
         }
     }
 
-    /// Adds the spans of a request.
-    pub fn add(&self, request: &ExportTraceServiceRequest) {
+    /// Also persists every span in `db` (see [`SpanStore::ingest`]).
+    #[must_use]
+    pub fn with_db(mut self, db: tracewire_store::Store) -> Self {
+        self.db = Some(db);
+        self
+    }
+
+    /// The database, if any.
+    pub fn db(&self) -> Option<&tracewire_store::Store> {
+        self.db.as_ref()
+    }
+
+    /// Takes the spans of a request: queues them for the database (if any), then keeps
+    /// them in memory. Returns how many spans the request held.
+    ///
+    /// # Errors
+    /// The database refused the batch (full past its wait bound, or closed); nothing was
+    /// kept, the spans are counted in [`SpanStore::refused`], and the sender should retry.
+    pub async fn ingest(&self, request: &ExportTraceServiceRequest) -> Result<usize, tracewire_store::StoreError> {
         let spans = spans_of(request);
+        let n = spans.len();
+        if let Some(db) = &self.db {
+            if let Err(e) = db.append_spans(spans.clone()).await {
+                self.refused.fetch_add(n as u64, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        self.keep(spans);
+        Ok(n)
+    }
+
+    /// Keeps the spans of a request in memory (not in the database; see
+    /// [`SpanStore::ingest`]).
+    pub fn add(&self, request: &ExportTraceServiceRequest) {
+        self.keep(spans_of(request));
+    }
+
+    fn keep(&self, spans: Vec<SpanRecord>) {
         self.received.fetch_add(spans.len() as u64, Ordering::Relaxed);
         let Ok(mut store) = self.spans.lock() else { return };
         for s in spans {
@@ -114,9 +162,15 @@ impl SpanStore {
         self.received.load(Ordering::Relaxed)
     }
 
-    /// Spans dropped because the store was full.
+    /// Spans dropped from memory because it was full (with a database, they remain there).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Spans refused because the database could not take them (their senders were told to
+    /// retry).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 }
 
@@ -128,8 +182,10 @@ impl TraceService for Grpc {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.0.add(request.get_ref());
-        Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
+        match self.0.ingest(request.get_ref()).await {
+            Ok(_) => Ok(Response::new(ExportTraceServiceResponse { partial_success: None })),
+            Err(e) => Err(Status::unavailable(format!("the span database cannot take this batch now ({e}); retry"))),
+        }
     }
 }
 
@@ -189,7 +245,14 @@ async fn http_export(
     };
     match request {
         Ok(r) => {
-            store.add(&r);
+            if let Err(e) = store.ingest(&r).await {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "1")],
+                    format!("the span database cannot take this batch now ({e}); retry"),
+                )
+                    .into_response();
+            }
             let response = ExportTraceServiceResponse { partial_success: None };
             if json {
                 ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 
-use crate::analysis::{LatencyStats, Summary, by_trace, correct_skew};
+use crate::analysis::{LatencyStats, Summary, by_trace, correct_skew, critical_path};
 use crate::{Slo, SpanRecord};
 
 fn esc(s: &str) -> String {
@@ -26,7 +26,8 @@ fn bars(title: &str, rows: &[(String, LatencyStats)], slos: &[Slo]) -> String {
         .chain(slos.iter().filter(|s| rows.iter().any(|(n, _)| *n == s.metric)).map(|s| s.threshold_ms))
         .fold(0.0_f64, f64::max)
         .max(1e-6);
-    let scale = (W - LABEL - 80.0) / max;
+    // Room on the right for the "p50 · p90 · p99" label after the longest bar.
+    let scale = (W - LABEL - 290.0) / max;
     let h = 22.0;
     #[allow(clippy::cast_precision_loss)]
     let height = rows.len() as f64 * h + 40.0;
@@ -69,9 +70,14 @@ fn bars(title: &str, rows: &[(String, LatencyStats)], slos: &[Slo]) -> String {
     svg
 }
 
-/// A waterfall of one trace: one row per span, by depth-first order, over the root's time.
+/// A waterfall of one trace: one row per span, by depth-first order, over the root's time;
+/// spans on the critical path are drawn darker (class `critical`).
 fn waterfall(title: &str, trace: &[SpanRecord]) -> String {
-    let Some(root) = trace.iter().find(|s| s.parent_id.is_none()) else { return String::new() };
+    let Some(root) = trace.iter().filter(|s| s.parent_id.is_none()).max_by_key(|s| s.duration_ns()) else {
+        return String::new();
+    };
+    let critical: std::collections::HashSet<*const SpanRecord> =
+        critical_path(trace).into_iter().map(|(i, _)| std::ptr::from_ref(&trace[i])).collect();
     let children: HashMap<&str, Vec<&SpanRecord>> = trace.iter().fold(HashMap::new(), |mut m, s| {
         if let Some(p) = &s.parent_id {
             m.entry(p.as_str()).or_insert_with(Vec::new).push(s);
@@ -104,9 +110,11 @@ fn waterfall(title: &str, trace: &[SpanRecord]) -> String {
             LABEL + (s.start_ns - root.start_ns) as f64 * scale,
             (s.duration_ns() as f64 * scale).max(1.0),
         );
+        let (class, fill) =
+            if critical.contains(&std::ptr::from_ref(*s)) { ("critical", "#a63603") } else { ("span", "#fdae6b") };
         let _ = write!(
             svg,
-            r##"<text x="{:.1}" y="{:.1}" font-size="11">{}</text><rect x="{x:.1}" y="{y:.1}" width="{w:.1}" height="12" fill="#fd8d3c"><title>{} {:.3} ms</title></rect>"##,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11">{}</text><rect class="{class}" x="{x:.1}" y="{y:.1}" width="{w:.1}" height="12" fill="{fill}"><title>{} {:.3} ms</title></rect>"#,
             4.0 + *depth as f64 * 8.0,
             y + 10.0,
             esc(s.stage()),
@@ -135,6 +143,9 @@ pub fn render_html(summary: &Summary, spans: &[SpanRecord], slos: &[Slo]) -> Str
     }
     let stage_rows: Vec<(String, LatencyStats)> = summary.stages.iter().map(|s| (s.stage.clone(), s.stats)).collect();
     let mut slo_rows = String::new();
+    if summary.slos.is_empty() {
+        slo_rows.push_str(r#"<tr><td colspan="4">none given (--slo 'e2e.p99&lt;=250ms', or --slo-file)</td></tr>"#);
+    }
     for r in &summary.slos {
         let _ = write!(
             slo_rows,
@@ -146,6 +157,16 @@ pub fn render_html(summary: &Summary, spans: &[SpanRecord], slos: &[Slo]) -> Str
             if r.pass { "pass" } else { "FAIL" }
         );
     }
+    let mut critical_rows = String::new();
+    for c in &summary.critical_path {
+        let _ = write!(
+            critical_rows,
+            "<tr><td>{}</td><td>{:.3} ms</td><td>{:.1}%</td></tr>",
+            esc(&c.stage),
+            c.total_ms,
+            c.share * 100.0
+        );
+    }
     let median = traces.get(traces.len() / 2).map(|t| waterfall("Median trace", t)).unwrap_or_default();
     let slowest = traces.last().map(|t| waterfall("Slowest trace", t)).unwrap_or_default();
     format!(
@@ -155,7 +176,9 @@ td,th{{border:1px solid #ccc;padding:4px 8px}} tr.fail td{{background:#fdd}} tr.
 </style></head><body><h1>tracewire report</h1>
 <p id="totals">{} traces, {} spans, {} orphans; unattributed time {:.2}% of end-to-end.</p>
 <h2>SLOs</h2><table id="slos"><tr><th>objective</th><th>measured</th><th>violations</th><th></th></tr>{slo_rows}</table>
-{}{}{}{}</body></html>"#,
+{}{}<h2>Critical path</h2><p>Where the traces' critical paths spent their time (darker bars in the waterfalls).</p>
+<table id="critical"><tr><th>stage</th><th>time on the path</th><th>share</th></tr>{critical_rows}</table>
+{}{}</body></html>"#,
         summary.traces,
         summary.spans,
         summary.orphans,

@@ -18,6 +18,16 @@ pub enum SloError {
     /// The threshold is not a number with a unit (us, ms, s).
     #[error("SLO {0:?}: the threshold must be a number with a unit (us, ms or s)")]
     Threshold(String),
+    /// An SLO file is not TOML of the form `slos = ["e2e.p99<=250ms", ...]`.
+    #[error("SLO file: {0}")]
+    File(String),
+}
+
+/// The TOML file: `slos = [...]`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SloFile {
+    slos: Vec<String>,
 }
 
 /// One objective.
@@ -85,6 +95,27 @@ impl Slo {
             return Err(SloError::Threshold(e.to_owned()));
         }
         Ok(Self { expr: e.to_owned(), metric: metric.to_owned(), stat: stat.to_owned(), threshold_ms: value * scale })
+    }
+
+    /// Parses the objectives of an SLO file (TOML), in order:
+    ///
+    /// ```
+    /// use tracewire_collector::Slo;
+    ///
+    /// let slos = Slo::parse_toml(r#"
+    /// slos = ["e2e.p99<=250ms", "first_output.p90<=50ms", "process.spawn.p50<=5ms"]
+    /// "#).unwrap();
+    /// assert_eq!(slos.len(), 3);
+    /// assert_eq!(slos[1].metric, "first_output");
+    /// assert!(Slo::parse_toml("slo = []").is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// [`SloError::File`] for TOML that is not `slos = [strings]`; the error of the first
+    /// expression that does not parse.
+    pub fn parse_toml(text: &str) -> Result<Vec<Self>, SloError> {
+        let file: SloFile = toml::from_str(text).map_err(|e| SloError::File(e.to_string()))?;
+        file.slos.iter().map(|e| Self::parse(e)).collect()
     }
 
     fn pick(&self, s: &LatencyStats) -> f64 {

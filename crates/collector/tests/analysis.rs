@@ -218,3 +218,65 @@ fn the_html_report_is_self_contained_with_charts_waterfalls_and_slo_lines() {
     assert!(html.contains(r#"<tr class="fail"><td>e2e.p99&lt;=30ms</td>"#), "failing SLO row");
     assert!(html.contains("5 traces, 10 spans, 0 orphans"));
 }
+
+#[test]
+fn the_critical_path_follows_the_latest_running_child() {
+    // root 0..100: a 0..40, b 30..90 (c 50..60 under b). Back from 100: root alone until 90,
+    // b from 90 to 30 (c inside it from 60 to 50), then a from 30 to 0.
+    let t = vec![
+        with(span("t", "r", None, "exec", "c", 0, 100), "tracewire.stage", "exec"),
+        span("t", "a", Some("r"), "rpc.call", "c", 0, 40),
+        span("t", "b", Some("r"), "rpc.dispatch", "s", 30, 90),
+        span("t", "c", Some("b"), "process.spawn", "s", 50, 60),
+    ];
+    let mut path = tracewire_collector::critical_path(&t);
+    path.sort_unstable();
+    assert_eq!(path, [(0, 10 * MS), (1, 30 * MS), (2, 50 * MS), (3, 10 * MS)]);
+    assert_eq!(path.iter().map(|p| p.1).sum::<i64>(), 100 * MS);
+    // Summed over two traces (the second a copy shifted in time): shares by stage.
+    let mut second = t.clone();
+    for s in &mut second {
+        s.trace_id = "u".into();
+        s.start_ns += 1000 * MS;
+        s.end_ns += 1000 * MS;
+    }
+    let s = analyze(&[t, second].concat(), &[]);
+    let shares: Vec<(&str, f64, f64)> =
+        s.critical_path.iter().map(|c| (c.stage.as_str(), c.total_ms, c.share)).collect();
+    assert_eq!(
+        shares,
+        [("rpc.dispatch", 100.0, 0.5), ("rpc.call", 60.0, 0.3), ("exec", 20.0, 0.1), ("process.spawn", 20.0, 0.1)]
+    );
+}
+
+#[test]
+fn a_span_that_claims_its_own_id_as_parent_does_not_loop() {
+    let t = vec![span("t", "r", None, "exec", "c", 0, 10), span("t", "r", Some("r"), "loop", "c", 0, 10)];
+    let path = tracewire_collector::critical_path(&t);
+    assert_eq!(path.iter().map(|p| p.1).sum::<i64>(), 10 * MS);
+    assert!(tracewire_collector::critical_path(&[span("t", "x", Some("y"), "orphan", "c", 0, 1)]).is_empty());
+}
+
+#[test]
+fn slo_files_are_toml_lists_and_errors_name_the_problem() {
+    let slos = Slo::parse_toml("slos = [\"e2e.p99<=250ms\", \"process.spawn.p50<=5ms\"]\n").unwrap();
+    assert_eq!(slos.iter().map(|s| s.expr.as_str()).collect::<Vec<_>>(), ["e2e.p99<=250ms", "process.spawn.p50<=5ms"]);
+    let e = Slo::parse_toml("slos = [\"e2e.p99<250ms\"]").unwrap_err();
+    assert!(e.to_string().contains("e2e.p99<250ms"), "{e}");
+    let e = Slo::parse_toml("slos = \"e2e.p99<=1ms\"").unwrap_err();
+    assert!(matches!(e, tracewire_collector::SloError::File(_)), "{e}");
+    assert!(Slo::parse_toml("slos = []\nextra = 1").is_err());
+}
+
+#[test]
+fn a_child_that_outlives_its_parent_stays_on_the_critical_path() {
+    // The call returns at 30 but the process it started runs until 90 (as a remote exec's
+    // Start returns while the process runs): the process's 80 ms are on the path.
+    let t = vec![
+        span("t", "r", None, "exec", "c", 0, 100),
+        span("t", "c", Some("r"), "rpc.call", "c", 0, 30),
+        span("t", "p", Some("c"), "process", "s", 10, 90),
+    ];
+    let path = tracewire_collector::critical_path(&t);
+    assert_eq!(path, [(0, 10 * MS), (1, 10 * MS), (2, 80 * MS)]);
+}

@@ -17,7 +17,11 @@ struct Receiver {
 }
 
 async fn receiver() -> Receiver {
-    let store = Arc::new(SpanStore::new(10_000));
+    receiver_with(SpanStore::new(10_000)).await
+}
+
+async fn receiver_with(store: SpanStore) -> Receiver {
+    let store = Arc::new(store);
     let (gl, ga) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let (hl, ha) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     tokio::spawn(serve_grpc(gl, Arc::clone(&store), std::future::pending()));
@@ -67,6 +71,70 @@ async fn python_sdk_spans_arrive_intact_over_grpc_and_http() {
     let sent = emit("http", &format!("{}/v1/traces", r.http));
     let got = wait_for(&r.store, sent[0]["trace_id"].as_str().unwrap(), 2).await;
     check(&sent, &got, "py-http");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_database_python_sdk_spans_are_persisted_intact() {
+    let dir = tracewire_testkit::TempDir::new("tw-receiver-db").unwrap();
+    let path = dir.path().join("traces.db");
+    let r = receiver_with(SpanStore::new(10_000).with_db(tracewire_store::Store::open(&path).unwrap())).await;
+    let sent_grpc = emit("grpc", &r.grpc);
+    let sent_http = emit("http", &format!("{}/v1/traces", r.http));
+    wait_for(&r.store, sent_http[0]["trace_id"].as_str().unwrap(), 2).await;
+    r.store.db().unwrap().flush().await.unwrap();
+    // A second handle on the file, as `tracewire report --db` opens it.
+    let stored = tracewire_store::Store::open(&path).unwrap().spans().await.unwrap();
+    for (sent, service) in [(&sent_grpc, "py-grpc"), (&sent_http, "py-http")] {
+        let trace = sent[0]["trace_id"].as_str().unwrap();
+        let got: Vec<SpanRecord> = stored.iter().filter(|s| s.trace_id == trace).cloned().collect();
+        check(sent, &got, service);
+    }
+    assert_eq!((r.store.received(), r.store.refused()), (4, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_cannot_keep_up_makes_senders_retry_and_counts_it() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    let dir = tracewire_testkit::TempDir::new("tw-receiver-full").unwrap();
+    let mut config = tracewire_store::StoreConfig::default();
+    // A database capped at its own schema: every write fails (as on a full disk) and the
+    // one-slot queue stays full; refused batches fail at once.
+    config.queue = 1;
+    config.full = tracewire_store::FullPolicy::Error;
+    config.max_pages = Some(1);
+    config.retry_delay = Duration::from_secs(1);
+    let db = tracewire_store::Store::open_with(dir.path().join("t.db"), config).unwrap();
+    let r = receiver_with(SpanStore::new(10_000).with_db(db)).await;
+    let mut client = TraceServiceClient::connect(r.grpc.clone()).await.unwrap();
+    let (mut ok, mut unavailable) = (0u64, 0u64);
+    for i in 0..20u8 {
+        match client.export(request(i, 3)).await {
+            Ok(_) => ok += 1,
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+                assert!(status.message().contains("retry"), "{status}");
+                unavailable += 1;
+            }
+        }
+    }
+    assert!(unavailable > 0 && ok > 0, "ok {ok}, unavailable {unavailable}");
+    // Every span is either acknowledged (and kept) or refused (and counted): none vanish.
+    assert_eq!((r.store.received(), r.store.refused()), (ok * 3, unavailable * 3));
+    assert_eq!(r.store.snapshot().len() as u64, ok * 3);
+}
+
+fn request(trace: u8, spans: u8) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let spans = (0..spans)
+        .map(|i| Span { trace_id: vec![trace; 16], span_id: vec![i + 1; 8], name: format!("s{i}"), ..Span::default() })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..ScopeSpans::default() }],
+            ..ResourceSpans::default()
+        }],
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,19 +206,8 @@ async fn otlp_json_is_accepted_and_garbage_is_a_400() {
 
 #[test]
 fn the_store_is_bounded_and_counts_what_it_drops() {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
     let store = SpanStore::new(3);
-    let spans = (0..5u8)
-        .map(|i| Span { trace_id: vec![1; 16], span_id: vec![i + 1; 8], name: format!("s{i}"), ..Span::default() })
-        .collect();
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans, ..ScopeSpans::default() }],
-            ..ResourceSpans::default()
-        }],
-    };
-    store.add(&req);
+    store.add(&request(1, 5));
     assert_eq!((store.received(), store.dropped(), store.snapshot().len()), (5, 2, 3));
     assert_eq!(store.snapshot()[0].name, "s2", "the oldest are dropped");
 }

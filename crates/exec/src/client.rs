@@ -11,6 +11,7 @@ use tracewire_proto::v1::{
     request::Method, response,
 };
 use tracewire_rpc::{Client, ClientConfig, Envelope, RpcError};
+use tracewire_telemetry::Queued;
 
 /// Events of one process buffered before its `start` returns, across all processes.
 const EARLY_LIMIT: usize = 4096;
@@ -79,6 +80,16 @@ pub enum Event {
     Exited(ExitStatus),
 }
 
+impl Event {
+    /// `Output` or `Exited` (the `tracewire.event` attribute of its spans).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Output { .. } => "Output",
+            Self::Exited(_) => "Exited",
+        }
+    }
+}
+
 /// Everything a process wrote, and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessOutput {
@@ -90,10 +101,14 @@ pub struct ProcessOutput {
     pub status: ExitStatus,
 }
 
+/// An event waiting for its consumer: its `terminal.queue` span runs from the decoding of
+/// the notification until [`RemoteProcess::next_event`] takes it.
+type Pending = Queued<Event>;
+
 enum Route {
     /// Events that arrived before `start` registered the process.
-    Buffering(Vec<Event>),
-    Ready(mpsc::Sender<Event>),
+    Buffering(Vec<Pending>),
+    Ready(mpsc::Sender<Pending>),
 }
 
 #[derive(Default)]
@@ -145,21 +160,22 @@ impl ExecClient {
         if let Some(mut notes) = rpc.take_notifications() {
             let router = Arc::clone(&router);
             tokio::spawn(async move {
-                while let Some(env) = notes.recv().await {
-                    let Some((pid, event)) = event_of(env) else { continue };
-                    let last = matches!(event, Event::Exited(_));
+                while let Some(note) = notes.recv().await {
+                    let Some(routed) = note.map(event_of).transpose() else { continue };
+                    let (pid, last) = (routed.get().0, matches!(routed.get().1, Event::Exited(_)));
+                    let event = routed.map(|(_, event)| event);
                     let sender = {
                         let Ok(mut r) = router.lock() else { break };
                         let r = &mut *r;
                         match r.routes.get_mut(&pid) {
-                            Some(Route::Ready(tx)) => Some(tx.clone()),
+                            Some(Route::Ready(tx)) => Some((tx.clone(), event)),
                             Some(Route::Buffering(buf)) => {
-                                buf.push(event.clone());
+                                buf.push(event);
                                 r.buffered += 1;
                                 None
                             }
                             None if r.buffered < EARLY_LIMIT => {
-                                r.routes.insert(pid, Route::Buffering(vec![event.clone()]));
+                                r.routes.insert(pid, Route::Buffering(vec![event]));
                                 r.buffered += 1;
                                 None
                             }
@@ -169,7 +185,7 @@ impl ExecClient {
                             }
                         }
                     };
-                    if let Some(tx) = sender {
+                    if let Some((tx, event)) = sender {
                         // Waiting here is the backpressure: the server pauses the pipe.
                         let _ = tx.send(event).await;
                         if last && let Ok(mut r) = router.lock() {
@@ -229,7 +245,7 @@ impl ExecClient {
                 taken
             };
             for e in early {
-                exited |= matches!(e, Event::Exited(_));
+                exited |= matches!(e.get(), Event::Exited(_));
                 let _ = tx.send(e).await;
             }
         }
@@ -295,14 +311,17 @@ pub struct RemoteProcess {
     pub process_id: u64,
     /// Its OS pid on the server.
     pub pid: u32,
-    events: mpsc::Receiver<Event>,
+    events: mpsc::Receiver<Pending>,
     client: ExecClient,
 }
 
 impl RemoteProcess {
-    /// The next event; `None` after Exited, or when the connection ended.
+    /// The next event; `None` after Exited, or when the connection ended. Taking it ends
+    /// its client-side `terminal.queue` span.
     pub async fn next_event(&mut self) -> Option<Event> {
-        self.events.recv().await
+        let pending = self.events.recv().await?;
+        let kind = opentelemetry::KeyValue::new("tracewire.event", pending.get().name());
+        Some(pending.into_inner_with(&[kind]))
     }
 
     /// Writes to its stdin.

@@ -84,9 +84,11 @@ exec
           terminal.queue
         terminal.deliver
         terminal.deliver
+        terminal.queue
+        terminal.queue
     rpc.queue
 ";
-    assert_eq!(tree(&spans), want, "{spans:#?}");
+    assert_eq!(tree(&spans), want, "{}", tree(&spans));
     let attr = |name: &str, key: &str| {
         spans
             .iter()
@@ -101,6 +103,17 @@ exec
     assert!(attr("rpc.call", "tracewire.net.rtt_us").is_some(), "clock correlation recorded");
     assert!(attr("rpc.call", "tracewire.clock.offset_us").is_some());
     assert_eq!(attr("process.spawn", "process.executable.name").as_deref(), Some("sh"));
+    // The client's own delivery queue: each event from its decoding to the consumer taking
+    // it, under the process the notification belongs to.
+    let process = spans.iter().find(|s| s.name == "process").unwrap().span_context.span_id();
+    let mut client_events: Vec<String> = spans
+        .iter()
+        .filter(|s| s.name == "terminal.queue" && s.parent_span_id == process)
+        .filter_map(|s| s.attributes.iter().find(|kv| kv.key.as_str() == "tracewire.event"))
+        .map(|kv| kv.value.to_string())
+        .collect();
+    client_events.sort();
+    assert_eq!(client_events, ["Exited", "Output"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@
 
 pub mod framing;
 mod noise;
+mod outbound;
 mod server;
 mod transport;
 

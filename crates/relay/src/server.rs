@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::outbound::{EndsSpan, Outbound};
 use subtle::ConstantTimeEq;
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::StreamExt;
@@ -56,7 +57,7 @@ pub type Tap = Arc<dyn Fn(&RelayFrame) + Send + Sync>;
 
 #[derive(Default)]
 struct Session {
-    ends: [Option<mpsc::Sender<RelayFrame>>; 2],
+    ends: [Option<mpsc::Sender<Outbound>>; 2],
     attached: Arc<Notify>,
 }
 
@@ -160,7 +161,7 @@ impl RelayServer {
         };
         for s in sessions {
             for end in s.ends.into_iter().flatten() {
-                let _ = end.try_send(reset(ResetReason::PeerGone, detail));
+                let _ = end.try_send(reset(ResetReason::PeerGone, detail).into());
             }
         }
     }
@@ -173,7 +174,7 @@ impl RelayServer {
     }
 
     /// Registers an end; returns its outbound receiver.
-    fn attach_end(&self, session: &str, idx: usize) -> Result<(mpsc::Receiver<RelayFrame>, Arc<Notify>), ResetReason> {
+    fn attach_end(&self, session: &str, idx: usize) -> Result<(mpsc::Receiver<Outbound>, Arc<Notify>), ResetReason> {
         let mut sessions = self.sessions.lock().map_err(|_| ResetReason::Protocol)?;
         let s = sessions.entry(session.to_owned()).or_default();
         if s.ends[idx].is_some() {
@@ -185,7 +186,7 @@ impl RelayServer {
         Ok((rx, Arc::clone(&s.attached)))
     }
 
-    fn peer(&self, session: &str, idx: usize) -> Option<mpsc::Sender<RelayFrame>> {
+    fn peer(&self, session: &str, idx: usize) -> Option<mpsc::Sender<Outbound>> {
         self.sessions.lock().ok()?.get(session)?.ends[1 - idx].clone()
     }
 
@@ -200,7 +201,7 @@ impl RelayServer {
             peer
         };
         if let Some(p) = peer {
-            let _ = p.try_send(reset(reason, "the other end left the session"));
+            let _ = p.try_send(reset(reason, "the other end left the session").into());
         }
     }
 
@@ -209,7 +210,7 @@ impl RelayServer {
         session: String,
         idx: usize,
         mut inbound: Streaming<RelayFrame>,
-        own: mpsc::Sender<RelayFrame>,
+        own: mpsc::Sender<Outbound>,
         attached: Arc<Notify>,
     ) {
         let cfg = Arc::clone(&self.config);
@@ -220,13 +221,13 @@ impl RelayServer {
             let frame = tokio::select! {
                 f = tokio::time::timeout(cfg.idle_timeout, inbound.next()) => f,
                 _ = heartbeat.tick() => {
-                    let _ = own.try_send(RelayFrame { kind: Some(Kind::Heartbeat(Heartbeat {})) });
+                    let _ = own.try_send(RelayFrame { kind: Some(Kind::Heartbeat(Heartbeat {})) }.into());
                     continue;
                 }
             };
             let frame = match frame {
                 Err(_) => {
-                    let _ = own.try_send(reset(ResetReason::Idle, "idle"));
+                    let _ = own.try_send(reset(ResetReason::Idle, "idle").into());
                     break ResetReason::Idle;
                 }
                 Ok(None | Some(Err(_))) => break ResetReason::PeerGone,
@@ -238,7 +239,7 @@ impl RelayServer {
             match &frame.kind {
                 Some(Kind::Heartbeat(_)) => continue,
                 Some(Kind::Hello(_)) | None => {
-                    let _ = own.try_send(reset(ResetReason::Protocol, "unexpected frame"));
+                    let _ = own.try_send(reset(ResetReason::Protocol, "unexpected frame").into());
                     break ResetReason::Protocol;
                 }
                 _ => {}
@@ -254,7 +255,7 @@ impl RelayServer {
                 }
             };
             let Some(peer) = peer else {
-                let _ = own.try_send(reset(ResetReason::PeerGone, "no peer attached"));
+                let _ = own.try_send(reset(ResetReason::PeerGone, "no peer attached").into());
                 break ResetReason::PeerGone;
             };
             let timing = match &frame.kind {
@@ -267,19 +268,25 @@ impl RelayServer {
             if let Some(tap) = &self.tap {
                 tap(&frame);
             }
-            if peer.send(frame).await.is_err() {
+            // relay.forward ends when the stream to the peer takes the message's last frame.
+            let ends = match timing {
+                Some((start, true, traceparent, bytes)) => {
+                    message_start = None;
+                    let (parent, _) = tracewire_telemetry::remote_context(&[("traceparent", traceparent.as_str())]);
+                    Some(EndsSpan {
+                        stage: tracewire_telemetry::Stage::RelayForward,
+                        start,
+                        parent,
+                        attributes: vec![opentelemetry::KeyValue::new(
+                            "tracewire.bytes",
+                            i64::try_from(bytes).unwrap_or(i64::MAX),
+                        )],
+                    })
+                }
+                _ => None,
+            };
+            if peer.send(Outbound { frame, ends }).await.is_err() {
                 break ResetReason::PeerGone;
-            }
-            if let Some((start, true, traceparent, bytes)) = timing {
-                message_start = None;
-                let (parent, _) = tracewire_telemetry::remote_context(&[("traceparent", traceparent.as_str())]);
-                tracewire_telemetry::emit_stage_span(
-                    tracewire_telemetry::Stage::RelayForward,
-                    start,
-                    SystemTime::now(),
-                    &parent,
-                    &[opentelemetry::KeyValue::new("tracewire.bytes", i64::try_from(bytes).unwrap_or(i64::MAX))],
-                );
             }
         };
         self.detach(&session, idx, reason);
@@ -315,6 +322,6 @@ impl Relay for RelayServer {
         let Some(own) = own else { return Err(Status::internal("session vanished")) };
         let me = self.clone();
         tokio::spawn(async move { me.forward(hello.session_id, idx, inbound, own, attached).await });
-        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx).map(Ok))))
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx).map(|o| Ok(o.take())))))
     }
 }

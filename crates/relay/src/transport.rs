@@ -22,6 +22,7 @@ use tracewire_telemetry::{Stage, emit_stage_span, remote_context};
 
 use crate::framing::{Opener, Sealer};
 use crate::noise::{HandshakeIo, Keypair, NoiseConfig, initiate, respond};
+use crate::outbound::{EndsSpan, Outbound};
 use crate::{FrameError, RelayError};
 
 /// How an end attaches to the relay.
@@ -81,14 +82,14 @@ impl tracewire_rpc::Transport for RelayLink {
 }
 
 struct Attached {
-    out: mpsc::Sender<RelayFrame>,
+    out: mpsc::Sender<Outbound>,
     inbound: Streaming<RelayFrame>,
 }
 
 impl HandshakeIo for Attached {
     async fn send(&mut self, message: Vec<u8>) -> Result<(), RelayError> {
         let f = RelayFrame { kind: Some(Kind::Handshake(Handshake { message: message.into() })) };
-        if self.out.send(f).await.is_ok() {
+        if self.out.send(f.into()).await.is_ok() {
             return Ok(());
         }
         // The relay stopped reading: it usually said why (a Reset) before closing.
@@ -136,14 +137,14 @@ async fn attach(ep: &RelayEndpoint, role: Role) -> Result<Attached, RelayError> 
         .await
         .map_err(|e| RelayError::Transport(format!("connect {addr}: {e}")))?;
     let mut client = RelayClient::new(channel).max_decoding_message_size(1 << 20).max_encoding_message_size(1 << 20);
-    let (out, rx) = mpsc::channel::<RelayFrame>(64);
+    let (out, rx) = mpsc::channel::<Outbound>(64);
     let hello =
         Hello { session_id: ep.session.clone(), role: role.into(), attach_token: ep.token.clone().unwrap_or_default() };
-    out.send(RelayFrame { kind: Some(Kind::Hello(hello)) })
+    out.send(RelayFrame { kind: Some(Kind::Hello(hello)) }.into())
         .await
         .map_err(|_| RelayError::Transport("closed".into()))?;
     let inbound = client
-        .attach(ReceiverStream::new(rx))
+        .attach(ReceiverStream::new(rx).map(Outbound::take))
         .await
         .map_err(|e| RelayError::Transport(format!("attach: {e}")))?
         .into_inner();
@@ -174,7 +175,7 @@ pub async fn accept(ep: &RelayEndpoint, keypair: &Keypair) -> Result<RelayLink, 
         Err(e) => {
             // Tell the client why, and let the relay deliver it before we hang up.
             let Attached { out, mut inbound } = a;
-            let _ = out.send(reset_frame(ResetReason::HandshakeFailed, e.to_string())).await;
+            let _ = out.send(reset_frame(ResetReason::HandshakeFailed, e.to_string()).into()).await;
             drop(out);
             let _ =
                 tokio::time::timeout(Duration::from_secs(2), async { while inbound.next().await.is_some() {} }).await;
@@ -214,7 +215,7 @@ fn kv(key: &'static str, v: usize) -> KeyValue {
 
 async fn send_loop(
     mut from_rpc: mpsc::Receiver<Bytes>,
-    out: mpsc::Sender<RelayFrame>,
+    out: mpsc::Sender<Outbound>,
     mut sealer: Sealer,
     expose: bool,
     heartbeat: Duration,
@@ -229,7 +230,7 @@ async fn send_loop(
             // The receiving side ended the session: stop, so the stream to the relay closes.
             _ = async { ended.wait_for(Option::is_some).await.map(|_| ()) } => break,
             _ = tick.tick() => {
-                if out.send(RelayFrame { kind: Some(Kind::Heartbeat(Heartbeat {})) }).await.is_err() { break; }
+                if out.send(RelayFrame { kind: Some(Kind::Heartbeat(Heartbeat {})) }.into()).await.is_err() { break; }
                 continue;
             }
         };
@@ -248,27 +249,30 @@ async fn send_loop(
         };
         let t2 = SystemTime::now();
         let (n, first, last) = (frames.len(), frames.first().map_or(0, |f| f.seq), frames.last().map_or(0, |f| f.seq));
+        let bytes = kv("tracewire.bytes", message.len());
+        emit_stage_span(Stage::RelayFrame, t0, t1, &parent, &[bytes.clone(), kv("tracewire.fragments", n)]);
+        emit_stage_span(Stage::RelayEncrypt, t1, t2, &parent, std::slice::from_ref(&bytes));
+        // relay.send ends when the gRPC stream takes the last frame for the wire.
+        let mut send_span = Some(EndsSpan {
+            stage: Stage::RelaySend,
+            start: t2,
+            parent,
+            attributes: vec![
+                kv("tracewire.seq.first", usize::try_from(first).unwrap_or(usize::MAX)),
+                kv("tracewire.seq.last", usize::try_from(last).unwrap_or(usize::MAX)),
+            ],
+        });
         let mut failed = false;
-        for f in frames {
-            if out.send(RelayFrame { kind: Some(Kind::Data(f)) }).await.is_err() {
+        for (i, f) in frames.into_iter().enumerate() {
+            let ends = if i + 1 == n { send_span.take() } else { None };
+            if let Err(mpsc::error::SendError(unsent)) =
+                out.send(Outbound { frame: RelayFrame { kind: Some(Kind::Data(f)) }, ends }).await
+            {
+                unsent.take(); // ends relay.send at the failure
                 failed = true;
                 break;
             }
         }
-        let t3 = SystemTime::now();
-        let bytes = kv("tracewire.bytes", message.len());
-        emit_stage_span(Stage::RelayFrame, t0, t1, &parent, &[bytes.clone(), kv("tracewire.fragments", n)]);
-        emit_stage_span(Stage::RelayEncrypt, t1, t2, &parent, std::slice::from_ref(&bytes));
-        emit_stage_span(
-            Stage::RelaySend,
-            t2,
-            t3,
-            &parent,
-            &[
-                kv("tracewire.seq.first", usize::try_from(first).unwrap_or(usize::MAX)),
-                kv("tracewire.seq.last", usize::try_from(last).unwrap_or(usize::MAX)),
-            ],
-        );
         if failed {
             let _ = status.send(Some(RelayError::Transport("the relay closed the stream".into())));
             break;
@@ -278,7 +282,7 @@ async fn send_loop(
 
 async fn recv_loop(
     mut inbound: Streaming<RelayFrame>,
-    out: mpsc::Sender<RelayFrame>,
+    out: mpsc::Sender<Outbound>,
     mut opener: Opener,
     to_rpc: mpsc::Sender<Bytes>,
     status: Arc<watch::Sender<Option<RelayError>>>,
@@ -301,7 +305,7 @@ async fn recv_loop(
             Some(Kind::Heartbeat(_) | Kind::Ack(_)) => continue,
             Some(Kind::Reset(r)) => break Some(reset_error(&r)),
             _ => {
-                let _ = out.send(reset_frame(ResetReason::Protocol, "unexpected frame".into())).await;
+                let _ = out.send(reset_frame(ResetReason::Protocol, "unexpected frame".into()).into()).await;
                 break Some(RelayError::Frame(FrameError::Truncated));
             }
         };
@@ -313,7 +317,7 @@ async fn recv_loop(
             Ok(o) => o,
             Err(e) => {
                 // Tell the peer why, then stop: nothing after a fault is trusted.
-                let _ = out.send(reset_frame(e.reset_reason(), e.to_string())).await;
+                let _ = out.send(reset_frame(e.reset_reason(), e.to_string()).into()).await;
                 break Some(e.into());
             }
         };

@@ -92,11 +92,21 @@ async fn one_remote_exec_through_the_relay_span_tree() {
     want_call.sort();
     assert_eq!(get("rpc.call"), want_call);
     assert_eq!(get("rpc.dispatch"), ["process"]);
-    // Output and Exited cross the relay under the process span.
+    // Output and Exited cross the relay under the process span, then wait in the client's
+    // delivery queue (terminal.queue) until the consumer takes them.
     let mut want_process = hops(2);
     want_process.extend(
-        ["process.exit", "process.spawn", "process.stderr", "process.stdout", "terminal.deliver", "terminal.deliver"]
-            .map(str::to_owned),
+        [
+            "process.exit",
+            "process.spawn",
+            "process.stderr",
+            "process.stdout",
+            "terminal.deliver",
+            "terminal.deliver",
+            "terminal.queue",
+            "terminal.queue",
+        ]
+        .map(str::to_owned),
     );
     want_process.sort();
     assert_eq!(get("process"), want_process);

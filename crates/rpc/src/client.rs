@@ -10,7 +10,7 @@ use prost::Message;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracewire_context::TraceCarrier;
 use tracewire_proto::v1::{Envelope, Request, Timing, envelope::Body, response};
-use tracewire_telemetry::{inject_span, stage_span};
+use tracewire_telemetry::{Queued, Stage, inject_span, remote_context, stage_span};
 
 use crate::timing::{ClockSample, unix_nanos};
 use crate::transport::Transport;
@@ -49,7 +49,7 @@ struct Inner {
     pending: Pending,
     next_id: AtomicU64,
     in_flight: Semaphore,
-    notifications: Mutex<Option<mpsc::Receiver<Envelope>>>,
+    notifications: Mutex<Option<mpsc::Receiver<Queued<Envelope>>>>,
     config: ClientConfig,
     closed: tokio::sync::watch::Receiver<bool>,
 }
@@ -91,7 +91,11 @@ impl Client {
 
     /// The notifications the peer pushes (each with the trace context of what it belongs
     /// to). There is one stream per client: the first call takes it.
-    pub fn take_notifications(&self) -> Option<mpsc::Receiver<Envelope>> {
+    ///
+    /// Each arrives as a [`Queued`] `terminal.queue` span, started when the notification
+    /// was decoded, under the context it carries: the consumer ends it by taking the item
+    /// ([`Queued::into_inner`]), so the wait for the consumer is part of the trace.
+    pub fn take_notifications(&self) -> Option<mpsc::Receiver<Queued<Envelope>>> {
         self.inner.notifications.lock().ok().and_then(|mut n| n.take())
     }
 
@@ -181,7 +185,7 @@ impl Client {
 async fn read_loop(
     mut rx: mpsc::Receiver<Bytes>,
     pending: Pending,
-    notifications: mpsc::Sender<Envelope>,
+    notifications: mpsc::Sender<Queued<Envelope>>,
     closed: tokio::sync::watch::Sender<bool>,
 ) {
     while let Some(frame) = rx.recv().await {
@@ -199,7 +203,9 @@ async fn read_loop(
             Some(Body::Notification(_)) => {
                 // Waiting here is the backpressure: the server's writer waits in turn. An
                 // error only means nobody listens for notifications; responses go on.
-                let _ = notifications.send(env).await;
+                let carrier: tracewire_context::TraceCarrier = env.trace.clone().map(Into::into).unwrap_or_default();
+                let (parent, _) = remote_context(&carrier);
+                let _ = notifications.send(Queued::with_parent(Stage::TerminalQueue, env, parent)).await;
             }
             _ => {}
         }

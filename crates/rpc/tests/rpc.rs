@@ -103,7 +103,7 @@ async fn notifications_are_pushed_with_their_context() {
     let mut notes = client.take_notifications().unwrap();
     assert!(client.take_notifications().is_none(), "one stream per client");
     client.call(kill()).await.unwrap();
-    let env = notes.recv().await.unwrap();
+    let env = notes.recv().await.unwrap().into_inner();
     assert!(matches!(env.body, Some(Body::Notification(_))));
     assert_eq!(env.id, 0);
 }

@@ -9,6 +9,10 @@
 //! dropped silently. A failed write keeps its batch and is retried; a barrier only succeeds
 //! once everything before it is durable.
 //!
+//! The collector keeps received spans here too ([`Store::append_spans`], [`Store::spans`]);
+//! those batches emit no spans of their own, so a collector that traces itself cannot feed
+//! back into its own store.
+//!
 //! Spans: `store.enqueue` (caller), `store.queue` (residence, per record), `store.write`
 //! (per batch, linked to every record's context), `store.flush` (caller).
 //!
@@ -39,8 +43,11 @@ use tokio::sync::{mpsc, oneshot};
 use tracewire_telemetry::{Queued, Stage, stage_span};
 use tracing::Instrument;
 
+mod spans;
+pub use spans::SpanRecord;
+
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// A store failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -159,6 +166,9 @@ enum Cmd {
     Append(Queued<Appended>),
     Flush(oneshot::Sender<Result<(), StoreError>>),
     Recent(usize, oneshot::Sender<Result<Vec<ProcessRecord>, StoreError>>),
+    Spans(Vec<SpanRecord>),
+    LoadSpans(oneshot::Sender<Result<Vec<SpanRecord>, StoreError>>),
+    CountSpans(oneshot::Sender<Result<u64, StoreError>>),
 }
 
 /// A handle on the store. Cheap to clone.
@@ -191,7 +201,7 @@ fn connect(path: &Path, config: &StoreConfig) -> Result<Connection, StoreError> 
 }
 
 /// Versioned migrations (`PRAGMA user_version`): 0 -> 1 creates the table, 1 -> 2 adds the
-/// trace id and output byte counts.
+/// trace id and output byte counts, 2 -> 3 adds the spans table.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > SCHEMA_VERSION {
@@ -225,11 +235,15 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
              COMMIT;",
         )?;
     }
+    if version < 3 {
+        conn.execute_batch(spans::MIGRATION_3)?;
+    }
     Ok(())
 }
 
-fn write_batch(conn: &mut Connection, batch: &[Appended]) -> Result<(), StoreError> {
+fn write_batch(conn: &mut Connection, batch: &[Appended], span_batch: &[SpanRecord]) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
+    spans::insert(&tx, span_batch)?;
     {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO processes (process_id, pid, argv, cwd, started_unix_nanos, ended_unix_nanos, exit_code, signal, trace_id, stdout_bytes, stderr_bytes)
@@ -314,20 +328,26 @@ struct Writer {
     config: StoreConfig,
     backlog: Arc<AtomicU64>,
     pending: Vec<Appended>,
+    pending_spans: Vec<SpanRecord>,
 }
 
 impl Writer {
+    fn pending_len(&self) -> usize {
+        self.pending.len() + self.pending_spans.len()
+    }
+
     /// Writes `pending` in one transaction; on failure keeps it for the next attempt.
     fn write_pending(&mut self) -> Result<(), StoreError> {
-        if self.pending.is_empty() {
+        if self.pending_len() == 0 {
             return Ok(());
         }
         let start = SystemTime::now();
-        let result = write_batch(&mut self.conn, &self.pending);
+        let result = write_batch(&mut self.conn, &self.pending, &self.pending_spans);
         write_span(start, &self.pending, result.is_ok());
         if result.is_ok() {
-            self.backlog.fetch_sub(self.pending.len() as u64, Ordering::AcqRel);
+            self.backlog.fetch_sub(self.pending_len() as u64, Ordering::AcqRel);
             self.pending.clear();
+            self.pending_spans.clear();
         }
         result
     }
@@ -342,6 +362,13 @@ impl Writer {
                 let r = self.write_pending().and_then(|()| recent(&self.conn, limit));
                 let _ = ack.send(r);
             }
+            Cmd::Spans(batch) => self.pending_spans.extend(batch),
+            Cmd::LoadSpans(ack) => {
+                let _ = ack.send(self.write_pending().and_then(|()| spans::load(&self.conn)));
+            }
+            Cmd::CountSpans(ack) => {
+                let _ = ack.send(self.write_pending().and_then(|()| spans::count(&self.conn)));
+            }
         }
     }
 
@@ -349,7 +376,7 @@ impl Writer {
         let mut warned = false;
         loop {
             // Wait for work; with a failed batch pending, only look (it is retried below).
-            let first = if self.pending.is_empty() {
+            let first = if self.pending_len() == 0 {
                 match self.rx.blocking_recv() {
                     Some(c) => Some(c),
                     None => break,
@@ -364,7 +391,7 @@ impl Writer {
             if let Some(cmd) = first {
                 self.handle(cmd);
                 // Coalesce what is already queued into the same batch.
-                while self.pending.len() < self.config.max_batch {
+                while self.pending_len() < self.config.max_batch {
                     match self.rx.try_recv() {
                         Ok(cmd) => self.handle(cmd),
                         Err(_) => break,
@@ -407,7 +434,8 @@ impl Store {
         let conn = connect(&path, &config)?;
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let backlog = Arc::new(AtomicU64::new(0));
-        let writer = Writer { conn, rx, config, backlog: Arc::clone(&backlog), pending: Vec::new() };
+        let writer =
+            Writer { conn, rx, config, backlog: Arc::clone(&backlog), pending: Vec::new(), pending_spans: Vec::new() };
         std::thread::Builder::new()
             .name("tracewire-store".into())
             .spawn(move || writer.run())
@@ -415,7 +443,7 @@ impl Store {
         Ok(Self { tx, config, backlog, path: Arc::new(path) })
     }
 
-    /// Records appended and not yet committed.
+    /// Records (processes and spans) appended and not yet committed.
     pub fn backlog(&self) -> u64 {
         self.backlog.load(Ordering::Acquire)
     }
@@ -430,24 +458,76 @@ impl Store {
         async {
             let context = tracewire_telemetry::current_context();
             let item = Queued::new(Stage::StoreQueue, Appended { record, context });
-            let cmd = Cmd::Append(item);
-            let sent = match self.config.full {
-                FullPolicy::Error => self.tx.try_send(cmd).map_err(|e| match e {
-                    mpsc::error::TrySendError::Full(_) => StoreError::Full,
-                    mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-                }),
-                FullPolicy::Wait(bound) => self.tx.send_timeout(cmd, bound).await.map_err(|e| match e {
-                    mpsc::error::SendTimeoutError::Timeout(_) => StoreError::Full,
-                    mpsc::error::SendTimeoutError::Closed(_) => StoreError::Closed,
-                }),
-            };
-            if sent.is_ok() {
-                self.backlog.fetch_add(1, Ordering::AcqRel);
-            }
-            sent
+            self.enqueue(Cmd::Append(item), 1).await
         }
         .instrument(span)
         .await
+    }
+
+    /// Queues a batch of received spans (one queue slot, whatever its size) and returns
+    /// without waiting for the disk; the [`FullPolicy`] applies as for [`Store::append`].
+    /// A span stored twice (an exporter's retry) is kept once.
+    ///
+    /// ```
+    /// use tracewire_store::{SpanRecord, Store};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let dir = std::env::temp_dir().join(format!("tw-spans-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let store = Store::open(dir.join("traces.db")).unwrap();
+    /// let span = SpanRecord { trace_id: "t".into(), span_id: "s".into(), name: "exec".into(), ..Default::default() };
+    /// store.append_spans(vec![span.clone(), span.clone()]).await.unwrap();
+    /// assert_eq!(store.spans().await.unwrap(), [span]);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # });
+    /// ```
+    ///
+    /// # Errors
+    /// [`StoreError::Full`] per the [`FullPolicy`]; [`StoreError::Closed`].
+    pub async fn append_spans(&self, batch: Vec<SpanRecord>) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let n = batch.len() as u64;
+        self.enqueue(Cmd::Spans(batch), n).await
+    }
+
+    /// Queues `cmd` (holding `records` records) per the [`FullPolicy`].
+    async fn enqueue(&self, cmd: Cmd, records: u64) -> Result<(), StoreError> {
+        let sent = match self.config.full {
+            FullPolicy::Error => self.tx.try_send(cmd).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Full,
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            }),
+            FullPolicy::Wait(bound) => self.tx.send_timeout(cmd, bound).await.map_err(|e| match e {
+                mpsc::error::SendTimeoutError::Timeout(_) => StoreError::Full,
+                mpsc::error::SendTimeoutError::Closed(_) => StoreError::Closed,
+            }),
+        };
+        if sent.is_ok() {
+            self.backlog.fetch_add(records, Ordering::AcqRel);
+        }
+        sent
+    }
+
+    /// Every stored span, ordered by start, after a barrier.
+    ///
+    /// # Errors
+    /// As [`Store::flush`]; [`StoreError::Corrupt`] for a row whose attributes do not parse.
+    pub async fn spans(&self) -> Result<Vec<SpanRecord>, StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx.send(Cmd::LoadSpans(ack)).await.map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// How many spans are stored, after a barrier.
+    ///
+    /// # Errors
+    /// As [`Store::flush`].
+    pub async fn span_count(&self) -> Result<u64, StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.tx.send(Cmd::CountSpans(ack)).await.map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)?
     }
 
     /// A barrier: resolves once every record appended before it is committed and synced.

@@ -234,3 +234,75 @@ async fn a_full_queue_is_an_error_not_a_silent_drop() {
     store.flush().await.unwrap();
     assert_eq!(count(&path), accepted, "every accepted record is written; refused ones were reported");
 }
+
+fn span(trace: &str, id: &str, parent: Option<&str>, start: i64) -> tracewire_store::SpanRecord {
+    tracewire_store::SpanRecord {
+        trace_id: trace.into(),
+        span_id: id.into(),
+        parent_id: parent.map(Into::into),
+        name: format!("n-{id}"),
+        service: "svc".into(),
+        start_ns: start,
+        end_ns: start + 10,
+        attributes: [("tracewire.stage".to_owned(), "rpc.call".to_owned()), ("k".to_owned(), "v \"q\"".to_owned())]
+            .into(),
+    }
+}
+
+#[tokio::test]
+async fn spans_persist_across_reopen_once_each_in_start_order() {
+    let dir = TempDir::new("tw-store-spans").unwrap();
+    let path = dir.path().join("traces.db");
+    let a = span("t1", "a", None, 30);
+    let b = span("t1", "b", Some("a"), 10);
+    let c = span("t2", "c", None, 20);
+    {
+        let store = Store::open(&path).unwrap();
+        store.append_spans(vec![a.clone(), b.clone()]).await.unwrap();
+        // An exporter's retry of the same batch, plus one new span.
+        store.append_spans(vec![a.clone(), b.clone(), c.clone()]).await.unwrap();
+        store.append_spans(Vec::new()).await.unwrap();
+        assert_eq!(store.span_count().await.unwrap(), 3);
+        assert_eq!(store.backlog(), 0);
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.spans().await.unwrap(), [b, c, a]);
+}
+
+#[tokio::test]
+async fn span_batches_obey_the_full_policy() {
+    let dir = TempDir::new("tw-store-spans-full").unwrap();
+    let mut config = StoreConfig::default();
+    config.queue = 1;
+    config.full = FullPolicy::Error;
+    let store = Store::open_with(dir.path().join("t.db"), config).unwrap();
+    // Fill the one-slot queue faster than the writer drains it: some batch must be refused
+    // with Full, and every accepted span must be stored.
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    for i in 0..2000 {
+        match store.append_spans(vec![span("t", &format!("s{i}"), None, i)]).await {
+            Ok(()) => accepted += 1,
+            Err(StoreError::Full) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(refused > 0, "a one-slot queue never filled");
+    assert_eq!(store.span_count().await.unwrap(), accepted);
+}
+
+#[test]
+fn corrupt_span_attributes_are_a_typed_error() {
+    let dir = TempDir::new("tw-store-spans-corrupt").unwrap();
+    let path = dir.path().join("t.db");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let store = Store::open(&path).unwrap();
+        store.append_spans(vec![span("t", "s", None, 1)]).await.unwrap();
+        store.flush().await.unwrap();
+    });
+    rusqlite::Connection::open(&path).unwrap().execute("UPDATE spans SET attributes = 'nope'", []).unwrap();
+    rt.block_on(async {
+        let store = Store::open(&path).unwrap();
+        assert!(matches!(store.spans().await, Err(StoreError::Corrupt(m)) if m.contains("t/s")));
+    });
+}

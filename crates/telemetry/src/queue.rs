@@ -85,7 +85,27 @@ impl<T> Queued<T> {
         &self.item
     }
 
+    /// Converts the item, keeping the queue span's start and parent: for an item that
+    /// moves from one queue to the next (decoded, routed) while waiting for the same
+    /// consumer.
+    ///
+    /// ```
+    /// use tracewire_telemetry::{Queued, Stage};
+    ///
+    /// let q = Queued::new(Stage::TerminalQueue, "42").map(|s| s.parse::<u64>());
+    /// assert_eq!(q.into_inner(), Ok(42));
+    /// ```
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Queued<U> {
+        Queued {
+            item: f(self.item),
+            #[cfg(feature = "instrument")]
+            meta: self.meta,
+        }
+    }
+
     /// Dequeues: emits the residence span (enqueue to now) and returns the item.
+    ///
+    /// (See also [`Queued::transpose`] for items that may turn out to be nothing.)
     pub fn into_inner(self) -> T {
         #[cfg(feature = "instrument")]
         if let Some(m) = self.meta {
@@ -103,6 +123,25 @@ impl<T> Queued<T> {
         #[cfg(not(feature = "instrument"))]
         let _ = attributes;
         self.item
+    }
+}
+
+impl<T> Queued<Option<T>> {
+    /// `Some` item stays queued (same span); `None` is dropped without a span.
+    ///
+    /// ```
+    /// use tracewire_telemetry::{Queued, Stage};
+    ///
+    /// assert!(Queued::new(Stage::TerminalQueue, "x").map(|s| s.parse::<u8>().ok()).transpose().is_none());
+    /// assert_eq!(Queued::new(Stage::TerminalQueue, Some(1)).transpose().map(Queued::into_inner), Some(1));
+    /// ```
+    pub fn transpose(self) -> Option<Queued<T>> {
+        let item = self.item?;
+        Some(Queued {
+            item,
+            #[cfg(feature = "instrument")]
+            meta: self.meta,
+        })
     }
 }
 

@@ -48,6 +48,8 @@ macro_rules! stages {
 stages! {
     /// The client's root span of one remote exec, from the call to the delivery of Exited.
     Exec = "exec", Client;
+    /// A client connecting to its server: TCP and HTTP/2, or relay attach and handshake.
+    RpcConnect = "rpc.connect", Client;
     /// A client's RPC call, from send to response.
     RpcCall = "rpc.call", Client;
     /// Residence of a request in the server's dispatch queue.
@@ -183,6 +185,7 @@ macro_rules! stage_span {
 #[macro_export]
 macro_rules! __stage_span {
     (@ Exec $($f:tt)*) => { $crate::__stage_span!(# "exec" $($f)*) };
+    (@ RpcConnect $($f:tt)*) => { $crate::__stage_span!(# "rpc.connect" $($f)*) };
     (@ RpcCall $($f:tt)*) => { $crate::__stage_span!(# "rpc.call" $($f)*) };
     (@ RpcQueue $($f:tt)*) => { $crate::__stage_span!(# "rpc.queue" $($f)*) };
     (@ RpcDispatch $($f:tt)*) => { $crate::__stage_span!(# "rpc.dispatch" $($f)*) };

@@ -75,6 +75,7 @@ fn every_stage_has_a_macro_arm_with_its_name() {
     harness();
     let seen = check_stage!(
         Exec,
+        RpcConnect,
         RpcCall,
         RpcQueue,
         RpcDispatch,

@@ -93,8 +93,17 @@ pub struct PixelStats {
     pub ink: f64,
 }
 
-/// Decodes a PNG and counts its colours and the share of non-background pixels.
-pub fn pixel_stats(png_path: &Path) -> Result<PixelStats, String> {
+/// A decoded image.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// Width and height.
+    pub size: (u32, u32),
+    /// Pixels as RGB, row by row.
+    pub rgb: Vec<[u8; 3]>,
+}
+
+/// Decodes a PNG.
+pub fn pixels(png_path: &Path) -> Result<Image, String> {
     let file = std::fs::File::open(png_path).map_err(|e| e.to_string())?;
     let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
@@ -102,14 +111,23 @@ pub fn pixel_stats(png_path: &Path) -> Result<PixelStats, String> {
     let mut buf = vec![0; reader.output_buffer_size().ok_or("PNG too large")?];
     let info = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
     let channels = info.color_type.samples();
+    let rgb = buf[..info.buffer_size()]
+        .chunks_exact(channels)
+        .map(|px| if channels >= 3 { [px[0], px[1], px[2]] } else { [px[0], px[0], px[0]] })
+        .collect();
+    Ok(Image { size: (info.width, info.height), rgb })
+}
+
+/// Decodes a PNG and counts its colours and the share of non-background pixels.
+pub fn pixel_stats(png_path: &Path) -> Result<PixelStats, String> {
+    let Image { size, rgb } = pixels(png_path)?;
     let mut counts: std::collections::HashMap<[u8; 3], u64> = std::collections::HashMap::new();
-    for px in buf[..info.buffer_size()].chunks_exact(channels) {
-        let rgb = if channels >= 3 { [px[0], px[1], px[2]] } else { [px[0], px[0], px[0]] };
-        *counts.entry(rgb).or_default() += 1;
+    for px in rgb {
+        *counts.entry(px).or_default() += 1;
     }
     let total: u64 = counts.values().sum();
     let background = counts.values().copied().max().unwrap_or(0);
     #[allow(clippy::cast_precision_loss)]
     let ink = if total == 0 { 0.0 } else { (total - background) as f64 / total as f64 };
-    Ok(PixelStats { size: (info.width, info.height), colours: counts.len(), ink })
+    Ok(PixelStats { size, colours: counts.len(), ink })
 }

@@ -1,0 +1,91 @@
+//! The report files and the terminal table, shared by `demo`, `collect` and `report`.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use tracewire_collector::{Slo, SpanRecord, Summary, analyze};
+
+/// The objectives from `--slo` flags and an `--slo-file`, in that order.
+pub(crate) fn load_slos(exprs: &[String], file: Option<&Path>) -> Result<Vec<Slo>> {
+    let mut slos = exprs.iter().map(|e| Slo::parse(e)).collect::<Result<Vec<_>, _>>()?;
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        slos.extend(Slo::parse_toml(&text).with_context(|| format!("in {}", path.display()))?);
+    }
+    Ok(slos)
+}
+
+/// Analyzes `spans`, writes `out/summary.json`, `out/report.html` and
+/// `out/traces.jaeger.json`, and returns the summary.
+pub(crate) fn write(out: &Path, spans: &[SpanRecord], slos: &[Slo]) -> Result<Summary> {
+    let summary = analyze(spans, slos);
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let files = [
+        ("summary.json", serde_json::to_string_pretty(&summary)?),
+        ("report.html", tracewire_collector::report::render_html(&summary, spans, slos)),
+        ("traces.jaeger.json", serde_json::to_string(&tracewire_collector::jaeger::to_jaeger(spans))?),
+    ];
+    for (name, body) in files {
+        let path = out.join(name);
+        std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(summary)
+}
+
+/// The exit status SLOs give: 3 when any fails.
+pub(crate) fn exit_code(summary: &Summary) -> i32 {
+    if summary.slos.iter().all(|s| s.pass) { 0 } else { 3 }
+}
+
+/// The stage table and a few lines on where the time went.
+pub(crate) fn print_table(summary: &Summary) {
+    println!("{} traces, {} spans, {} orphans", summary.traces, summary.spans, summary.orphans);
+    println!("{:<18} {:>6} {:>10} {:>10} {:>10} {:>10}", "stage", "count", "p50 ms", "p90 ms", "p99 ms", "max ms");
+    let mut stages = summary.stages.clone();
+    stages.sort_by(|a, b| b.stats.p50_ms.total_cmp(&a.stats.p50_ms));
+    for s in &stages {
+        let st = s.stats;
+        println!(
+            "{:<18} {:>6} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
+            s.stage, st.count, st.p50_ms, st.p90_ms, st.p99_ms, st.max_ms
+        );
+    }
+    println!("where the time went:");
+    println!(
+        "  end to end p50 {:.3} ms, p99 {:.3} ms; first output p50 {:.3} ms",
+        summary.e2e.p50_ms, summary.e2e.p99_ms, summary.first_output.p50_ms
+    );
+    let critical: Vec<String> =
+        summary.critical_path.iter().take(4).map(|c| format!("{} {:.1}%", c.stage, c.share * 100.0)).collect();
+    println!("  critical path: {}", critical.join(", "));
+    println!("  unattributed: {:.2}% of end-to-end time (goal < 2%)", summary.unattributed_fraction * 100.0);
+    for r in &summary.slos {
+        println!(
+            "  SLO {}: {:.3} ms, {:.1}% of traces over, {}",
+            r.expr,
+            r.value_ms,
+            r.violation_rate * 100.0,
+            if r.pass { "pass" } else { "FAIL" }
+        );
+    }
+}
+
+/// `tracewire report --db`: the report of the spans a `tracewire collect --db` stored.
+pub(crate) async fn from_db(db: &Path, slos: &[Slo], out: &Path) -> Result<i32> {
+    if !db.is_file() {
+        bail!("{}: no such database (write one with `tracewire collect --db {}`)", db.display(), db.display());
+    }
+    let t0 = Instant::now();
+    eprintln!("reading spans from {} ...", db.display());
+    let store = tracewire_store::Store::open(db).with_context(|| format!("opening {}", db.display()))?;
+    let spans = store.spans().await.with_context(|| format!("reading spans from {}", db.display()))?;
+    if spans.is_empty() {
+        bail!("{} holds no spans yet", db.display());
+    }
+    eprintln!("analyzing {} spans ...", spans.len());
+    let summary = write(out, &spans, slos)?;
+    print_table(&summary);
+    println!("wrote {0}/summary.json, {0}/report.html, {0}/traces.jaeger.json in {1:.2?}", out.display(), t0.elapsed());
+    Ok(exit_code(&summary))
+}

@@ -1,0 +1,78 @@
+//! report.html in a real browser (headless Debian chromium, installed by the test script):
+//! it renders, the charts and the SLO reference lines are in the DOM, and a screenshot is
+//! not blank.
+
+use std::collections::BTreeMap;
+
+use tracewire_collector::{Slo, SpanRecord, analyze, report::render_html};
+use tracewire_testkit::TempDir;
+use tracewire_testkit::browser::{dump_dom, pixel_stats, pixels, screenshot};
+
+const MS: i64 = 1_000_000;
+
+fn span(trace: usize, id: &str, parent: Option<&str>, stage: &str, start_ms: i64, end_ms: i64) -> SpanRecord {
+    SpanRecord {
+        trace_id: format!("{trace:032x}"),
+        span_id: id.into(),
+        parent_id: parent.map(Into::into),
+        name: stage.into(),
+        service: "demo".into(),
+        start_ns: start_ms * MS,
+        end_ns: end_ms * MS,
+        attributes: BTreeMap::from([("tracewire.stage".to_owned(), stage.to_owned())]),
+    }
+}
+
+/// Ten traces of `exec` > `rpc.call` > `process.spawn`, the i-th taking 10 + i ms.
+fn spans() -> Vec<SpanRecord> {
+    (0..10i64)
+        .flat_map(|i| {
+            let t = usize::try_from(i).unwrap();
+            let base = i * 100;
+            vec![
+                span(t, "a", None, "exec", base, base + 10 + i),
+                span(t, "b", Some("a"), "rpc.call", base + 1, base + 9 + i),
+                span(t, "c", Some("b"), "process.spawn", base + 2, base + 4),
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn the_report_renders_in_chromium_with_charts_and_slo_lines() {
+    let spans = spans();
+    let slos: Vec<Slo> = ["e2e.p99<=15ms", "rpc.call.p50<=5ms", "process.spawn.p90<=3ms"]
+        .iter()
+        .map(|e| Slo::parse(e).unwrap())
+        .collect();
+    let summary = analyze(&spans, &slos);
+    assert_eq!(summary.slos.iter().map(|s| s.pass).collect::<Vec<_>>(), [false, false, true]);
+    let dir = TempDir::new("tw-report-html").unwrap();
+    let page = dir.path().join("report.html");
+    std::fs::write(&page, render_html(&summary, &spans, &slos)).unwrap();
+    let url = format!("file://{}", page.display());
+
+    let dom = dump_dom(&url, 500).unwrap();
+    assert!(dom.contains("10 traces, 30 spans, 0 orphans"), "{dom}");
+    // Two bar charts (end to end, per stage) and two waterfalls (median, slowest).
+    assert_eq!(dom.matches(r#"<svg class="chart""#).count(), 2, "{dom}");
+    assert_eq!(dom.matches(r#"<svg class="waterfall""#).count(), 2, "{dom}");
+    // One red dashed line per SLO, each titled with its expression.
+    assert_eq!(dom.matches(r#"<line class="slo""#).count(), 3, "{dom}");
+    for slo in &slos {
+        assert!(dom.contains(&format!("<title>SLO {}</title>", slo.expr.replace('<', "&lt;"))), "{}", slo.expr);
+    }
+    assert!(dom.contains(r#"stroke="red""#) && dom.contains(r#"stroke-dasharray="4 3""#));
+    // The SLO table marks the two failures; the waterfalls mark the critical path.
+    assert_eq!(dom.matches(r#"<tr class="fail">"#).count(), 2);
+    assert!(dom.matches(r#"<rect class="critical""#).count() >= 6, "{dom}");
+
+    let png = dir.path().join("report.png");
+    screenshot(&url, &png, 1000, 1400, 500).unwrap();
+    let stats = pixel_stats(&png).unwrap();
+    assert_eq!(stats.size, (1000, 1400));
+    assert!(stats.ink > 0.02 && stats.colours > 20, "looks blank: {stats:?}");
+    // The SLO lines are drawn: pure red pixels are on the screen.
+    let red = pixels(&png).unwrap().rgb.iter().filter(|p| p[0] > 200 && p[1] < 60 && p[2] < 60).count();
+    assert!(red > 20, "no red SLO line pixels ({red})");
+}
