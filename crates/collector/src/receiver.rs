@@ -18,6 +18,7 @@ use axum::response::IntoResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
@@ -25,9 +26,13 @@ use crate::SpanRecord;
 
 /// Spans received, bounded: beyond the capacity the oldest are dropped (from memory) and
 /// counted. With a database, every acknowledged span is also persisted.
+///
+/// Memory keeps spans as they were decoded (moved, not copied) and turns them into
+/// [`SpanRecord`]s only when asked ([`SpanStore::snapshot`]): ingesting is decoding and
+/// queueing, nothing more.
 #[derive(Debug)]
 pub struct SpanStore {
-    spans: Mutex<VecDeque<SpanRecord>>,
+    spans: Mutex<VecDeque<Kept>>,
     capacity: usize,
     received: AtomicU64,
     dropped: AtomicU64,
@@ -57,34 +62,56 @@ fn text(v: &AnyValue) -> String {
     }
 }
 
+/// A span as decoded, with the service of the resource that sent it.
+#[derive(Debug)]
+struct Kept {
+    service: Arc<str>,
+    span: Span,
+}
+
+fn service_of(rs: &ResourceSpans) -> String {
+    rs.resource
+        .as_ref()
+        .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+        .and_then(|kv| kv.value.as_ref())
+        .map(text)
+        .unwrap_or_default()
+}
+
+fn record_of(service: &str, s: &Span) -> SpanRecord {
+    SpanRecord {
+        trace_id: hex(&s.trace_id),
+        span_id: hex(&s.span_id),
+        parent_id: (!s.parent_span_id.is_empty()).then(|| hex(&s.parent_span_id)),
+        name: s.name.clone(),
+        service: service.to_owned(),
+        start_ns: i64::try_from(s.start_time_unix_nano).unwrap_or(i64::MAX),
+        end_ns: i64::try_from(s.end_time_unix_nano).unwrap_or(i64::MAX),
+        attributes: s
+            .attributes
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.as_ref().map(text).unwrap_or_default()))
+            .collect(),
+    }
+}
+
 /// The spans of one OTLP export request.
 pub fn spans_of(request: &ExportTraceServiceRequest) -> Vec<SpanRecord> {
     let mut out = Vec::new();
     for rs in &request.resource_spans {
-        let service = rs
-            .resource
-            .as_ref()
-            .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-            .and_then(|kv| kv.value.as_ref())
-            .map(text)
-            .unwrap_or_default();
-        for ss in &rs.scope_spans {
-            for s in &ss.spans {
-                out.push(SpanRecord {
-                    trace_id: hex(&s.trace_id),
-                    span_id: hex(&s.span_id),
-                    parent_id: (!s.parent_span_id.is_empty()).then(|| hex(&s.parent_span_id)),
-                    name: s.name.clone(),
-                    service: service.clone(),
-                    start_ns: i64::try_from(s.start_time_unix_nano).unwrap_or(i64::MAX),
-                    end_ns: i64::try_from(s.end_time_unix_nano).unwrap_or(i64::MAX),
-                    attributes: s
-                        .attributes
-                        .iter()
-                        .map(|kv| (kv.key.clone(), kv.value.as_ref().map(text).unwrap_or_default()))
-                        .collect(),
-                });
-            }
+        let service = service_of(rs);
+        out.extend(rs.scope_spans.iter().flat_map(|ss| &ss.spans).map(|s| record_of(&service, s)));
+    }
+    out
+}
+
+/// The spans of a request, moved out of it.
+fn kept_of(request: ExportTraceServiceRequest) -> Vec<Kept> {
+    let mut out = Vec::new();
+    for rs in request.resource_spans {
+        let service: Arc<str> = service_of(&rs).into();
+        for ss in rs.scope_spans {
+            out.extend(ss.spans.into_iter().map(|span| Kept { service: Arc::clone(&service), span }));
         }
     }
     out
@@ -121,26 +148,28 @@ impl SpanStore {
     /// # Errors
     /// The database refused the batch (full past its wait bound, or closed); nothing was
     /// kept, the spans are counted in [`SpanStore::refused`], and the sender should retry.
-    pub async fn ingest(&self, request: &ExportTraceServiceRequest) -> Result<usize, tracewire_store::StoreError> {
-        let spans = spans_of(request);
-        let n = spans.len();
+    pub async fn ingest(&self, request: ExportTraceServiceRequest) -> Result<usize, tracewire_store::StoreError> {
         if let Some(db) = &self.db {
-            if let Err(e) = db.append_spans(spans.clone()).await {
+            let records = spans_of(&request);
+            let n = records.len();
+            if let Err(e) = db.append_spans(records).await {
                 self.refused.fetch_add(n as u64, Ordering::Relaxed);
                 return Err(e);
             }
         }
-        self.keep(spans);
+        let kept = kept_of(request);
+        let n = kept.len();
+        self.keep(kept);
         Ok(n)
     }
 
     /// Keeps the spans of a request in memory (not in the database; see
     /// [`SpanStore::ingest`]).
-    pub fn add(&self, request: &ExportTraceServiceRequest) {
-        self.keep(spans_of(request));
+    pub fn add(&self, request: ExportTraceServiceRequest) {
+        self.keep(kept_of(request));
     }
 
-    fn keep(&self, spans: Vec<SpanRecord>) {
+    fn keep(&self, spans: Vec<Kept>) {
         self.received.fetch_add(spans.len() as u64, Ordering::Relaxed);
         let Ok(mut store) = self.spans.lock() else { return };
         for s in spans {
@@ -152,9 +181,9 @@ impl SpanStore {
         }
     }
 
-    /// A copy of the spans kept.
+    /// The spans kept, as [`SpanRecord`]s.
     pub fn snapshot(&self) -> Vec<SpanRecord> {
-        self.spans.lock().map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        self.spans.lock().map(|s| s.iter().map(|k| record_of(&k.service, &k.span)).collect()).unwrap_or_default()
     }
 
     /// Spans received in all.
@@ -182,7 +211,7 @@ impl TraceService for Grpc {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        match self.0.ingest(request.get_ref()).await {
+        match self.0.ingest(request.into_inner()).await {
             Ok(_) => Ok(Response::new(ExportTraceServiceResponse { partial_success: None })),
             Err(e) => Err(Status::unavailable(format!("the span database cannot take this batch now ({e}); retry"))),
         }
@@ -245,7 +274,7 @@ async fn http_export(
     };
     match request {
         Ok(r) => {
-            if let Err(e) = store.ingest(&r).await {
+            if let Err(e) = store.ingest(r).await {
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
                     [(header::RETRY_AFTER, "1")],

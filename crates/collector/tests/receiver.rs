@@ -207,7 +207,7 @@ async fn otlp_json_is_accepted_and_garbage_is_a_400() {
 #[test]
 fn the_store_is_bounded_and_counts_what_it_drops() {
     let store = SpanStore::new(3);
-    store.add(&request(1, 5));
+    store.add(request(1, 5));
     assert_eq!((store.received(), store.dropped(), store.snapshot().len()), (5, 2, 3));
     assert_eq!(store.snapshot()[0].name, "s2", "the oldest are dropped");
 }

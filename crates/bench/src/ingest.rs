@@ -1,25 +1,11 @@
 //! Collector ingest: spans per second that tracewire's embedded OTLP/gRPC receiver accepts,
 //! against rotel-agent (blackhole exporter: it decodes and drops) on the same machine, in
 //! the same run, with the same load: 4 concurrent senders of 512-span requests (6
-//! attributes per span, as tracewire's stage spans carry) over loopback, for 3 s each after
-//! a warm-up. Each receiver runs on its own 2 worker threads (rotel-agent in its own
-//! process); the sender shares the 2 cores with it, as a co-located collector would.
-//!
-//! Run: `cargo bench -p tracewire-benches --bench ingest` (needs rotel-agent:
-//! `./scripts/setup-test-deps.sh`).
-//!
-//! Latest results, 2026-11-23, 2-core AMD EPYC VM (another build running), rustc 1.95,
-//! rotel-agent 0.0.1-alpha10:
-//!
-//! | receiver                                  | spans/s |
-//! |-------------------------------------------|---------|
-//! | tracewire (decode, convert, keep in memory) | 247,600 |
-//! | rotel-agent (decode, blackhole exporter)  | 395,100 |
-//!
-//! Ratio 0.63x (goal >= 1.0, issue [8/9]: not met). tracewire turns every span into owned
-//! strings (ids as hex, attributes as a map) and keeps it; rotel-agent drops it after
-//! decoding. Byte-table hex encoding took it from 220,400 (0.60x).
+//! attributes per span, as tracewire's stage spans carry) over loopback, alternating, best
+//! of two rounds each. Each receiver runs on its own 2 worker threads (rotel-agent in its
+//! own process); the senders share the 2 cores with it, as a co-located collector would.
 
+use anyhow::Result;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +17,8 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use tracewire_collector::receiver::{SpanStore, bind, serve_grpc};
+
+use crate::{Row, Scale};
 
 const BATCH: usize = 512;
 const SENDERS: usize = 4;
@@ -74,48 +62,49 @@ fn request(seed: u64) -> ExportTraceServiceRequest {
 }
 
 /// Spans per second acknowledged by the receiver at `endpoint`.
-fn load(rt: &tokio::runtime::Runtime, endpoint: &str, seconds: f64) -> f64 {
+fn load(rt: &tokio::runtime::Runtime, endpoint: &str, seconds: f64) -> Result<f64> {
     rt.block_on(async {
         let sent = Arc::new(AtomicU64::new(0));
         let deadline = Instant::now() + Duration::from_secs_f64(seconds);
         let t0 = Instant::now();
         let mut tasks = Vec::new();
         for s in 0..SENDERS {
-            let mut client = TraceServiceClient::connect(endpoint.to_owned()).await.expect("connect");
+            let mut client = TraceServiceClient::connect(endpoint.to_owned()).await?;
             client = client.max_decoding_message_size(64 << 20);
             let sent = Arc::clone(&sent);
             let req = request(s as u64);
             tasks.push(tokio::spawn(async move {
                 while Instant::now() < deadline {
-                    client.export(req.clone()).await.expect("export");
+                    client.export(req.clone()).await?;
                     sent.fetch_add(BATCH as u64, Ordering::Relaxed);
                 }
+                Ok::<_, tonic::Status>(())
             }));
         }
         for t in tasks {
-            t.await.expect("sender");
+            t.await??;
         }
         #[allow(clippy::cast_precision_loss)]
         let rate = sent.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
-        rate
+        Ok(rate)
     })
 }
 
-fn main() {
-    let client_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
+    let client_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
 
     // tracewire's receiver, on its own runtime.
-    let server_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let server_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let store = Arc::new(SpanStore::new(500_000));
     let ours = server_rt.block_on(async {
-        let (listener, addr) = bind("127.0.0.1:0".parse().expect("addr")).await.expect("bind");
+        let (listener, addr) = bind("127.0.0.1:0".parse()?).await?;
         tokio::spawn(serve_grpc(listener, Arc::clone(&store), std::future::pending()));
-        format!("http://{addr}")
-    });
+        anyhow::Ok(format!("http://{addr}"))
+    })?;
 
     // rotel-agent, in its own process, stopped by its pid.
-    let agent = tracewire_testkit::rotel_agent().expect("rotel-agent (run ./scripts/setup-test-deps.sh)");
-    let dir = tracewire_testkit::TempDir::new("tw-ingest-bench").expect("tmp");
+    let agent = tracewire_testkit::rotel_agent().map_err(|e| anyhow::anyhow!("rotel-agent: {e}"))?;
+    let dir = tracewire_testkit::TempDir::new("tw-ingest-bench")?;
     let (gp, hp) = (tracewire_testkit::free_port(), tracewire_testkit::free_port());
     let mut rotel = Command::new(agent)
         .args(["start", "--otlp-grpc-endpoint", &format!("127.0.0.1:{gp}")])
@@ -124,30 +113,35 @@ fn main() {
         .arg(dir.path().join("rotel.pid"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .expect("start rotel-agent");
-    let theirs = format!("http://127.0.0.1:{gp}");
-    let ready = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", gp)).is_err() {
-        assert!(Instant::now() < ready, "rotel-agent did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-
-    let quick = std::env::args().any(|a| a == "--quick");
-    let seconds = if quick { 1.0 } else { 3.0 };
-    load(&client_rt, &ours, 0.5);
-    load(&client_rt, &theirs, 0.5);
-    // Alternate, twice each, and keep each side's best.
-    let (mut a, mut b) = (0.0f64, 0.0f64);
-    for _ in 0..2 {
-        a = a.max(load(&client_rt, &ours, seconds));
-        b = b.max(load(&client_rt, &theirs, seconds));
-    }
+        .spawn()?;
+    let result = (|| {
+        let theirs = format!("http://127.0.0.1:{gp}");
+        let ready = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", gp)).is_err() {
+            anyhow::ensure!(Instant::now() < ready, "rotel-agent did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let seconds = scale.pick(1.0, 3.0);
+        load(&client_rt, &ours, 0.3)?;
+        load(&client_rt, &theirs, 0.3)?;
+        // Alternate, twice each, and keep each side's best.
+        let (mut a, mut b) = (0.0f64, 0.0f64);
+        for _ in 0..2 {
+            a = a.max(load(&client_rt, &ours, seconds)?);
+            b = b.max(load(&client_rt, &theirs, seconds)?);
+        }
+        anyhow::ensure!(store.received() > 0, "the receiver kept nothing");
+        Ok((a, b))
+    })();
     let _ = rotel.kill();
     let _ = rotel.wait();
-    assert!(store.received() > 0, "the receiver kept nothing");
-    println!("collector ingest (OTLP/gRPC, {SENDERS} senders x {BATCH}-span requests)");
-    println!("  tracewire receiver   {a:>12.0} spans/s");
-    println!("  rotel-agent          {b:>12.0} spans/s");
-    println!("  ratio                {:>12.2}x (goal >= 1.0)", a / b);
+    let (a, b) = result?;
+    Ok(vec![Row::higher_is_better(
+        "collector_ingest",
+        a,
+        b,
+        "spans/s",
+        1.0,
+        &format!("peer = rotel-agent (blackhole exporter); OTLP/gRPC, {SENDERS} senders x {BATCH}-span requests"),
+    )])
 }

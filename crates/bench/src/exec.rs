@@ -1,0 +1,154 @@
+//! Remote exec of `true`: direct gRPC and via the relay, with tracing on and off, against a
+//! local spawn+wait. All variants interleave run by run, so they share the machine state.
+//! "Tracing on" is the full instrumentation of client, server and relay exporting through
+//! tracewire's pipeline (to a counting no-op exporter, so that what is measured is
+//! tracewire's cost, not a collector's); "off" has no subscriber and a no-op tracer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tracewire_exec::{ExecClient, ExecConfig, ExecServer, Start};
+use tracewire_relay::{Keypair, RelayConfig, RelayEndpoint, RelayServer};
+use tracewire_rpc::grpc::{Address, BoundServer};
+use tracewire_rpc::{Client, ClientConfig, ServerConfig};
+use tracewire_telemetry::{Config, Pipeline};
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt;
+
+use crate::spans::CountingExporter;
+use crate::{Row, Scale, percentile};
+
+static TRACING: AtomicBool = AtomicBool::new(false);
+
+/// Lets spans through only while [`TRACING`] is on (asked per span, never cached).
+struct Toggle;
+
+impl<S> tracing_subscriber::layer::Filter<S> for Toggle {
+    fn enabled(&self, _meta: &tracing::Metadata<'_>, _cx: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+        TRACING.load(Ordering::Relaxed)
+    }
+
+    fn callsite_enabled(&self, _meta: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+}
+
+fn set_tracing(on: bool, pipeline: &Pipeline) {
+    TRACING.store(on, Ordering::Relaxed);
+    if on {
+        opentelemetry::global::set_tracer_provider(pipeline.provider().clone());
+    } else {
+        opentelemetry::global::set_tracer_provider(opentelemetry::trace::noop::NoopTracerProvider::new());
+    }
+}
+
+fn argv(a: &[&str]) -> Start {
+    Start { argv: a.iter().map(|s| (*s).to_owned()).collect(), ..Start::default() }
+}
+
+fn ms(mut v: Vec<Duration>) -> f64 {
+    percentile(&mut v, 500).as_secs_f64() * 1e3
+}
+
+pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
+    let runs = scale.pick(150, 500);
+    let delivered = Arc::new(AtomicU64::new(0));
+    let exporter = CountingExporter(Arc::clone(&delivered));
+    let mut config = Config::default();
+    config.batch.max_queue_size = 65_536;
+    let pipeline = Pipeline::with_exporter(&config, Box::new(move || Ok(exporter.clone())))?;
+    let subscriber = tracing_subscriber::registry().with(pipeline.layer().with_filter(Toggle));
+    tracing::subscriber::set_global_default(subscriber).context("a global subscriber is already set")?;
+    set_tracing(false, &pipeline);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let samples = rt.block_on(async {
+        let (listener, relay_addr) = RelayServer::bind("127.0.0.1:0".parse()?).await?;
+        tokio::spawn(RelayServer::new(RelayConfig::default()).serve(listener, std::future::pending()));
+        let bound = BoundServer::bind(&"127.0.0.1:0".parse::<Address>()?).await?;
+        let direct_addr = bound.local_address().to_string();
+        tokio::spawn(bound.run(
+            Arc::new(ExecServer::new(ExecConfig::default())),
+            ServerConfig::default(),
+            std::future::pending(),
+        ));
+        let direct = ExecClient::connect(&direct_addr).await?;
+        let mut ep = RelayEndpoint::new(relay_addr.to_string(), "bench-exec");
+        ep.expose_traceparent = true;
+        let kp = Keypair::generate()?;
+        let key = kp.public;
+        tokio::spawn(tracewire_relay::serve_via_relay(
+            ep.clone(),
+            kp,
+            Arc::new(ExecServer::new(ExecConfig::default())),
+            ServerConfig::default(),
+            std::future::pending(),
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let relayed = ExecClient::new(Client::new(tracewire_relay::connect(&ep, &key).await?, ClientConfig::default()));
+        let mut s: [Vec<Duration>; 5] = Default::default();
+        for i in 0..runs + 20 {
+            let mut one = [Duration::ZERO; 5];
+            let t0 = Instant::now();
+            tokio::process::Command::new("true").status().await?;
+            one[0] = t0.elapsed();
+            for (k, on) in [(1, false), (2, false), (3, true), (4, true)] {
+                set_tracing(on, &pipeline);
+                let client = if k % 2 == 1 { &direct } else { &relayed };
+                let t0 = Instant::now();
+                let root = tracewire_telemetry::stage_span!(Exec);
+                let out = tracing::Instrument::instrument(
+                    async { client.start(argv(&["true"])).await?.wait_with_output().await },
+                    root,
+                )
+                .await?;
+                one[k] = t0.elapsed();
+                anyhow::ensure!(out.status.code == Some(0), "`true` failed: {:?}", out.status);
+            }
+            set_tracing(false, &pipeline);
+            if i >= 20 {
+                for (k, d) in one.into_iter().enumerate() {
+                    s[k].push(d);
+                }
+            }
+        }
+        anyhow::Ok(s)
+    })?;
+    set_tracing(false, &pipeline);
+    drop(rt);
+    let stats = pipeline.shutdown().or_else(tracewire_telemetry::Error::into_stats)?;
+    let [local, direct_off, relay_off, direct_on, relay_on] = samples.map(ms);
+    let vs_local = |name: &str, ours: f64, note: &str| {
+        let mut r = Row::lower_is_better(name, ours, local, "ms p50", 1.0 / 1.5, note);
+        r.goal = "<= 1.5x local".into();
+        r
+    };
+    let overhead = |name: &str, on: f64, off: f64| {
+        let mut r = Row::lower_is_better(
+            name,
+            on,
+            off,
+            "ms p50",
+            0.97,
+            &format!(
+                "peer = the same with tracing off; {} spans exported, {} dropped",
+                stats.exported,
+                stats.dropped()
+            ),
+        );
+        r.goal = "on <= 3% slower".into();
+        r
+    };
+    Ok(vec![
+        vs_local("remote_exec.direct_vs_local", direct_off, "peer = local spawn+wait of `true`; tracing off"),
+        vs_local(
+            "remote_exec.relay_vs_local",
+            relay_off,
+            "peer = local spawn+wait; through the Noise relay; tracing off",
+        ),
+        overhead("remote_exec.direct_tracing_on_vs_off", direct_on, direct_off),
+        overhead("remote_exec.relay_tracing_on_vs_off", relay_on, relay_off),
+    ])
+}

@@ -1,0 +1,216 @@
+//! The cost of one stage span on the emitting thread, exported through a batch pipeline to
+//! a no-op exporter: tracewire's `stage_span!` with its bounded processor, a plain tracing +
+//! tracing-opentelemetry set-up (default layer settings, the SDK's batch processor), and
+//! fastrace (a root span per iteration, a no-op reporter). And the emit path with the
+//! collector down.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter};
+use tracewire_telemetry::{Config, Pipeline, stage_span};
+use tracing_subscriber::layer::SubscriberExt;
+
+use crate::{Row, Scale, percentile};
+
+/// Counts what it is given and drops it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CountingExporter(pub(crate) Arc<AtomicU64>);
+
+impl SpanExporter for CountingExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        black_box(batch);
+        Ok(())
+    }
+}
+
+/// A collector that is down: every export tries to connect to a closed port and fails.
+#[derive(Debug, Clone)]
+struct DownExporter(u16);
+
+impl SpanExporter for DownExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        drop(batch);
+        match std::net::TcpStream::connect(("127.0.0.1", self.0)) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(OTelSdkError::InternalFailure(e.to_string())),
+        }
+    }
+}
+
+/// fastrace's global reporter (set once per process): counts what it is given.
+pub(crate) fn fastrace_reported() -> &'static AtomicU64 {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    static INIT: std::sync::Once = std::sync::Once::new();
+    struct Counting;
+    impl fastrace::collector::Reporter for Counting {
+        fn report(&mut self, spans: Vec<fastrace::collector::SpanRecord>) {
+            COUNT.fetch_add(spans.len() as u64, Ordering::Relaxed);
+        }
+    }
+    INIT.call_once(|| fastrace::set_reporter(Counting, fastrace::collector::Config::default()));
+    &COUNT
+}
+
+/// The tracing-opentelemetry set-up a user would write: default layer, SDK batch processor.
+pub(crate) fn sdk_provider(exporter: impl SpanExporter + 'static) -> SdkTracerProvider {
+    SdkTracerProvider::builder().with_span_processor(BatchSpanProcessor::builder(exporter).build()).build()
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn per_span_ns(n: u64, d: Duration) -> f64 {
+    d.as_nanos() as f64 / n as f64
+}
+
+/// Best (lowest) per-span time of `rounds` rounds of `n` spans.
+fn best_of(rounds: usize, n: u64, mut f: impl FnMut()) -> f64 {
+    (0..rounds)
+        .map(|_| {
+            let t0 = Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            per_span_ns(n, t0.elapsed())
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
+    let n: u64 = scale.pick(100_000, 500_000);
+    let rounds = scale.pick(3, 5);
+
+    // tracewire.
+    let mut config = Config::default();
+    config.batch.max_queue_size = 65_536;
+    let delivered = Arc::new(AtomicU64::new(0));
+    let exporter = CountingExporter(Arc::clone(&delivered));
+    let pipeline = Pipeline::with_exporter(&config, Box::new(move || Ok(exporter.clone())))?;
+    let subscriber = tracing_subscriber::registry().with(pipeline.layer());
+    let ours = tracing::subscriber::with_default(subscriber, || {
+        best_of(rounds, n, || {
+            let span = stage_span!(ProcessSpawn, process.pid = black_box(42u32));
+            let _e = span.enter();
+        })
+    });
+    let stats = pipeline.shutdown().or_else(tracewire_telemetry::Error::into_stats)?;
+    if stats.exported + stats.dropped() != stats.emitted || stats.exported != delivered.load(Ordering::Relaxed) {
+        bail!("tracewire lost spans without counting them: {stats:?}");
+    }
+
+    // tracing + tracing-opentelemetry defaults.
+    let provider = sdk_provider(CountingExporter::default());
+    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"));
+    let subscriber = tracing_subscriber::registry().with(layer);
+    let tracing_otel = tracing::subscriber::with_default(subscriber, || {
+        best_of(rounds, n, || {
+            let span = tracing::info_span!("process.spawn", process.pid = black_box(42u32));
+            let _e = span.enter();
+        })
+    });
+    let _ = provider.shutdown();
+
+    // fastrace.
+    let reported = fastrace_reported();
+    let before = reported.load(Ordering::Relaxed);
+    let fast = best_of(rounds, n, || {
+        let span = fastrace::Span::root("process.spawn", fastrace::collector::SpanContext::random())
+            .with_property(|| ("process.pid", "42"));
+        black_box(&span);
+    });
+    fastrace::flush();
+    let fast_delivered = reported.load(Ordering::Relaxed) - before;
+
+    let total = n * rounds as u64;
+    Ok(vec![
+        Row::lower_is_better(
+            "stage_span.vs_tracing_opentelemetry",
+            ours,
+            tracing_otel,
+            "ns/span",
+            3.0,
+            &format!(
+                "tracing + tracing-opentelemetry defaults + SDK batch; tracewire delivered {} of {} ({} dropped, counted)",
+                stats.exported,
+                stats.emitted,
+                stats.dropped()
+            ),
+        ),
+        Row::lower_is_better(
+            "stage_span.vs_fastrace",
+            ours,
+            fast,
+            "ns/span",
+            1.0,
+            &format!("fastrace root span + property; fastrace reported {fast_delivered} of {total}"),
+        ),
+    ])
+}
+
+pub(crate) fn run_collector_down(scale: Scale) -> Result<Vec<Row>> {
+    let n = scale.pick(100_000, 200_000);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    // tracewire: the real OTLP/gRPC exporter, pointed at a closed port.
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let config = Config::from_vars([
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+    ])?;
+    let pipeline = Pipeline::new(&config)?;
+    let subscriber = tracing_subscriber::registry().with(pipeline.layer());
+    let mut ours = Vec::with_capacity(n);
+    tracing::subscriber::with_default(subscriber, || {
+        for i in 0..n + 10_000 {
+            let t0 = Instant::now();
+            {
+                let _s = stage_span!(TerminalDeliver, tracewire.bytes = i as u64).entered();
+            }
+            if i >= 10_000 {
+                ours.push(t0.elapsed());
+            }
+        }
+    });
+    let stats = pipeline.shutdown().or_else(tracewire_telemetry::Error::into_stats)?;
+    if stats.exported + stats.dropped() != stats.emitted {
+        bail!("tracewire lost spans without counting them: {stats:?}");
+    }
+    // The peer: tracing-opentelemetry defaults, SDK batch processor, exports failing.
+    let provider = sdk_provider(DownExporter(port));
+    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"));
+    let subscriber = tracing_subscriber::registry().with(layer);
+    let mut peer = Vec::with_capacity(n);
+    tracing::subscriber::with_default(subscriber, || {
+        for i in 0..n + 10_000 {
+            let t0 = Instant::now();
+            {
+                let _s = tracing::info_span!("terminal.deliver", tracewire.bytes = i as u64).entered();
+            }
+            if i >= 10_000 {
+                peer.push(t0.elapsed());
+            }
+        }
+    });
+    let _ = provider.shutdown_with_timeout(Duration::from_secs(2));
+    let ns = |d: Duration| d.as_secs_f64() * 1e9;
+    let (o50, o99) = (ns(percentile(&mut ours, 500)), ns(percentile(&mut ours, 990)));
+    let (p50, p99) = (ns(percentile(&mut peer, 500)), ns(percentile(&mut peer, 990)));
+    let mut row = Row::lower_is_better(
+        "emit_collector_down.p99",
+        o99,
+        p99,
+        "ns/span",
+        0.0,
+        &format!(
+            "p50 {o50:.0} vs {p50:.0} ns; peer: tracing-opentelemetry + SDK batch, exports failing; all {} spans counted",
+            stats.emitted
+        ),
+    );
+    row.goal = "p99 < 1000 ns".into();
+    row.met = o99 < 1000.0;
+    Ok(vec![row])
+}
