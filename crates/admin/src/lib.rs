@@ -98,19 +98,19 @@ pub enum AdminError {
     #[error("the admin token is empty")]
     EmptyToken,
     /// The token file cannot be read.
-    #[error("cannot read the admin token file {}: {source}", path.display())]
+    #[error("cannot read the admin token file {}", path.display())]
     TokenFile {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// Why (the error's source).
         source: std::io::Error,
     },
     /// The address cannot be bound.
-    #[error("cannot bind the admin listener on {addr}: {source}")]
+    #[error("cannot bind the admin listener on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// Why.
+        /// Why (the error's source).
         source: std::io::Error,
     },
     /// The listener failed while serving.

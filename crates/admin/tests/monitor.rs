@@ -13,7 +13,10 @@ use common::{exec, worker};
 
 /// Readings the test sets before each sample; pids without one are "gone".
 #[derive(Clone, Default)]
-struct Script(Arc<Mutex<(Option<Instant>, HashMap<u32, ProcessReading>)>>);
+struct Script(Arc<Mutex<Readings>>);
+
+/// When the next sample is taken, and what it reads.
+type Readings = (Option<Instant>, HashMap<u32, ProcessReading>);
 
 impl Script {
     fn set(&self, at: Instant, readings: &[(u32, ProcessReading)]) {
@@ -115,38 +118,38 @@ fn sorted(pids: &[u32]) -> Vec<u32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_children_busy_loop_sleeper_and_idle_past_the_ttl() {
-    let e = exec().await;
-    let busy = e.start(&["sh", "-c", "while :; do :; done"]).await;
-    let sleeper = e.start(&["sleep", "30"]).await;
-    let talker = e.start(&["sh", "-c", "while :; do echo tick; sleep 0.1; done"]).await;
+    let ex = exec().await;
+    let busy = ex.start(&["sh", "-c", "while :; do :; done"]).await;
+    let sleeper = ex.start(&["sleep", "30"]).await;
+    let talker = ex.start(&["sh", "-c", "while :; do echo tick; sleep 0.1; done"]).await;
     let mut config = AdminConfig::default();
     config.reap_ttl = Duration::from_secs(1);
-    let mut monitor = Monitor::new(Arc::clone(&e.server), config);
+    let mut monitor = Monitor::new(Arc::clone(&ex.server), config);
     let first = tokio::task::block_in_place(|| monitor.refresh());
     assert!(first.workers.iter().all(|w| w.cpu_percent.is_none()));
     assert!(first.workers.iter().all(|w| w.rss_bytes.is_some_and(|r| r > 0)), "{first:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let m = tokio::task::block_in_place(|| monitor.refresh());
     let row = |pid: u32| m.workers.iter().find(|w| w.pid == pid).unwrap();
-    let (b, s, t) = (row(busy.pid), row(sleeper.pid), row(talker.pid));
+    let (bw, sw, tw) = (row(busy.pid), row(sleeper.pid), row(talker.pid));
     eprintln!(
         "busy loop {:?}%, sleep {:?}%, talker {:?}%, server {:?}%",
-        b.cpu_percent, s.cpu_percent, t.cpu_percent, m.server.cpu_percent
+        bw.cpu_percent, sw.cpu_percent, tw.cpu_percent, m.server.cpu_percent
     );
-    assert!(b.cpu_percent.unwrap() > 50.0, "{b:?}");
-    assert!(b.busy);
-    assert!(s.cpu_percent.unwrap() < 5.0, "{s:?}");
-    assert!(!s.busy);
+    assert!(bw.cpu_percent.unwrap() > 50.0, "{bw:?}");
+    assert!(bw.busy);
+    assert!(sw.cpu_percent.unwrap() < 5.0, "{sw:?}");
+    assert!(!sw.busy);
     // Neither the sleeper nor the busy loop wrote anything for 2 s > the 1 s TTL; the
     // talker writes every 0.1 s.
-    assert!(s.idle_seconds >= 2.0, "{s:?}");
-    assert!(s.zombie && b.zombie, "{s:?} {b:?}");
-    assert_eq!(s.zombie_reason, Some(ZombieReason::IdlePastTtl));
-    assert!(!t.zombie && t.idle_seconds < 1.0, "{t:?}");
+    assert!(sw.idle_seconds >= 2.0, "{sw:?}");
+    assert!(sw.zombie && bw.zombie, "{sw:?} {bw:?}");
+    assert_eq!(sw.zombie_reason, Some(ZombieReason::IdlePastTtl));
+    assert!(!tw.zombie && tw.idle_seconds < 1.0, "{tw:?}");
     assert!(m.server.tokio_tasks_alive.is_some_and(|n| n > 0));
     assert_eq!((m.server.connections, m.server.subscribers, m.server.processes), (1, 1, 3));
     for p in [busy, sleeper, talker] {
-        e.client.kill(p.process_id).await.unwrap();
+        ex.client.kill(p.process_id).await.unwrap();
         p.wait_with_output().await.unwrap();
     }
     // Gone: the next sample drops them from the table and the cache.
