@@ -42,7 +42,9 @@ pub trait Handler: Send + Sync + 'static {
     /// of the caller's context. An `Err` becomes an error response.
     fn handle(&self, request: Request, conn: &Connection) -> impl Future<Output = Result<Response, RpcError>> + Send;
 
-    /// Called once when a connection starts, before its first request.
+    /// Called once when a connection starts, before its first request. A handler that
+    /// keeps a clone of `conn` must drop it in [`Handler::disconnected`]: the connection's
+    /// writer (and so [`serve`]) ends only once every clone is gone.
     fn connected(&self, conn: &Connection) {
         let _ = conn;
     }
