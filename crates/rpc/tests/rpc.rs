@@ -155,8 +155,11 @@ impl Handler for Gate {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_announced_and_the_dispatch_queue_depth_is_visible() {
-    let gate =
-        Arc::new(Gate { open: tokio::sync::Semaphore::new(0), conns: Default::default(), ended: AtomicUsize::new(0) });
+    let gate = Arc::new(Gate {
+        open: tokio::sync::Semaphore::new(0),
+        conns: std::sync::Mutex::default(),
+        ended: AtomicUsize::new(0),
+    });
     let (c, s) = link_pair(16);
     let mut config = ServerConfig::default();
     config.workers = 1;
