@@ -4,6 +4,10 @@
 //! Chromium cannot add an `Authorization` header to a page load by itself, so it goes
 //! through a loopback proxy (test-only, below) that adds the header to every request it
 //! forwards — as an authenticating reverse proxy would in front of the admin listener.
+//!
+//! The page is what is tested here, not the measurement (`monitor.rs` checks real CPU%):
+//! the sampler pins the busy loop at 100 % so that chromium competing for the cores
+//! cannot change which row is highlighted.
 
 mod common;
 
@@ -12,11 +16,29 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use tracewire_admin::AdminConfig;
+use std::sync::Arc;
+use std::time::Instant;
+use tracewire_admin::{AdminConfig, Monitor, ProcessReading, Sample, Sampler, SysinfoSampler};
 use tracewire_testkit::TempDir;
 use tracewire_testkit::browser::{dump_dom, pixel_stats, screenshot};
 
-use common::{TOKEN, admin, exec, http, metrics_until, worker};
+use common::{TOKEN, admin_with, exec, http, metrics_until, worker};
+
+/// Real readings, except that `busy` used one core since `t0`.
+struct Pinned {
+    real: SysinfoSampler,
+    t0: Instant,
+    busy: u32,
+}
+
+impl Sampler for Pinned {
+    fn sample(&mut self, pids: &[u32]) -> Sample {
+        let mut sample = self.real.sample(pids);
+        let rss = sample.processes.get(&self.busy).map_or(1 << 20, |r| r.rss_bytes);
+        sample.processes.insert(self.busy, ProcessReading::new(sample.at - self.t0, rss));
+        sample
+    }
+}
 
 async fn forward(State(upstream): State<String>, request: Request) -> Response {
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
@@ -39,10 +61,8 @@ async fn dashboard_renders_rows_refreshes_and_is_not_blank() {
     let mut config = AdminConfig::default();
     config.sample_interval = Duration::from_millis(500);
     config.reap_ttl = Duration::from_secs(1);
-    // Chromium competes with the busy loop for the machine's cores while the page loads:
-    // a low threshold keeps "busy" true for it (it stays near 0 for the others).
-    config.busy_cpu_percent = 10.0;
-    let (upstream, _stop) = admin(&e, config).await;
+    let sampler = Pinned { real: SysinfoSampler::new(), t0: Instant::now(), busy: busy.pid };
+    let (upstream, _stop) = admin_with(Monitor::with_sampler(Arc::clone(&e.server), config, sampler)).await;
     // Wait until the monitor sees the busy loop busy and the sleeper idle past the TTL.
     metrics_until(&upstream, Duration::from_secs(30), |v| {
         worker(v, busy.pid).is_some_and(|w| w["busy"] == true)

@@ -58,9 +58,13 @@ impl Exec {
 
 /// An admin listener for `exec` on 127.0.0.1:0; returns its base URL.
 pub(crate) async fn admin(exec: &Exec, config: AdminConfig) -> (String, Stop) {
+    admin_with(Monitor::new(Arc::clone(&exec.server), config)).await
+}
+
+/// An admin listener on 127.0.0.1:0 sampling with `monitor`; returns its base URL.
+pub(crate) async fn admin_with(monitor: Monitor) -> (String, Stop) {
     let server = AdminServer::bind("127.0.0.1:0".parse().unwrap(), Some(Token::new(TOKEN).unwrap())).await.unwrap();
     let url = format!("http://{}", server.local_addr());
-    let monitor = Monitor::new(Arc::clone(&exec.server), config);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         server
