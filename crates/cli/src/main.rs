@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! tracewire exec-server --listen 127.0.0.1:7070          # or --listen unix:/path/to.sock
+//! tracewire exec-server --admin 127.0.0.1:7090 --admin-token-file admin.token   # + dashboard
 //! tracewire exec --server 127.0.0.1:7070 [--print-trace-id] -- CMD [ARGS...]
 //!
 //! tracewire keygen --out server.key                      # server.key (0600) + server.key.pub
@@ -62,6 +63,8 @@ enum Command {
         /// Persist process history in this SQLite file (answers `List`).
         #[arg(long)]
         db: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// The main job: an embedded collector, a relay, an exec-server and a client in one
     /// process; runs N remote execs, then says where the time went and writes
@@ -184,6 +187,53 @@ impl SloArgs {
     }
 }
 
+/// The admin listener (worker dashboard, metrics, profiles); off unless --admin is given.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Serve the admin routes (dashboard at /metrics, /api/metrics, Prometheus, CPU
+    /// profiles) on HOST:PORT. Needs a token: --admin-token-file or TRACEWIRE_ADMIN_TOKEN.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
+    /// A file holding the admin token (a trailing newline is ignored). Without it, the
+    /// token is read from TRACEWIRE_ADMIN_TOKEN.
+    #[arg(long, value_name = "PATH", requires = "admin")]
+    admin_token_file: Option<std::path::PathBuf>,
+    /// Flag a worker as a zombie after this many seconds without output.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    reap_ttl: u64,
+}
+
+impl AdminArgs {
+    /// Binds the admin listener when asked for (before anything else starts, so a missing
+    /// token stops the server at once).
+    async fn bind(&self) -> Result<Option<tracewire_admin::AdminServer>> {
+        let Some(addr) = &self.admin else { return Ok(None) };
+        let addr: std::net::SocketAddr = addr.parse().with_context(|| format!("--admin {addr:?} is not HOST:PORT"))?;
+        let token = match (&self.admin_token_file, std::env::var("TRACEWIRE_ADMIN_TOKEN")) {
+            (Some(path), _) => Some(tracewire_admin::Token::from_file(path)?),
+            (None, Ok(t)) => Some(tracewire_admin::Token::new(&t).context("TRACEWIRE_ADMIN_TOKEN")?),
+            (None, Err(_)) => None,
+        };
+        let server = match tracewire_admin::AdminServer::bind(addr, token).await {
+            Ok(server) => server,
+            Err(e @ tracewire_admin::AdminError::TokenRequired { .. }) => {
+                bail!("{e}; give --admin-token-file PATH or set TRACEWIRE_ADMIN_TOKEN")
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // Tests and scripts read this line to learn the bound address (port 0 works).
+        println!("admin listening on {}", server.local_addr());
+        std::io::stdout().flush()?;
+        Ok(Some(server))
+    }
+
+    fn config(&self) -> tracewire_admin::AdminConfig {
+        let mut config = tracewire_admin::AdminConfig::default();
+        config.reap_ttl = std::time::Duration::from_secs(self.reap_ttl);
+        config
+    }
+}
+
 /// Going through a relay instead of a direct connection.
 #[derive(clap::Args)]
 struct RelayArgs {
@@ -250,12 +300,35 @@ async fn run(cli: Cli) -> Result<i32> {
     }
     let telemetry = init(Config::from_env()?)?;
     let code = match cli.command {
-        Command::ExecServer { listen, keep_on_disconnect, insecure_allow_remote, relay, key, db } => {
-            match (relay.endpoint(), handler(keep_on_disconnect, db.as_deref())) {
-                (Ok(Some(ep)), Ok(h)) => exec_server_via_relay(ep, key, h).await.map(|()| 0),
-                (Ok(None), Ok(h)) => exec_server(&listen, h, insecure_allow_remote).await.map(|()| 0),
-                (Err(e), _) | (_, Err(e)) => Err(e),
+        Command::ExecServer { listen, keep_on_disconnect, insecure_allow_remote, relay, key, db, admin } => {
+            let export = telemetry.export_stats();
+            async {
+                let ep = relay.endpoint()?;
+                let h = Arc::new(handler(keep_on_disconnect, db.as_deref())?);
+                let _admin = match admin.bind().await? {
+                    Some(server) => {
+                        let mut monitor = tracewire_admin::Monitor::new(Arc::clone(&h), admin.config());
+                        if let Some(stats) = export {
+                            monitor = monitor.with_export_stats(stats);
+                        }
+                        let shutdown = async {
+                            let _ = tokio::signal::ctrl_c().await;
+                        };
+                        Some(AbortOnDrop(tokio::spawn(async move {
+                            if let Err(e) = server.serve(monitor, shutdown).await {
+                                eprintln!("tracewire: {e}");
+                            }
+                        })))
+                    }
+                    None => None,
+                };
+                match ep {
+                    Some(ep) => exec_server_via_relay(ep, key, h).await,
+                    None => exec_server(&listen, h, insecure_allow_remote).await,
+                }
             }
+            .await
+            .map(|()| 0)
         }
         Command::Exec { server, print_trace_id, cwd, timeout_ms, relay, server_key, command } => {
             match (relay.endpoint(), server_key) {
@@ -292,7 +365,16 @@ fn handler(keep_on_disconnect: bool, db: Option<&std::path::Path>) -> Result<Exe
     })
 }
 
-async fn exec_server(listen: &str, handler: ExecServer, insecure_allow_remote: bool) -> Result<()> {
+/// Stops a background task when the command ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn exec_server(listen: &str, handler: Arc<ExecServer>, insecure_allow_remote: bool) -> Result<()> {
     let address: Address = listen.parse()?;
     if let Address::Tcp(a) = &address
         && !a.ip().is_loopback()
@@ -311,7 +393,7 @@ async fn exec_server(listen: &str, handler: ExecServer, insecure_allow_remote: b
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    bound.run(Arc::new(handler), ServerConfig::default(), shutdown).await?;
+    bound.run(handler, ServerConfig::default(), shutdown).await?;
     Ok(())
 }
 
@@ -372,7 +454,7 @@ async fn relay(listen: &str, token: Option<String>) -> Result<()> {
 async fn exec_server_via_relay(
     ep: tracewire_relay::RelayEndpoint,
     key: Option<std::path::PathBuf>,
-    handler: ExecServer,
+    handler: Arc<ExecServer>,
 ) -> Result<()> {
     let key = key.context("--relay needs --key (the server's private key)")?;
     let keypair = tracewire_relay::Keypair::read(&key)?;
@@ -381,7 +463,7 @@ async fn exec_server_via_relay(
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    tracewire_relay::serve_via_relay(ep, keypair, Arc::new(handler), ServerConfig::default(), shutdown).await;
+    tracewire_relay::serve_via_relay(ep, keypair, handler, ServerConfig::default(), shutdown).await;
     Ok(())
 }
 

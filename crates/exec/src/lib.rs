@@ -28,6 +28,6 @@ mod client;
 mod server;
 
 pub use client::{Event, ExecClient, ExecError, ExitStatus, OutputStream, ProcessOutput, RemoteProcess};
-pub use server::{ExecConfig, ExecServer};
+pub use server::{ExecConfig, ExecServer, ProcessSnapshot, ProcessState, ServerSnapshot};
 pub use tracewire_proto::v1::{ProcessInfo, Start};
 pub use tracewire_store::{Store, StoreConfig};

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,97 @@ struct Proc {
     pid: u32,
     stdin: Option<mpsc::Sender<Bytes>>,
     control: mpsc::Sender<Control>,
+    argv: Vec<String>,
+    started: Instant,
+    started_unix_nanos: i64,
+    activity: Arc<Activity>,
+}
+
+/// What the readers and the waiter record for [`ExecServer::snapshot`]: cheap atomic
+/// stores, never a lock on the output path.
+#[derive(Default)]
+struct Activity {
+    /// Milliseconds from the start to the latest output chunk, plus one (0: no output yet).
+    last_output_ms: AtomicU64,
+    /// The child has exited (waited for); its entry stays while its output drains.
+    exited: AtomicBool,
+}
+
+impl Activity {
+    fn output_at(&self, started: Instant) {
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last_output_ms.store(ms.saturating_add(1), Ordering::Relaxed);
+    }
+}
+
+/// A process's state in a [`ServerSnapshot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProcessState {
+    /// The child is running (not yet waited for).
+    Running,
+    /// The child has exited and was reaped; its output is still draining (a grandchild
+    /// may hold a pipe open, up to `drain_grace`) before Exited is sent.
+    Exited,
+}
+
+impl ProcessState {
+    /// `"running"` or `"exited"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Exited => "exited",
+        }
+    }
+}
+
+/// One process the server holds, in a [`ServerSnapshot`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProcessSnapshot {
+    /// The server's id for the process (unique in this server).
+    pub process_id: u64,
+    /// The OS pid.
+    pub pid: u32,
+    /// The command line.
+    pub argv: Vec<String>,
+    /// Running, or exited with output still draining.
+    pub state: ProcessState,
+    /// When it was spawned (monotonic).
+    pub started: Instant,
+    /// When it was spawned, in nanoseconds since the Unix epoch.
+    pub started_unix_nanos: i64,
+    /// When it last wrote to stdout or stderr; `None`: never.
+    pub last_output: Option<Instant>,
+    /// The id of the connection that started it.
+    pub connection: u64,
+}
+
+impl ProcessSnapshot {
+    /// How long it has produced no output at `now`: since its last output, or since its
+    /// start when it never wrote anything.
+    pub fn idle(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_output.unwrap_or(self.started))
+    }
+}
+
+/// A read-only view of an [`ExecServer`] at one instant, for metrics and dashboards.
+/// Taking one locks the process and connection maps briefly (no I/O, no await).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ServerSnapshot {
+    /// The processes held now (running, or exited with output draining), by process id.
+    pub processes: Vec<ProcessSnapshot>,
+    /// Connections open now.
+    pub connections: usize,
+    /// Connections subscribed to pushed events now: those with at least one process held.
+    pub subscribers: usize,
+    /// Requests waiting for a worker, summed over the connections.
+    pub dispatch_queue_depth: usize,
+    /// Responses and notifications waiting for the transport, summed over the connections.
+    pub delivery_queue_depth: usize,
+    /// Process records queued for the store and not yet committed; `None` without a store.
+    pub store_backlog: Option<u64>,
 }
 
 /// The exec-server's request handler; serve it with `tracewire_rpc::serve` or
@@ -63,6 +154,7 @@ pub struct ExecServer {
     config: ExecConfig,
     next_id: AtomicU64,
     procs: Arc<Mutex<HashMap<u64, Proc>>>,
+    conns: Mutex<HashMap<u64, Connection>>,
     store: Option<Store>,
 }
 
@@ -86,7 +178,7 @@ fn not_found(process_id: u64) -> RpcError {
 impl ExecServer {
     /// A server with these settings.
     pub fn new(config: ExecConfig) -> Self {
-        Self { config, next_id: AtomicU64::new(1), procs: Arc::default(), store: None }
+        Self { config, next_id: AtomicU64::new(1), procs: Arc::default(), conns: Mutex::default(), store: None }
     }
 
     /// Persists every process's metadata (start, then end) in `store`, off the request
@@ -105,6 +197,68 @@ impl ExecServer {
     /// Processes running now.
     pub fn running(&self) -> usize {
         self.procs.lock().map_or(0, |p| p.len())
+    }
+
+    /// What the server holds now: its processes (pid, argv, state, start, last output),
+    /// open connections, subscribers, queue depths and the store's backlog. Cheap: two
+    /// short lock holds and atomic reads; never waits on a process or the network.
+    ///
+    /// ```
+    /// use tracewire_exec::{ExecConfig, ExecServer};
+    ///
+    /// let server = ExecServer::new(ExecConfig::default());
+    /// let snap = server.snapshot();
+    /// assert!(snap.processes.is_empty());
+    /// assert_eq!((snap.connections, snap.subscribers, snap.store_backlog), (0, 0, None));
+    /// ```
+    pub fn snapshot(&self) -> ServerSnapshot {
+        let mut processes: Vec<ProcessSnapshot> = self
+            .procs
+            .lock()
+            .map(|procs| {
+                procs
+                    .iter()
+                    .map(|(&process_id, p)| {
+                        let last = p.activity.last_output_ms.load(Ordering::Relaxed);
+                        ProcessSnapshot {
+                            process_id,
+                            pid: p.pid,
+                            argv: p.argv.clone(),
+                            state: if p.activity.exited.load(Ordering::Acquire) {
+                                ProcessState::Exited
+                            } else {
+                                ProcessState::Running
+                            },
+                            started: p.started,
+                            started_unix_nanos: p.started_unix_nanos,
+                            last_output: (last > 0).then(|| p.started + Duration::from_millis(last - 1)),
+                            connection: p.conn,
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        processes.sort_by_key(|p| p.process_id);
+        let mut subscribed: Vec<u64> = processes.iter().map(|p| p.connection).collect();
+        subscribed.sort_unstable();
+        subscribed.dedup();
+        let (connections, dispatch_queue_depth, delivery_queue_depth) = self
+            .conns
+            .lock()
+            .map(|c| {
+                c.values().fold((c.len(), 0, 0), |(n, d, q), conn| {
+                    (n, d + conn.dispatch_queue_depth(), q + conn.delivery_queue_depth())
+                })
+            })
+            .unwrap_or_default();
+        ServerSnapshot {
+            processes,
+            connections,
+            subscribers: subscribed.len(),
+            dispatch_queue_depth,
+            delivery_queue_depth,
+            store_backlog: self.store.as_ref().map(Store::backlog),
+        }
     }
 
     fn with_proc<R>(&self, process_id: u64, f: impl FnOnce(&mut Proc) -> R) -> Result<R, RpcError> {
@@ -207,6 +361,7 @@ impl ExecServer {
         };
 
         let seq = Arc::new(AtomicU64::new(0));
+        let activity = Arc::new(Activity::default());
         let mut readers = Vec::new();
         for (pipe, stream) in [
             (child.stdout.take().map(|p| Box::new(p) as Box<dyn AsyncRead + Send + Unpin>), Stream::Stdout),
@@ -236,13 +391,26 @@ impl ExecServer {
                 carrier: carrier.clone(),
                 chunk: self.config.chunk_size.max(1),
                 started,
+                activity: Arc::clone(&activity),
             };
             readers.push(tokio::spawn(reader.run(pipe).instrument(span)));
         }
 
         let (control_tx, control_rx) = mpsc::channel(4);
         if let Ok(mut procs) = self.procs.lock() {
-            procs.insert(process_id, Proc { conn: conn.id(), pid, stdin: stdin_tx, control: control_tx });
+            procs.insert(
+                process_id,
+                Proc {
+                    conn: conn.id(),
+                    pid,
+                    stdin: stdin_tx,
+                    control: control_tx,
+                    argv: s.argv,
+                    started,
+                    started_unix_nanos: record.started_unix_nanos,
+                    activity: Arc::clone(&activity),
+                },
+            );
         }
         let waiter = Waiter {
             process_id,
@@ -253,6 +421,7 @@ impl ExecServer {
             grace: self.config.drain_grace,
             procs: Arc::clone(&self.procs),
             store: self.store.clone().map(|s| (s, record)),
+            activity,
         };
         tokio::spawn(waiter.run(child, control_rx, readers).instrument(process_span));
         Ok(Response { result: Some(response::Result::Started(Started { process_id, pid })) })
@@ -267,6 +436,7 @@ struct Reader {
     carrier: TraceCarrier,
     chunk: usize,
     started: Instant,
+    activity: Arc<Activity>,
 }
 
 impl Reader {
@@ -288,6 +458,7 @@ impl Reader {
                         );
                     }
                     total += n as u64;
+                    self.activity.output_at(self.started);
                     let data = buf.split().freeze();
                     let output = Output {
                         process_id: self.process_id,
@@ -321,6 +492,7 @@ struct Waiter {
     grace: Duration,
     procs: Arc<Mutex<HashMap<u64, Proc>>>,
     store: Option<(Store, ProcessRecord)>,
+    activity: Arc<Activity>,
 }
 
 impl Waiter {
@@ -343,6 +515,7 @@ impl Waiter {
                 } => { let _ = child.start_kill(); }
             }
         };
+        self.activity.exited.store(true, Ordering::Release);
         let exit = stage_span!(
             ProcessExit,
             process.exit.code = tracing::field::Empty,
@@ -464,7 +637,16 @@ impl Handler for ExecServer {
         }
     }
 
+    fn connected(&self, conn: &Connection) {
+        if let Ok(mut conns) = self.conns.lock() {
+            conns.insert(conn.id(), conn.clone());
+        }
+    }
+
     fn disconnected(&self, conn: &Connection) {
+        if let Ok(mut conns) = self.conns.lock() {
+            conns.remove(&conn.id());
+        }
         let Ok(procs) = self.procs.lock() else { return };
         for p in procs.values().filter(|p| p.conn == conn.id()) {
             if self.config.kill_on_disconnect {

@@ -354,3 +354,47 @@ fn rusqlite_count(path: &std::path::Path) -> i64 {
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_lists_processes_connections_and_last_output() {
+    let s = server().await;
+    assert_eq!(s.server.snapshot().connections, 0);
+    let c = client(&s).await;
+    let talker = c.start(argv(&["sh", "-c", "echo hi; exec sleep 30"])).await.unwrap();
+    let quiet = c.start(argv(&["sleep", "30"])).await.unwrap();
+    // The talker's output has been read once its snapshot shows it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let snap = loop {
+        let snap = s.server.snapshot();
+        if snap.processes.iter().any(|p| p.last_output.is_some()) {
+            break snap;
+        }
+        assert!(std::time::Instant::now() < deadline, "no output recorded: {snap:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(snap.connections, 1);
+    assert_eq!(snap.subscribers, 1);
+    assert_eq!(snap.store_backlog, None);
+    assert_eq!(snap.processes.len(), 2);
+    let (t, q) = (&snap.processes[0], &snap.processes[1]);
+    assert_eq!((t.process_id, t.pid), (talker.process_id, talker.pid));
+    assert_eq!(q.argv, ["sleep", "30"]);
+    assert!(snap.processes.iter().all(|p| p.state == tracewire_exec::ProcessState::Running));
+    assert!(t.last_output.is_some_and(|at| at >= t.started));
+    assert_eq!(q.last_output, None);
+    // Never wrote: idle since its start.
+    let now = std::time::Instant::now();
+    assert_eq!(q.idle(now), now - q.started);
+
+    c.kill(talker.process_id).await.unwrap();
+    c.kill(quiet.process_id).await.unwrap();
+    talker.wait_with_output().await.unwrap();
+    quiet.wait_with_output().await.unwrap();
+    assert!(s.server.snapshot().processes.is_empty());
+    drop(c);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.server.snapshot().connections != 0 {
+        assert!(std::time::Instant::now() < deadline, "the connection is still counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use prost::Message;
@@ -42,6 +42,13 @@ pub trait Handler: Send + Sync + 'static {
     /// of the caller's context. An `Err` becomes an error response.
     fn handle(&self, request: Request, conn: &Connection) -> impl Future<Output = Result<Response, RpcError>> + Send;
 
+    /// Called once when a connection starts, before its first request. A handler that
+    /// keeps a clone of `conn` must drop it in [`Handler::disconnected`]: the connection's
+    /// writer (and so [`serve`]) ends only once every clone is gone.
+    fn connected(&self, conn: &Connection) {
+        let _ = conn;
+    }
+
     /// Called once when a connection ends (after its last request was handled).
     fn disconnected(&self, conn: &Connection) {
         let _ = conn;
@@ -58,6 +65,8 @@ enum Outgoing {
 pub struct Connection {
     id: u64,
     out: mpsc::Sender<Outgoing>,
+    /// Requests decoded and waiting for a worker (the dispatch queue's depth).
+    queued: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Outgoing {
@@ -93,6 +102,17 @@ impl Connection {
     pub fn is_closed(&self) -> bool {
         self.out.is_closed()
     }
+
+    /// Requests waiting for a worker now (the dispatch queue's depth; a cheap atomic read).
+    pub fn dispatch_queue_depth(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Responses and notifications waiting for the transport now (the delivery queue's
+    /// depth, including slots reserved by senders about to push).
+    pub fn delivery_queue_depth(&self) -> usize {
+        self.out.max_capacity().saturating_sub(self.out.capacity())
+    }
 }
 
 static CONNECTIONS: AtomicU64 = AtomicU64::new(1);
@@ -124,7 +144,12 @@ fn error_envelope(id: u64, code: ErrorCode, message: impl Into<String>, trace: O
 pub async fn serve<H: Handler>(transport: impl Transport, handler: Arc<H>, config: ServerConfig) {
     let link = transport.into_link();
     let (out_tx, out_rx) = mpsc::channel::<Outgoing>(config.delivery_queue.max(1));
-    let conn = Connection { id: CONNECTIONS.fetch_add(1, Ordering::Relaxed), out: out_tx };
+    let conn = Connection {
+        id: CONNECTIONS.fetch_add(1, Ordering::Relaxed),
+        out: out_tx,
+        queued: Arc::new(AtomicUsize::new(0)),
+    };
+    handler.connected(&conn);
     let writer = tokio::spawn(write_loop(out_rx, link.tx));
 
     let (job_tx, job_rx) = mpsc::channel::<Queued<Job>>(config.dispatch_queue.max(1));
@@ -136,6 +161,7 @@ pub async fn serve<H: Handler>(transport: impl Transport, handler: Arc<H>, confi
             loop {
                 let next = rx.lock().await.recv().await;
                 let Some(job) = next else { break };
+                conn.queued.fetch_sub(1, Ordering::Relaxed);
                 dispatch(job.into_inner(), &*handler, &conn).await;
             }
         }));
@@ -174,7 +200,10 @@ pub async fn serve<H: Handler>(transport: impl Transport, handler: Arc<H>, confi
         // The wait for a worker is a span of its own, under the caller's context.
         let (parent, _) = remote_context(&carrier);
         let job = Job { id: env.id, carrier, t1, request };
+        // Counted before the send so that a worker's decrement never comes first.
+        conn.queued.fetch_add(1, Ordering::Relaxed);
         if job_tx.send(Queued::with_parent(Stage::RpcQueue, job, parent)).await.is_err() {
+            conn.queued.fetch_sub(1, Ordering::Relaxed);
             break;
         }
     }

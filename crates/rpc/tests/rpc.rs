@@ -127,3 +127,71 @@ async fn a_request_without_trace_context_is_served_and_counted() {
     }
     assert!(tracewire_telemetry::propagation_stats().missing > before, "counted as a new root");
 }
+
+/// Holds every request until released; remembers its connections.
+struct Gate {
+    open: tokio::sync::Semaphore,
+    conns: std::sync::Mutex<Vec<Connection>>,
+    ended: AtomicUsize,
+}
+
+impl Handler for Gate {
+    async fn handle(&self, _r: Request, _conn: &Connection) -> Result<Response, RpcError> {
+        self.open.acquire().await.map_err(|_| RpcError::Closed)?.forget();
+        Ok(Response { result: Some(response::Result::Ack(Ack {})) })
+    }
+
+    fn connected(&self, conn: &Connection) {
+        self.conns.lock().unwrap().push(conn.clone());
+    }
+
+    fn disconnected(&self, conn: &Connection) {
+        // A handler lets go of the connection here: the server waits for its writer,
+        // which ends once every handle is dropped.
+        self.conns.lock().unwrap().retain(|c| c.id() != conn.id());
+        self.ended.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_announced_and_the_dispatch_queue_depth_is_visible() {
+    let gate = Arc::new(Gate {
+        open: tokio::sync::Semaphore::new(0),
+        conns: std::sync::Mutex::default(),
+        ended: AtomicUsize::new(0),
+    });
+    let (c, s) = link_pair(16);
+    let mut config = ServerConfig::default();
+    config.workers = 1;
+    let served = tokio::spawn(serve(s, Arc::clone(&gate), config));
+    let client = Client::new(c, ClientConfig::default());
+    // Announced before any request.
+    let conn = loop {
+        if let Some(conn) = gate.conns.lock().unwrap().first().cloned() {
+            break conn;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(conn.dispatch_queue_depth(), 0);
+    // One request is with the single worker, three wait for it.
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.call(kill()).await })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while conn.dispatch_queue_depth() != 3 {
+        assert!(std::time::Instant::now() < deadline, "depth {}", conn.dispatch_queue_depth());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    gate.open.add_permits(4);
+    for call in calls {
+        assert!(matches!(call.await.unwrap(), Ok(response::Result::Ack(_))));
+    }
+    assert_eq!(conn.dispatch_queue_depth(), 0);
+    drop(client);
+    drop(conn);
+    tokio::time::timeout(Duration::from_secs(10), served).await.expect("serve returns").unwrap();
+    assert_eq!(gate.ended.load(Ordering::SeqCst), 1);
+}
