@@ -59,7 +59,11 @@ pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
     let mut config = Config::default();
     config.batch.max_queue_size = 65_536;
     let pipeline = Pipeline::with_exporter(&config, Box::new(move || Ok(exporter.clone())))?;
-    let subscriber = tracing_subscriber::registry().with(pipeline.layer().with_filter(Toggle));
+    // As `tracewire_telemetry::init` sets it up: the default export filter (no HTTP/2 or
+    // gRPC internals), and the toggle.
+    let export = tracing_subscriber::EnvFilter::new(tracewire_telemetry::DEFAULT_EXPORT_FILTER);
+    let filter = tracing_subscriber::filter::FilterExt::and(Toggle, export);
+    let subscriber = tracing_subscriber::registry().with(pipeline.layer().with_filter(filter));
     tracing::subscriber::set_global_default(subscriber).context("a global subscriber is already set")?;
     set_tracing(false, &pipeline);
 

@@ -70,22 +70,15 @@ pub(crate) struct Row {
 impl Row {
     /// A row where lower values are better (times): ratio = peer / ours.
     pub(crate) fn lower_is_better(name: &str, ours: f64, peer: f64, unit: &str, goal_ratio: f64, note: &str) -> Self {
-        let ratio = if ours > 0.0 { peer / ours } else { f64::INFINITY };
-        Self {
-            name: name.into(),
-            ours,
-            peer,
-            unit: unit.into(),
-            ratio,
-            goal: format!("ratio >= {goal_ratio}"),
-            met: ratio >= goal_ratio,
-            note: note.into(),
-        }
+        Self::new(name, ours, peer, unit, if ours > 0.0 { peer / ours } else { f64::INFINITY }, goal_ratio, note)
     }
 
     /// A row where higher values are better (throughput): ratio = ours / peer.
     pub(crate) fn higher_is_better(name: &str, ours: f64, peer: f64, unit: &str, goal_ratio: f64, note: &str) -> Self {
-        let ratio = if peer > 0.0 { ours / peer } else { f64::INFINITY };
+        Self::new(name, ours, peer, unit, if peer > 0.0 { ours / peer } else { f64::INFINITY }, goal_ratio, note)
+    }
+
+    fn new(name: &str, ours: f64, peer: f64, unit: &str, ratio: f64, goal_ratio: f64, note: &str) -> Self {
         Self {
             name: name.into(),
             ours,
@@ -179,4 +172,24 @@ fn print_table(rows: &[Row]) {
 pub(crate) fn percentile<T: Copy + Ord>(v: &mut [T], per_mille: usize) -> T {
     v.sort_unstable();
     v[(v.len() - 1) * per_mille / 1000]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Row;
+
+    #[test]
+    fn ratios_are_oriented_so_that_higher_is_better_for_tracewire() {
+        // A time: ours 10 ns against 200 ns is 20x in our favour.
+        let r = Row::lower_is_better("t", 10.0, 200.0, "ns/op", 20.0, "");
+        assert!((r.ratio - 20.0).abs() < 1e-12 && r.met);
+        assert!(!Row::lower_is_better("t", 11.0, 200.0, "ns/op", 20.0, "").met);
+        // A throughput: ours 0.5 GB/s against 1.0 is 0.5x.
+        let r = Row::higher_is_better("g", 0.5, 1.0, "GB/s", 0.7, "");
+        assert!((r.ratio - 0.5).abs() < 1e-12 && !r.met);
+        let json = serde_json::to_value(&r).unwrap();
+        for k in ["name", "ours", "peer", "unit", "ratio", "goal", "met"] {
+            assert!(json.get(k).is_some(), "{k} missing from {json}");
+        }
+    }
 }

@@ -247,6 +247,11 @@ pub async fn serve_grpc(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ReceiverError> {
     tonic::transport::Server::builder()
+        // Export requests are often larger than HTTP/2's default 64 KiB window: with the
+        // default, every request waits for window updates.
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(8 << 20))
+        .tcp_nodelay(true)
         // Collectors (rotel-agent, the OpenTelemetry Collector) forward gzip-compressed.
         .add_service(
             TraceServiceServer::new(Grpc(store))
