@@ -16,11 +16,11 @@ use crate::{Row, Scale, alloc};
 
 const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-/// Nanoseconds and allocations per call of `f`, best of three rounds of `n`.
+/// Nanoseconds and allocations per call of `f`, best of five rounds of `n`.
 fn measure(n: u64, mut f: impl FnMut()) -> (f64, f64) {
     let mut best = f64::INFINITY;
     let mut allocs = 0.0;
-    for _ in 0..3 {
+    for _ in 0..5 {
         let a0 = alloc::count();
         let t0 = Instant::now();
         for _ in 0..n {

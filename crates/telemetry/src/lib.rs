@@ -278,7 +278,7 @@ impl Pipeline {
     where
         S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
     {
-        otel_layer(self.tracer()).with_filter(shed_filter(self.overload.clone()))
+        Shed(self.overload.clone()).and_then(otel_layer(self.tracer()))
     }
 
     /// Exports what is queued and stops, within the configured shutdown timeout.
@@ -310,23 +310,27 @@ where
         .with_tracked_inactivity(false)
 }
 
-/// A per-layer filter that sheds spans while the export queue is full; events pass. Its
-/// answer changes with the queue, so it is asked for every span (never cached per callsite).
+/// Sheds spans while the export queue is full; events pass. A layer of its own whose
+/// `enabled` is asked for every span (never cached per callsite), rather than a per-layer
+/// filter: per-layer filtering keeps per-span state in thread-locals on every span's
+/// creation, entry, exit and close, which cost about a fifth of a stage span. While the
+/// queue is full a span is therefore off for the whole subscriber (the spans of a log
+/// layer beside it too); events are never shed.
 #[derive(Debug, Clone)]
-struct ShedFilter(Overload);
+struct Shed(Overload);
 
-impl<S> tracing_subscriber::layer::Filter<S> for ShedFilter {
-    fn enabled(&self, meta: &tracing::Metadata<'_>, _cx: &tracing_subscriber::layer::Context<'_, S>) -> bool {
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Shed {
+    fn register_callsite(&self, meta: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        if meta.is_span() {
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            tracing::subscriber::Interest::always()
+        }
+    }
+
+    fn enabled(&self, meta: &tracing::Metadata<'_>, _cx: tracing_subscriber::layer::Context<'_, S>) -> bool {
         !meta.is_span() || !self.0.shed()
     }
-
-    fn callsite_enabled(&self, _meta: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
-        tracing::subscriber::Interest::sometimes()
-    }
-}
-
-fn shed_filter(overload: Overload) -> ShedFilter {
-    ShedFilter(overload)
 }
 
 /// Keeps telemetry running; shuts it down (bounded) when dropped or on [`Self::shutdown`].
@@ -416,8 +420,7 @@ pub fn init(mut config: Config) -> Result<TelemetryGuard, Error> {
             EnvFilter::new(DEFAULT_EXPORT_FILTER)
         });
         let pipeline = Pipeline::new(&config)?;
-        let otel = otel_layer(pipeline.tracer())
-            .with_filter(tracing_subscriber::filter::FilterExt::and(export, shed_filter(pipeline.overload.clone())));
+        let otel = Shed(pipeline.overload.clone()).and_then(otel_layer(pipeline.tracer()).with_filter(export));
         if let Err(e) = tracing_subscriber::registry().with(fmt).with(otel).try_init() {
             let _ = pipeline.shutdown();
             return Err(Error::AlreadyInitialized(e.to_string()));
