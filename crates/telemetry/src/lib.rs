@@ -123,6 +123,7 @@ pub struct Pipeline {
     stats: ExportStats,
     overload: Overload,
     shutdown_timeout: Duration,
+    context_activation: bool,
 }
 
 fn resource(config: &Config) -> Resource {
@@ -240,7 +241,13 @@ impl Pipeline {
             .with_sampler(sampler(config.sampler))
             .with_resource(resource(config))
             .build();
-        Ok(Self { provider, stats, overload, shutdown_timeout: config.shutdown_timeout })
+        Ok(Self {
+            provider,
+            stats,
+            overload,
+            shutdown_timeout: config.shutdown_timeout,
+            context_activation: config.context_activation,
+        })
     }
 
     /// The tracer provider.
@@ -278,7 +285,7 @@ impl Pipeline {
     where
         S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
     {
-        Shed(self.overload.clone()).and_then(otel_layer(self.tracer()))
+        Shed(self.overload.clone()).and_then(otel_layer(self.tracer()).with_context_activation(self.context_activation))
     }
 
     /// Exports what is queued and stops, within the configured shutdown timeout.
@@ -420,7 +427,9 @@ pub fn init(mut config: Config) -> Result<TelemetryGuard, Error> {
             EnvFilter::new(DEFAULT_EXPORT_FILTER)
         });
         let pipeline = Pipeline::new(&config)?;
-        let otel = Shed(pipeline.overload.clone()).and_then(otel_layer(pipeline.tracer()).with_filter(export));
+        let otel = Shed(pipeline.overload.clone()).and_then(
+            otel_layer(pipeline.tracer()).with_context_activation(config.context_activation).with_filter(export),
+        );
         if let Err(e) = tracing_subscriber::registry().with(fmt).with(otel).try_init() {
             let _ = pipeline.shutdown();
             return Err(Error::AlreadyInitialized(e.to_string()));

@@ -194,3 +194,35 @@ fn propagators_and_disabled() {
 fn unknown_variables_are_ignored() {
     assert_eq!(cfg(&[("PATH", "/bin"), ("OTEL_SOMETHING_NEW", "1")]), cfg(&[]));
 }
+
+#[test]
+fn context_activation_is_on_unless_turned_off() {
+    assert!(cfg(&[]).context_activation);
+    assert!(!cfg(&[("TRACEWIRE_CONTEXT_ACTIVATION", "false")]).context_activation);
+    assert!(cfg(&[("TRACEWIRE_CONTEXT_ACTIVATION", "TRUE")]).context_activation);
+    let c = cfg(&[("TRACEWIRE_CONTEXT_ACTIVATION", "sometimes")]);
+    assert!(c.context_activation);
+    assert!(c.warnings.iter().any(|w| w.contains("TRACEWIRE_CONTEXT_ACTIVATION")), "{:?}", c.warnings);
+}
+
+#[test]
+fn without_context_activation_only_the_otel_current_context_is_left_alone() {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_subscriber::layer::SubscriberExt;
+    for activation in [true, false] {
+        let mut config = Config::default();
+        config.context_activation = activation;
+        let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        let sink = exporter.clone();
+        let pipeline = tracewire_telemetry::Pipeline::with_exporter(&config, Box::new(move || Ok(sink))).unwrap();
+        let subscriber = tracing_subscriber::registry().with(pipeline.layer());
+        tracing::subscriber::with_default(subscriber, || {
+            let _s = tracewire_telemetry::stage_span!(RpcDispatch).entered();
+            let ours = tracewire_telemetry::current_context();
+            assert!(ours.span().span_context().is_valid(), "tracewire's helper sees the span");
+            let otel = opentelemetry::Context::current();
+            assert_eq!(otel.span().span_context().is_valid(), activation, "activation {activation}");
+        });
+        assert_eq!(pipeline.shutdown().unwrap().exported, 1);
+    }
+}
