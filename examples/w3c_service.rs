@@ -145,6 +145,19 @@ fn parse_port(mut args: impl Iterator<Item = String>) -> Result<u16> {
     Ok(port)
 }
 
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let port = parse_port(std::env::args().skip(1))?;
@@ -153,15 +166,7 @@ async fn main() -> Result<()> {
     let app = Router::new().route("/test", post(test)).with_state(http);
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     println!("listening on {}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                () = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-            }
-        })
-        .await?;
+    axum::serve(listener, app).with_graceful_shutdown(stop_signal()).await?;
     match telemetry.shutdown() {
         Ok(s) | Err(tracewire_telemetry::Error::Shutdown { stats: s, .. }) => {
             eprintln!("telemetry: emitted={} exported={} dropped={}", s.emitted, s.exported, s.dropped());

@@ -497,6 +497,23 @@ fn callbacks_carry_the_arguments_and_the_answer_comes_after_the_last_one() {
 }
 
 #[test]
+fn sigterm_stops_the_service_cleanly() {
+    let (mut service, harness) = setup();
+    round(&service, &harness, &[("traceparent", VALID)], 2);
+    let pid = service.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = service.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "the service did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}
+
+#[test]
 fn a_body_that_is_not_a_list_of_callbacks_is_a_400() {
     let (service, _harness) = setup();
     for body in ["", "{}", "[1]", r#"[{"arguments": []}]"#] {
