@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes every target of fuzz/ (cargo-fuzz, libFuzzer) for SECONDS each, then merges what
-# was found into the checked-in corpus, keeping it minimal (only inputs that add coverage).
+# was found into the checked-in corpus, keeping it minimal (a set cover of the edges).
 # Usage: ./scripts/fuzz.sh [SECONDS] [TARGET...]     (default: 60 seconds, every target)
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz`). There is no nightly toolchain here:
@@ -40,11 +40,13 @@ for t in "${TARGETS[@]}"; do
         failed=1
         continue
     fi
-    # Merge: keep the checked-in corpus minimal (libFuzzer -merge=1 keeps only inputs that
-    # add coverage), then swap it in.
+    # Merge: the checked-in corpus is the smallest set of inputs that covers every edge the
+    # whole working corpus covers (set cover, edge coverage without hit counts); the full
+    # working corpus stays in fuzz/target/work/ for the next session.
     merged="fuzz/target/merged/$t"
     rm -rf "$merged" && mkdir -p "$merged"
-    cargo fuzz run -O --sanitizer "$SANITIZER" "$t" "$merged" "$corpus" "$work" -- -merge=1 -max_len=4096 >/dev/null 2>&1
+    cargo fuzz run -O --sanitizer "$SANITIZER" "$t" "$merged" "$corpus" "$work" -- \
+        -set_cover_merge=1 -use_counters=0 -max_len=4096 >/dev/null 2>&1
     # Keep hand-written seeds (seed-*) whatever the merge says: they document the cases.
     find "$corpus" -type f ! -name 'seed-*' -delete
     for f in "$merged"/*; do
