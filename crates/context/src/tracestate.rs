@@ -30,10 +30,13 @@ pub enum TraceStateError {
     /// More than 32 members.
     #[error("tracestate has {0} members, more than 32")]
     TooManyMembers(usize),
+    /// A key occurs twice (only one entry per key is allowed).
+    #[error("tracestate member {0} repeats an earlier key")]
+    DuplicateKey(usize),
 }
 
 /// A validated `tracestate`: an ordered list of vendor `key=value` members, at most 32,
-/// with unique keys (the first occurrence of a duplicate is kept).
+/// with unique keys (a header that repeats a key is invalid and discarded whole).
 ///
 /// ```
 /// use tracewire_context::TraceState;
@@ -96,12 +99,12 @@ impl TraceState {
     }
 
     /// Parses and combines, in order, every tracestate header value received. Empty
-    /// members are skipped; spaces and tabs around members are ignored; duplicate keys keep
-    /// their first occurrence.
+    /// members are skipped; spaces and tabs around members are ignored.
     ///
     /// # Errors
-    /// When any member is invalid or there are more than 32 members, the whole tracestate is
-    /// rejected: the caller should propagate none of it.
+    /// When any member is invalid, a key occurs twice (the specification allows one entry per
+    /// key), or there are more than 32 members, the whole tracestate is rejected: the caller
+    /// should propagate none of it.
     pub fn from_header_values<'a, I>(values: I) -> Result<Self, TraceStateError>
     where
         I: IntoIterator<Item = &'a str>,
@@ -125,9 +128,10 @@ impl TraceState {
                 if index > MAX_MEMBERS {
                     return Err(TraceStateError::TooManyMembers(index));
                 }
-                if !members.iter().any(|(k, _)| k == key) {
-                    members.push((key.to_owned(), val.to_owned()));
+                if members.iter().any(|(k, _)| k == key) {
+                    return Err(TraceStateError::DuplicateKey(index - 1));
                 }
+                members.push((key.to_owned(), val.to_owned()));
             }
         }
         Ok(Self { members })

@@ -2,6 +2,11 @@
 //! sequence number as the nonce; the receiver reorders within a bounded window, decrypts,
 //! and reassembles within a size cap. Every fault is a typed error that maps to a Reset
 //! reason; corrupted plaintext is never delivered.
+//!
+//! A record's plaintext starts with one flag byte (1 on the last fragment of a message,
+//! else 0), so message boundaries are authenticated: the cleartext `last_fragment` of a
+//! `Data` frame (which the relay reads for its spans) must agree with it, or the record
+//! fails authentication.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,6 +17,12 @@ use tracewire_proto::v1::{Data, ResetReason};
 /// Largest plaintext per record (Noise messages are at most 65535 bytes with the tag).
 pub const MAX_RECORD_PLAINTEXT: usize = 60 * 1024;
 const TAG: usize = 16;
+/// The authenticated flag byte in front of each record's plaintext.
+const FLAG: usize = 1;
+const LAST: u8 = 1;
+const MORE: u8 = 0;
+/// The largest valid sealed record.
+const MAX_RECORD: usize = FLAG + MAX_RECORD_PLAINTEXT + TAG;
 
 /// Why the receiving side gives up on a session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,7 +41,8 @@ pub enum FrameError {
         /// The first one beyond the window.
         limit: u64,
     },
-    /// A record failed authentication (tampered, truncated, or under another key).
+    /// A record failed authentication (tampered, truncated, under another key, or with a
+    /// cleartext last-fragment flag that disagrees with the sealed one).
     #[error("record {0} failed authentication")]
     DecryptFailed(u64),
     /// A message grew beyond the configured cap.
@@ -88,9 +100,12 @@ impl Sealer {
         for (i, chunk) in chunks.into_iter().enumerate() {
             let seq = self.next_seq;
             self.next_seq += 1;
-            let mut record = vec![0u8; chunk.len() + TAG];
+            let mut plain = Vec::with_capacity(FLAG + chunk.len());
+            plain.push(if i == last { LAST } else { MORE });
+            plain.extend_from_slice(chunk);
+            let mut record = vec![0u8; plain.len() + TAG];
             let n =
-                self.transport.write_message(seq, chunk, &mut record).map_err(|_| FrameError::DecryptFailed(seq))?;
+                self.transport.write_message(seq, &plain, &mut record).map_err(|_| FrameError::DecryptFailed(seq))?;
             record.truncate(n);
             out.push(Data {
                 seq,
@@ -156,7 +171,7 @@ impl Opener {
         if seq >= limit {
             return Err(FrameError::OutOfWindow { seq, expected: self.next_seq, limit });
         }
-        if data.record.len() > MAX_RECORD_PLAINTEXT + TAG {
+        if data.record.len() > MAX_RECORD {
             return Err(FrameError::RecordTooLarge(seq));
         }
         self.pending.insert(seq, data);
@@ -167,11 +182,19 @@ impl Opener {
                 .transport
                 .read_message(d.seq, &d.record, &mut plain)
                 .map_err(|_| FrameError::DecryptFailed(d.seq))?;
+            // The authenticated flag must say what the cleartext one says.
+            let (flag, body) = match plain.get(..n) {
+                Some([flag, body @ ..]) if *flag == LAST || *flag == MORE => (*flag, body),
+                _ => return Err(FrameError::DecryptFailed(d.seq)),
+            };
+            if (flag == LAST) != d.last_fragment {
+                return Err(FrameError::DecryptFailed(d.seq));
+            }
             self.next_seq += 1;
-            if self.message.len() + n > self.max_message {
+            if self.message.len() + body.len() > self.max_message {
                 return Err(FrameError::TooLarge(self.max_message));
             }
-            self.message.extend_from_slice(&plain[..n]);
+            self.message.extend_from_slice(body);
             if d.last_fragment {
                 out.messages.push(std::mem::take(&mut self.message));
             }

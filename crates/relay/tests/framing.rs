@@ -16,7 +16,7 @@ fn messages_round_trip_across_records_for_every_suite() {
                 let m = message(len);
                 let frames = seal.seal(&m, "").unwrap();
                 assert_eq!(frames.len(), len.div_ceil(MAX_RECORD_PLAINTEXT).max(1));
-                assert!(frames.iter().all(|f| f.record.len() <= MAX_RECORD_PLAINTEXT + 16));
+                assert!(frames.iter().all(|f| f.record.len() <= MAX_RECORD_PLAINTEXT + 17));
                 let mut got = Vec::new();
                 for f in frames {
                     got.extend(open.push(f).unwrap().messages);
@@ -91,6 +91,24 @@ fn tampered_truncated_or_foreign_records_fail_authentication() {
     let mut swapped = frames[1].clone();
     swapped.seq = 0;
     assert_eq!(open.push(swapped), Err(FrameError::DecryptFailed(0)));
+}
+
+/// Regression (found while writing the frame-schedule property test): `last_fragment` is
+/// cleartext, and was not authenticated, so whoever forwards the frames could split a
+/// message in two, delivering a prefix of it as a whole message. The flag is now sealed in
+/// the record and must agree with the cleartext one.
+#[test]
+fn a_flipped_last_fragment_flag_fails_authentication() {
+    let ((mut seal, _), (_, mut open)) = pair_for_tests(NoiseConfig::default(), 8, 1 << 20).unwrap();
+    let mut frames = seal.seal(&message(2 * MAX_RECORD_PLAINTEXT), "").unwrap();
+    frames[0].last_fragment = true;
+    assert_eq!(open.push(frames[0].clone()), Err(FrameError::DecryptFailed(0)));
+
+    let ((mut seal, _), (_, mut open)) = pair_for_tests(NoiseConfig::default(), 8, 1 << 20).unwrap();
+    let mut frames = seal.seal(&message(2 * MAX_RECORD_PLAINTEXT), "").unwrap();
+    frames[1].last_fragment = false;
+    assert!(open.push(frames[0].clone()).unwrap().messages.is_empty());
+    assert_eq!(open.push(frames[1].clone()), Err(FrameError::DecryptFailed(1)));
 }
 
 #[test]

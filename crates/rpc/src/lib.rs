@@ -45,7 +45,7 @@ mod timing;
 mod transport;
 
 pub use client::{Client, ClientConfig};
-pub use server::{Connection, Handler, ServerConfig, serve};
+pub use server::{Connection, Handler, Incoming, ServerConfig, decode_incoming, serve};
 pub use timing::{ClockSample, unix_nanos};
 pub use tracewire_proto::v1::{Envelope, ErrorCode};
 pub use transport::{Link, Transport, link_pair};

@@ -138,6 +138,50 @@ fn error_envelope(id: u64, code: ErrorCode, message: impl Into<String>, trace: O
     }
 }
 
+/// What the server makes of one incoming frame (see [`decode_incoming`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Incoming {
+    /// A request to dispatch, with its id and trace carrier (empty when it had none).
+    Request {
+        /// The request id, echoed in the response.
+        id: u64,
+        /// The caller's trace context (may be malformed: the policy deals with that).
+        carrier: TraceCarrier,
+        /// The request; its method is always set.
+        request: Request,
+    },
+    /// Not a request: the error response to send back; the connection goes on.
+    Reject(Envelope),
+}
+
+/// Decodes one incoming frame the way [`serve`] does: an oversized frame is `TOO_LARGE`,
+/// an undecodable one `DECODE`, a request without a method `UNKNOWN_METHOD`, anything else
+/// that is not a request `INVALID_REQUEST`. Never panics, whatever the bytes.
+pub fn decode_incoming(frame: Bytes, max_envelope_bytes: usize) -> Incoming {
+    if frame.len() > max_envelope_bytes {
+        let msg = format!("envelope of {} bytes exceeds the limit of {}", frame.len(), max_envelope_bytes);
+        return Incoming::Reject(error_envelope(0, ErrorCode::TooLarge, msg, None));
+    }
+    let env = match Envelope::decode(frame) {
+        Ok(env) => env,
+        Err(e) => {
+            return Incoming::Reject(error_envelope(0, ErrorCode::Decode, format!("undecodable envelope: {e}"), None));
+        }
+    };
+    let carrier: TraceCarrier = env.trace.unwrap_or_default().into();
+    match env.body {
+        Some(Body::Request(request)) if request.method.is_some() => Incoming::Request { id: env.id, carrier, request },
+        Some(Body::Request(_)) => Incoming::Reject(error_envelope(
+            env.id,
+            ErrorCode::UnknownMethod,
+            "unknown or missing method",
+            Some(carrier),
+        )),
+        _ => Incoming::Reject(error_envelope(env.id, ErrorCode::InvalidRequest, "expected a request", Some(carrier))),
+    }
+}
+
 /// Serves one connection until the peer goes away: decodes requests, queues them for
 /// the workers, answers each, and delivers notifications. Returns once the connection is
 /// closed and every request has been answered.
@@ -170,36 +214,16 @@ pub async fn serve<H: Handler>(transport: impl Transport, handler: Arc<H>, confi
     let mut rx = link.rx;
     while let Some(frame) = rx.recv().await {
         let t1 = unix_nanos();
-        if frame.len() > config.max_envelope_bytes {
-            let msg = format!("envelope of {} bytes exceeds the limit of {}", frame.len(), config.max_envelope_bytes);
-            let _ = conn.out.send(Outgoing::Response(error_envelope(0, ErrorCode::TooLarge, msg, None))).await;
-            continue;
-        }
-        let env = match Envelope::decode(frame) {
-            Ok(env) => env,
-            Err(e) => {
-                let env = error_envelope(0, ErrorCode::Decode, format!("undecodable envelope: {e}"), None);
-                let _ = conn.out.send(Outgoing::Response(env)).await;
-                continue;
-            }
-        };
-        let carrier: TraceCarrier = env.trace.unwrap_or_default().into();
-        let request = match env.body {
-            Some(Body::Request(r)) if r.method.is_some() => r,
-            Some(Body::Request(_)) => {
-                let env = error_envelope(env.id, ErrorCode::UnknownMethod, "unknown or missing method", Some(carrier));
-                let _ = conn.out.send(Outgoing::Response(env)).await;
-                continue;
-            }
-            _ => {
-                let env = error_envelope(env.id, ErrorCode::InvalidRequest, "expected a request", Some(carrier));
+        let (id, carrier, request) = match decode_incoming(frame, config.max_envelope_bytes) {
+            Incoming::Request { id, carrier, request } => (id, carrier, request),
+            Incoming::Reject(env) => {
                 let _ = conn.out.send(Outgoing::Response(env)).await;
                 continue;
             }
         };
         // The wait for a worker is a span of its own, under the caller's context.
         let (parent, _) = remote_context(&carrier);
-        let job = Job { id: env.id, carrier, t1, request };
+        let job = Job { id, carrier, t1, request };
         // Counted before the send so that a worker's decrement never comes first.
         conn.queued.fetch_add(1, Ordering::Relaxed);
         if job_tx.send(Queued::with_parent(Stage::RpcQueue, job, parent)).await.is_err() {
