@@ -97,8 +97,9 @@ async fn a_database_that_cannot_keep_up_makes_senders_retry_and_counts_it() {
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
     let dir = tracewire_testkit::TempDir::new("tw-receiver-full").unwrap();
     let mut config = tracewire_store::StoreConfig::default();
-    // A database capped at its own schema: every write fails (as on a full disk) and the
-    // one-slot queue stays full; refused batches fail at once.
+    // A database capped at its own size: every write of these spans (each too large for
+    // the free space of the existing pages) fails as on a full disk, and the one-slot
+    // queue stays full; refused batches fail at once.
     config.queue = 1;
     config.full = tracewire_store::FullPolicy::Error;
     config.max_pages = Some(1);
@@ -108,7 +109,11 @@ async fn a_database_that_cannot_keep_up_makes_senders_retry_and_counts_it() {
     let mut client = TraceServiceClient::connect(r.grpc.clone()).await.unwrap();
     let (mut ok, mut unavailable) = (0u64, 0u64);
     for i in 0..20u8 {
-        match client.export(request(i, 3)).await {
+        let mut req = request(i, 3);
+        for s in req.resource_spans.iter_mut().flat_map(|r| &mut r.scope_spans).flat_map(|s| &mut s.spans) {
+            s.name = "x".repeat(16 << 10);
+        }
+        match client.export(req).await {
             Ok(_) => ok += 1,
             Err(status) => {
                 assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
