@@ -136,13 +136,20 @@ pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
         } else {
             ("delivered+dropped == emitted".to_owned(), accounted)
         };
-        let ours_pct = pct(ours.delivered, ours.emitted);
-        let sdk_pct = pct(sdk.delivered, sdk.emitted);
+        // Steady: the share delivered. Flat out (more than any exporter takes): the share
+        // accounted for, delivered or counted as dropped; the SDK counts no drops, so its
+        // share accounted for is its share delivered.
+        let (ours_pct, unit) = if steady_row {
+            (pct(ours.delivered, ours.emitted), "% deliv")
+        } else {
+            (pct(ours.delivered + dropped, ours.emitted), "% acctd")
+        };
+        let sdk_pct = pct(sdk.delivered + sdk.counted_drops.unwrap_or(0), sdk.emitted);
         rows.push(Row {
             name: name.into(),
             ours: ours_pct,
             peer: sdk_pct,
-            unit: "% deliv".into(),
+            unit: unit.into(),
             ratio: if sdk_pct > 0.0 { ours_pct / sdk_pct } else { f64::INFINITY },
             goal,
             met,
