@@ -13,7 +13,7 @@ use anyhow::{Result, bail};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter};
-use tracewire_telemetry::{Config, Pipeline, stage_span};
+use tracewire_telemetry::{Config, ExportSnapshot, Pipeline, stage_span};
 use tracing_subscriber::layer::SubscriberExt;
 
 use crate::{Row, Scale, percentile};
@@ -84,20 +84,18 @@ fn best_of(rounds: usize, n: u64, mut f: impl FnMut(), mut drain: impl FnMut()) 
         .fold(f64::INFINITY, f64::min)
 }
 
-pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
-    // Rounds no larger than tracewire's queue, drained in between: every measured span is
-    // recorded in full (a shed span would be cheaper, and is checked for below).
-    let n: u64 = scale.pick(50_000, 50_000);
-    let rounds = scale.pick(4, 12);
-
-    // tracewire.
+/// Per-span cost of `stage_span!` through tracewire's pipeline, and its final counts.
+/// Fails if a span went uncounted, or was shed (a shed span is cheaper and would flatter the
+/// figure).
+fn tracewire_cost(context_activation: bool, rounds: usize, n: u64) -> Result<(f64, ExportSnapshot)> {
     let mut config = Config::default();
     config.batch.max_queue_size = 65_536;
+    config.context_activation = context_activation;
     let delivered = Arc::new(AtomicU64::new(0));
     let exporter = CountingExporter(Arc::clone(&delivered));
     let pipeline = Pipeline::with_exporter(&config, Box::new(move || Ok(exporter.clone())))?;
     let subscriber = tracing_subscriber::registry().with(pipeline.layer());
-    let ours = tracing::subscriber::with_default(subscriber, || {
+    let ns = tracing::subscriber::with_default(subscriber, || {
         best_of(
             rounds,
             n,
@@ -117,31 +115,19 @@ pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
     if stats.dropped() > 0 {
         bail!("spans were shed during the measurement, which would flatter it: {stats:?}");
     }
+    Ok((ns, stats))
+}
 
-    // tracewire with TRACEWIRE_CONTEXT_ACTIVATION=false (reported in the note, not the ratio:
-    // the default keeps OpenTelemetry's current context in step with tracing's).
-    let mut no_activation = Config::default();
-    no_activation.batch.max_queue_size = 65_536;
-    no_activation.context_activation = false;
-    let pipeline = Pipeline::with_exporter(&no_activation, Box::new(|| Ok(CountingExporter::default())))?;
-    let subscriber = tracing_subscriber::registry().with(pipeline.layer());
-    let ours_no_activation = tracing::subscriber::with_default(subscriber, || {
-        best_of(
-            rounds,
-            n,
-            || {
-                let span = stage_span!(ProcessSpawn, process.pid = black_box(42u32));
-                let _e = span.enter();
-            },
-            || {
-                let _ = pipeline.provider().force_flush();
-            },
-        )
-    });
-    let no_activation_stats = pipeline.shutdown().or_else(tracewire_telemetry::Error::into_stats)?;
-    if no_activation_stats.dropped() > 0 {
-        bail!("spans were shed during the measurement: {no_activation_stats:?}");
-    }
+pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
+    // Rounds no larger than tracewire's queue, drained in between: every measured span is
+    // recorded in full (a shed span would be cheaper, and is checked for below).
+    let n: u64 = scale.pick(50_000, 50_000);
+    let rounds = scale.pick(4, 12);
+
+    let (ours, stats) = tracewire_cost(true, rounds, n)?;
+    // With TRACEWIRE_CONTEXT_ACTIVATION=false: reported in the note, not the ratio (the
+    // default keeps OpenTelemetry's current context in step with tracing's).
+    let (ours_no_activation, _) = tracewire_cost(false, rounds, n)?;
 
     // tracing + tracing-opentelemetry defaults.
     let provider = sdk_provider(CountingExporter::default());

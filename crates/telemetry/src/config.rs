@@ -299,15 +299,7 @@ impl Config {
         let mut warnings: Vec<String> = Vec::new();
         let w = &mut warnings;
 
-        let disabled = match vars.get("OTEL_SDK_DISABLED") {
-            None => false,
-            Some(v) if v.eq_ignore_ascii_case("true") => true,
-            Some(v) if v.eq_ignore_ascii_case("false") => false,
-            Some(v) => {
-                w.push(format!("OTEL_SDK_DISABLED: {v:?} is neither true nor false; using false"));
-                false
-            }
-        };
+        let disabled = boolean(&vars, w, "OTEL_SDK_DISABLED", false);
 
         let mut resource_attributes = Vec::new();
         if let Some(v) = vars.get("OTEL_RESOURCE_ATTRIBUTES") {
@@ -373,15 +365,7 @@ impl Config {
         let propagators = parse_propagators(&vars, w);
         let log_filter = vars.get("RUST_LOG").map(str::to_owned);
         let export_filter = vars.get("TRACEWIRE_EXPORT_FILTER").map(str::to_owned);
-        let context_activation = match vars.get("TRACEWIRE_CONTEXT_ACTIVATION") {
-            None => true,
-            Some(v) if v.eq_ignore_ascii_case("true") => true,
-            Some(v) if v.eq_ignore_ascii_case("false") => false,
-            Some(v) => {
-                w.push(format!("TRACEWIRE_CONTEXT_ACTIVATION: {v:?} is neither true nor false; using true"));
-                true
-            }
-        };
+        let context_activation = boolean(&vars, w, "TRACEWIRE_CONTEXT_ACTIVATION", true);
 
         Ok(Self {
             disabled,
@@ -419,6 +403,19 @@ fn millis(vars: &Vars, w: &mut Vec<String>, specific: &'static str, general: &'s
 }
 
 /// A positive count.
+/// `true` or `false` (any case); anything else is a warning and the default.
+fn boolean(vars: &Vars, w: &mut Vec<String>, var: &'static str, default: bool) -> bool {
+    match vars.get(var) {
+        None => default,
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(v) => {
+            w.push(format!("{var}: {v:?} is neither true nor false; using {default}"));
+            default
+        }
+    }
+}
+
 fn count(vars: &Vars, w: &mut Vec<String>, var: &'static str, default: usize) -> usize {
     match vars.get(var) {
         None => default,

@@ -340,6 +340,23 @@ pub fn run_python(script: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<
     }
 }
 
+/// Replays every file of the checked-in fuzz corpus `fuzz/corpus/<target>/` through
+/// `check` (the same function the cargo-fuzz target runs), failing on a panic or when the
+/// corpus is missing.
+pub fn replay_corpus(target: &str, check: fn(&[u8])) {
+    let dir = workspace_root().join("fuzz/corpus").join(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.map_or_else(|e| panic!("{}: {e}", dir.display()), |e| e.path()))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{}: the corpus is missing", dir.display());
+    for path in files {
+        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(std::panic::catch_unwind(|| check(&data)).is_ok(), "{} fails the {target} check", path.display());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
