@@ -25,7 +25,7 @@ const COMMANDS: &[&[&str]] = &[
 
 /// The objectives the demo checks unless given others.
 pub(crate) fn default_slos() -> Result<Vec<Slo>> {
-    Ok(["e2e.p99<=250ms", "first_output.p90<=50ms", "process.spawn.p50<=5ms"]
+    Ok(["e2e.p90<=250ms", "first_output.p90<=50ms", "process.spawn.p50<=5ms"]
         .iter()
         .map(|e| Slo::parse(e))
         .collect::<Result<Vec<_>, _>>()?)
