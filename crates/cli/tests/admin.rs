@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use tracewire_testkit::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tracewire");
+mod common;
+use common::BIN;
 const TOKEN: &str = "cli-admin-token";
 
 /// An exec-server with an admin listener, stopped by its pid on drop.

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use tracewire_testkit::Rotel;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tracewire");
+mod common;
+use common::{BIN, announced, signal};
 
 /// Waits for `child` to exit, failing with `hang` if it takes longer than `limit`.
 fn exit_within(child: &mut Child, limit: Duration, hang: &str) -> std::process::ExitStatus {
@@ -36,10 +37,7 @@ impl ServerProcess {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let address =
-            line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).to_owned();
+        let address = announced(&mut BufReader::new(child.stdout.take().unwrap()), "listening on ");
         Self { child, address }
     }
 }
@@ -47,8 +45,7 @@ impl ServerProcess {
 impl ServerProcess {
     /// SIGINT to its own pid: it stops serving and flushes its telemetry before exiting.
     fn stop_gracefully(mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+        signal(&self.child, "-INT");
         let st = exit_within(&mut self.child, Duration::from_secs(10), "exec-server did not stop on SIGINT");
         assert!(st.success(), "{st}");
     }
@@ -199,10 +196,7 @@ fn relay_process(port: u16) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let address =
-        line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).to_owned();
+    let address = announced(&mut BufReader::new(child.stdout.take().unwrap()), "listening on ");
     (child, address)
 }
 
@@ -401,8 +395,7 @@ impl CollectProcess {
 
     /// SIGTERM to its own pid; returns its exit status, stdout and stderr.
     fn stop(mut self) -> (std::process::ExitStatus, String, String) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        signal(&self.child, "-TERM");
         let status = exit_within(&mut self.child, Duration::from_secs(10), "collect did not stop on SIGTERM");
         let mut out = String::new();
         let mut err = String::new();

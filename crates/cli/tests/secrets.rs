@@ -5,13 +5,14 @@
 //! log line of any process, nor in any span the collector received. The client's stdout is
 //! the one place the marker belongs.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tracewire_testkit::{Rotel, TempDir};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tracewire");
+mod common;
+use common::{BIN, announced};
 const TOKEN: &str = "tok-5ecr3t-a7c0b1e9d4f2";
 const MARKER: &str = "PLAINTEXT-MARKER-9f8e7d6c5b4a";
 
@@ -71,10 +72,7 @@ fn neither_the_token_nor_plaintext_appears_in_any_log_or_span() {
         .spawn()
         .unwrap();
     let mut relay_out = BufReader::new(relay.stdout.take().unwrap());
-    let mut line = String::new();
-    relay_out.read_line(&mut line).unwrap();
-    let address =
-        line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).to_owned();
+    let address = announced(&mut relay_out, "listening on ");
     let relay_stdout = drain(relay_out);
     let relay_stderr = drain(relay.stderr.take().unwrap());
     let url = format!("http://{address}");
