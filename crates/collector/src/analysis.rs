@@ -116,7 +116,7 @@ pub(crate) fn by_trace(spans: &[SpanRecord]) -> Vec<Vec<SpanRecord>> {
     order.into_iter().filter_map(|t| groups.remove(t)).collect()
 }
 
-fn children_of(spans: &[SpanRecord]) -> HashMap<&str, Vec<usize>> {
+pub(crate) fn children_of(spans: &[SpanRecord]) -> HashMap<&str, Vec<usize>> {
     let mut children: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, s) in spans.iter().enumerate() {
         if let Some(p) = &s.parent_id {
@@ -136,8 +136,13 @@ fn shift_subtree(
     delta: i64,
     shifted: &mut HashSet<usize>,
 ) {
+    // Each span once: parent ids may form a cycle in a malformed trace.
+    let mut visited: HashSet<usize> = HashSet::new();
     let mut stack = vec![root];
     while let Some(i) = stack.pop() {
+        if !visited.insert(i) {
+            continue;
+        }
         if spans[i].service == service && shifted.insert(i) {
             spans[i].start_ns += delta;
             spans[i].end_ns += delta;
@@ -237,14 +242,17 @@ fn covered(mut intervals: Vec<(i64, i64)>, lo: i64, hi: i64) -> i64 {
     total
 }
 
-fn descendants(spans: &[SpanRecord], root: usize) -> Vec<usize> {
-    let children = children_of(spans);
+/// The spans below `root`, each once (parent ids may form a cycle in a malformed trace).
+fn descendants(spans: &[SpanRecord], children: &HashMap<&str, Vec<usize>>, root: usize) -> Vec<usize> {
+    let mut seen: HashSet<usize> = HashSet::from([root]);
     let mut out = Vec::new();
-    let mut stack: Vec<usize> = children.get(spans[root].span_id.as_str()).cloned().unwrap_or_default();
+    let mut stack = vec![root];
     while let Some(i) = stack.pop() {
-        out.push(i);
-        if let Some(k) = children.get(spans[i].span_id.as_str()) {
-            stack.extend(k.iter().copied());
+        for &k in children.get(spans[i].span_id.as_str()).map_or(&[][..], Vec::as_slice) {
+            if seen.insert(k) {
+                out.push(k);
+                stack.push(k);
+            }
         }
     }
     out
@@ -252,12 +260,14 @@ fn descendants(spans: &[SpanRecord], root: usize) -> Vec<usize> {
 
 /// Per trace: roots (duration, uncovered ns).
 fn roots(spans: &[SpanRecord]) -> Vec<(i64, i64)> {
+    let children = children_of(spans);
     spans
         .iter()
         .enumerate()
         .filter(|(_, s)| s.parent_id.is_none())
         .map(|(i, r)| {
-            let intervals = descendants(spans, i).into_iter().map(|d| (spans[d].start_ns, spans[d].end_ns)).collect();
+            let intervals =
+                descendants(spans, &children, i).into_iter().map(|d| (spans[d].start_ns, spans[d].end_ns)).collect();
             let dur = r.duration_ns();
             (dur, dur - covered(intervals, r.start_ns, r.end_ns))
         })
@@ -285,15 +295,7 @@ fn roots(spans: &[SpanRecord]) -> Vec<(i64, i64)> {
 /// assert_eq!(path, [(0, 10), (1, 30), (2, 60)]);
 /// ```
 pub fn critical_path(trace: &[SpanRecord]) -> Vec<(usize, i64)> {
-    let Some(root) = trace
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.parent_id.is_none())
-        .max_by_key(|(i, s)| (s.duration_ns(), std::cmp::Reverse(*i)))
-        .map(|(i, _)| i)
-    else {
-        return Vec::new();
-    };
+    let Some(root) = longest_root(trace) else { return Vec::new() };
     let children = children_of(trace);
     let reach = subtree_ends(trace, &children);
     let mut used: HashSet<usize> = HashSet::from([root]);
@@ -326,6 +328,16 @@ pub fn critical_path(trace: &[SpanRecord]) -> Vec<(usize, i64)> {
         stack.push((c, cs, ce));
     }
     on_path.into_iter().collect()
+}
+
+/// The index of the trace's longest root (the first of equals), if it has one.
+pub(crate) fn longest_root(trace: &[SpanRecord]) -> Option<usize> {
+    trace
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.parent_id.is_none())
+        .max_by_key(|(i, s)| (s.duration_ns(), std::cmp::Reverse(*i)))
+        .map(|(i, _)| i)
 }
 
 /// Per span, the latest end in its subtree (itself included). Each span is visited once,

@@ -5,10 +5,10 @@
 // Pixel positions and millisecond labels: f64 precision is far beyond what a chart shows.
 #![allow(clippy::cast_precision_loss)]
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fmt::Write;
 
-use crate::analysis::{LatencyStats, Summary, by_trace, correct_skew, critical_path};
+use crate::analysis::{LatencyStats, Summary, by_trace, children_of, correct_skew, critical_path, longest_root};
 use crate::{Slo, SpanRecord};
 
 fn esc(s: &str) -> String {
@@ -73,49 +73,47 @@ fn bars(title: &str, rows: &[(String, LatencyStats)], slos: &[Slo]) -> String {
 /// A waterfall of one trace: one row per span, by depth-first order, over the root's time;
 /// spans on the critical path are drawn darker (class `critical`).
 fn waterfall(title: &str, trace: &[SpanRecord]) -> String {
-    let Some(root) = trace.iter().filter(|s| s.parent_id.is_none()).max_by_key(|s| s.duration_ns()) else {
-        return String::new();
-    };
-    let critical: std::collections::HashSet<*const SpanRecord> =
-        critical_path(trace).into_iter().map(|(i, _)| std::ptr::from_ref(&trace[i])).collect();
-    let children: HashMap<&str, Vec<&SpanRecord>> = trace.iter().fold(HashMap::new(), |mut m, s| {
-        if let Some(p) = &s.parent_id {
-            m.entry(p.as_str()).or_insert_with(Vec::new).push(s);
+    let Some(root_index) = longest_root(trace) else { return String::new() };
+    let root = &trace[root_index];
+    let critical: HashSet<usize> = critical_path(trace).into_iter().map(|(i, _)| i).collect();
+    let children = children_of(trace);
+    // Depth first, children by start; each span once (a malformed trace may loop).
+    let mut rows: Vec<(usize, usize)> = Vec::new();
+    let mut seen: HashSet<usize> = HashSet::new();
+    let mut stack = vec![(0usize, root_index)];
+    while let Some((d, i)) = stack.pop() {
+        if !seen.insert(i) {
+            continue;
         }
-        m
-    });
-    let mut rows: Vec<(usize, &SpanRecord)> = Vec::new();
-    let mut stack = vec![(0usize, root)];
-    while let Some((d, s)) = stack.pop() {
-        rows.push((d, s));
-        let mut kids = children.get(s.span_id.as_str()).cloned().unwrap_or_default();
-        kids.sort_by_key(|k| std::cmp::Reverse(k.start_ns));
+        rows.push((d, i));
+        let mut kids = children.get(trace[i].span_id.as_str()).cloned().unwrap_or_default();
+        kids.sort_by_key(|&k| std::cmp::Reverse(trace[k].start_ns));
         stack.extend(kids.into_iter().map(|k| (d + 1, k)));
     }
     #[allow(clippy::cast_precision_loss)]
     let dur = root.duration_ns().max(1) as f64;
     let scale = (W - LABEL - 10.0) / dur;
-    let h = 16.0;
+    let row_height = 16.0;
     #[allow(clippy::cast_precision_loss)]
-    let height = rows.len() as f64 * h + 30.0;
+    let height = rows.len() as f64 * row_height + 30.0;
     let mut svg = format!(
         r#"<h2>{} ({:.3} ms)</h2><svg class="waterfall" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}">"#,
         esc(title),
         dur / 1e6
     );
-    for (i, (depth, s)) in rows.iter().enumerate() {
+    for (row, &(depth, index)) in rows.iter().enumerate() {
+        let s = &trace[index];
         #[allow(clippy::cast_precision_loss)]
         let (y, x, w) = (
-            10.0 + i as f64 * h,
+            10.0 + row as f64 * row_height,
             LABEL + (s.start_ns - root.start_ns) as f64 * scale,
             (s.duration_ns() as f64 * scale).max(1.0),
         );
-        let (class, fill) =
-            if critical.contains(&std::ptr::from_ref(*s)) { ("critical", "#a63603") } else { ("span", "#fdae6b") };
+        let (class, fill) = if critical.contains(&index) { ("critical", "#a63603") } else { ("span", "#fdae6b") };
         let _ = write!(
             svg,
             r#"<text x="{:.1}" y="{:.1}" font-size="11">{}</text><rect class="{class}" x="{x:.1}" y="{y:.1}" width="{w:.1}" height="12" fill="{fill}"><title>{} {:.3} ms</title></rect>"#,
-            4.0 + *depth as f64 * 8.0,
+            4.0 + depth as f64 * 8.0,
             y + 10.0,
             esc(s.stage()),
             esc(&s.name),

@@ -254,6 +254,10 @@ fn a_span_that_claims_its_own_id_as_parent_does_not_loop() {
     let t = vec![span("t", "r", None, "exec", "c", 0, 10), span("t", "r", Some("r"), "loop", "c", 0, 10)];
     let path = tracewire_collector::critical_path(&t);
     assert_eq!(path.iter().map(|p| p.1).sum::<i64>(), 10 * MS);
+    // The analysis and the report walk the same tree: they end, and each waterfall (the
+    // median and the slowest trace, here the same one) lists each span once.
+    let html = tracewire_collector::report::render_html(&analyze(&t, &[]), &t, &[]);
+    assert_eq!(html.matches("<rect class=").count(), 2 * 2, "{html}");
     assert!(tracewire_collector::critical_path(&[span("t", "x", Some("y"), "orphan", "c", 0, 1)]).is_empty());
 }
 
