@@ -154,11 +154,12 @@ pub struct Config {
     /// `TRACEWIRE_EXPORT_FILTER`: which `tracing` spans are exported (`EnvFilter` syntax);
     /// `None` means [`crate::DEFAULT_EXPORT_FILTER`].
     pub export_filter: Option<String>,
-    /// `TRACEWIRE_CONTEXT_ACTIVATION` (default `true`): entering a span makes its context
-    /// OpenTelemetry's current one (`opentelemetry::Context::current()`), as OpenTelemetry
-    /// instrumentation and the global propagator's `inject` expect. `false` skips that on
-    /// every span entry (about a sixth of a stage span's cost); tracewire's own helpers
-    /// (`current_context`, `inject_current`, ...) work either way.
+    /// `TRACEWIRE_CONTEXT_ACTIVATION` (default `false`): `true` makes entering a span also
+    /// make its context OpenTelemetry's current one (`opentelemetry::Context::current()`),
+    /// for code that reads it inside `tracing` spans (OpenTelemetry's API spans started
+    /// without an explicit parent, the global propagator's `inject`). It costs about as much
+    /// again as the rest of a stage span, so it is off: tracewire's own helpers
+    /// (`current_context`, `inject_current`, `Queued`, ...) work either way.
     pub context_activation: bool,
     /// Problems that fell back to a default, one sentence each naming the variable.
     pub warnings: Vec<String>,
@@ -180,7 +181,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(2),
             log_filter: None,
             export_filter: None,
-            context_activation: true,
+            context_activation: false,
             warnings: Vec::new(),
         }
     }
@@ -365,7 +366,7 @@ impl Config {
         let propagators = parse_propagators(&vars, w);
         let log_filter = vars.get("RUST_LOG").map(str::to_owned);
         let export_filter = vars.get("TRACEWIRE_EXPORT_FILTER").map(str::to_owned);
-        let context_activation = boolean(&vars, w, "TRACEWIRE_CONTEXT_ACTIVATION", true);
+        let context_activation = boolean(&vars, w, "TRACEWIRE_CONTEXT_ACTIVATION", false);
 
         Ok(Self {
             disabled,

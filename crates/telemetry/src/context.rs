@@ -63,24 +63,51 @@ fn otel_context_of(ex: &Extracted) -> Context {
 pub fn set_parent_from<C: Carrier + ?Sized>(span: &tracing::Span, carrier: &C) -> Extracted {
     let ex = extract(carrier);
     PROPAGATION.record(&ex);
-    match ex.started {
-        None => {
-            // Fails only for a span that is disabled or already entered; nothing to do then.
-            let _ = span.set_parent(otel_context_of(&ex));
+    let ours = crate::layer::with_record(span, |rec| {
+        let cx = (ex.remote_parent.is_some() || !ex.baggage.is_empty()).then(|| otel_context_of(&ex));
+        match (ex.started, cx) {
+            (None, Some(cx)) => {
+                rec.continue_context(&cx);
+            }
+            (Some(reason), cx) => {
+                if let Some(cx) = cx {
+                    rec.inherit(cx);
+                }
+                rec.set_attribute(opentelemetry::KeyValue::new("tracewire.propagation.started", reason.as_str()));
+            }
+            (None, None) => {}
         }
-        Some(reason) => {
-            if !ex.baggage.is_empty() {
+    });
+    if ours.is_none() {
+        // A span of another layer (tracing-opentelemetry's, see [`crate::otel_layer`]).
+        match ex.started {
+            None => {
+                // Fails only for a span that is disabled or already entered; nothing to do then.
                 let _ = span.set_parent(otel_context_of(&ex));
             }
-            span.set_attribute("tracewire.propagation.started", reason.as_str());
+            Some(reason) => {
+                if !ex.baggage.is_empty() {
+                    let _ = span.set_parent(otel_context_of(&ex));
+                }
+                span.set_attribute("tracewire.propagation.started", reason.as_str());
+            }
         }
     }
     ex
 }
 
+/// The OpenTelemetry context of `span`: from tracewire's layer, else from
+/// tracing-opentelemetry's (for a subscriber built with [`crate::otel_layer`]).
+fn otel_context(span: &tracing::Span) -> Context {
+    crate::layer::with_record(span, |rec| rec.context()).unwrap_or_else(|| span.context())
+}
+
 /// The tracewire context of `span`, when it is recording in a valid trace.
 pub fn span_context(span: &tracing::Span) -> Option<TraceContext> {
-    from_span_context(span.context().span().span_context())
+    match crate::layer::with_record(span, |rec| rec.span_context()) {
+        Some(sc) => from_span_context(&sc),
+        None => from_span_context(span.context().span().span_context()),
+    }
 }
 
 /// Writes `span`'s context (and the baggage of its context) into `carrier`.
@@ -89,7 +116,10 @@ pub fn span_context(span: &tracing::Span) -> Option<TraceContext> {
 /// # Errors
 /// When the carrier refuses a value.
 pub fn inject_span<C: CarrierMut + ?Sized>(span: &tracing::Span, carrier: &mut C) -> Result<bool, CarrierError> {
-    let cx = span.context();
+    inject_context(&otel_context(span), carrier)
+}
+
+fn inject_context<C: CarrierMut + ?Sized>(cx: &Context, carrier: &mut C) -> Result<bool, CarrierError> {
     let Some(ctx) = from_span_context(cx.span().span_context()) else { return Ok(false) };
     let baggage = from_otel_baggage(cx.baggage());
     ctx.inject(Some(&baggage), carrier)?;
@@ -101,13 +131,16 @@ pub fn inject_span<C: CarrierMut + ?Sized>(span: &tracing::Span, carrier: &mut C
 /// # Errors
 /// When the carrier refuses a value.
 pub fn inject_current<C: CarrierMut + ?Sized>(carrier: &mut C) -> Result<bool, CarrierError> {
-    inject_span(&tracing::Span::current(), carrier)
+    match crate::layer::with_current_record(|rec| rec.context()) {
+        Some(cx) => inject_context(&cx, carrier),
+        None => inject_span(&tracing::Span::current(), carrier),
+    }
 }
 
 /// The OpenTelemetry context of the current `tracing` span (to link to it, or to parent
-/// spans made with the OpenTelemetry API).
+/// spans made with the OpenTelemetry API). Works with or without context activation.
 pub fn current_context() -> Context {
-    tracing::Span::current().context()
+    crate::layer::with_current_record(|rec| rec.context()).unwrap_or_else(|| tracing::Span::current().context())
 }
 
 /// The trace id of the current `tracing` span, if it is in a valid trace.

@@ -139,9 +139,21 @@ enum Control {
     SetResource(Resource),
 }
 
+/// A finished span waiting for export: from the OpenTelemetry SDK (spans made with its API,
+/// such as [`crate::Queued`]'s), or a compact record from tracewire's `tracing` layer, which
+/// the worker turns into `SpanData` off the application's threads.
+// The compact record is the common case and stays inline: boxing it would cost an
+// allocation per span on the emitting thread, freed on the worker.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Item {
+    /// Boxed: `SpanData` is larger than a compact record, and every item moves twice.
+    Sdk(Box<SpanData>),
+    Compact(crate::layer::SpanRecord),
+}
+
 /// The queue between the application's threads and the export worker.
 struct Shared {
-    queue: ArrayQueue<SpanData>,
+    queue: ArrayQueue<Item>,
     stats: ExportStats,
     /// Set once the worker has stopped: what is still queued can never be exported.
     closed: AtomicBool,
@@ -193,14 +205,47 @@ impl Overload {
     }
 }
 
+/// Where finished spans go: a handle on the queue and the worker to wake. Shared by the
+/// SDK span processor and tracewire's `tracing` layer.
+#[derive(Clone)]
+pub(crate) struct Sink {
+    shared: Arc<Shared>,
+    worker: std::thread::Thread,
+}
+
+impl fmt::Debug for Sink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sink").field("queued", &self.shared.queue.len()).finish_non_exhaustive()
+    }
+}
+
+impl Sink {
+    /// Counts `item` as emitted and queues it without blocking, or counts it as dropped
+    /// when the queue is full. Wakes the worker once a batch is waiting.
+    pub(crate) fn submit(&self, item: Item) {
+        let sh = &*self.shared;
+        let c = &sh.stats.inner;
+        c.emitted.fetch_add(1, Ordering::AcqRel);
+        if sh.queue.push(item).is_err() {
+            c.dropped_queue_full.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+        if sh.closed.load(Ordering::SeqCst) {
+            // The worker is gone; whoever pops a span counts it, exactly once.
+            sh.drop_rest();
+        } else if sh.queue.len() >= sh.batch_size && !sh.wake_pending.swap(true, Ordering::AcqRel) {
+            self.worker.unpark();
+        }
+    }
+}
+
 /// The bounded, non-blocking span processor. See the module documentation.
 ///
 /// Ending a span costs one lock-free push; the worker is woken (unparked) only when a full
 /// batch is waiting, so the application's threads never make a system call per span.
 pub struct BoundedProcessor {
-    shared: Arc<Shared>,
+    sink: Sink,
     control: Sender<Control>,
-    worker_thread: std::thread::Thread,
     cancel: Arc<Cancel>,
     export_timeout: Duration,
     shut_down: AtomicBool,
@@ -209,7 +254,7 @@ pub struct BoundedProcessor {
 
 impl fmt::Debug for BoundedProcessor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BoundedProcessor").field("stats", &self.shared.stats.snapshot()).finish_non_exhaustive()
+        f.debug_struct("BoundedProcessor").field("stats", &self.sink.shared.stats.snapshot()).finish_non_exhaustive()
     }
 }
 
@@ -264,6 +309,7 @@ impl BoundedProcessor {
                             control: ctl_rx,
                             batch,
                             cancel: worker_cancel,
+                            scope: opentelemetry::InstrumentationScope::builder(crate::TRACER_NAME).build(),
                             warned: false,
                             warned_full: false,
                         };
@@ -280,9 +326,8 @@ impl BoundedProcessor {
             .map_err(|e| PipelineError::Worker(e.to_string()))?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Self {
-                shared,
+                sink: Sink { shared, worker: handle.thread().clone() },
                 control: ctl_tx,
-                worker_thread: handle.thread().clone(),
                 cancel,
                 export_timeout: batch.export_timeout,
                 shut_down: AtomicBool::new(false),
@@ -298,17 +343,22 @@ impl BoundedProcessor {
 
     /// The counters of this pipeline.
     pub fn stats(&self) -> ExportStats {
-        self.shared.stats.clone()
+        self.sink.shared.stats.clone()
     }
 
     /// The load-shedding handle of this pipeline.
     pub fn overload(&self) -> Overload {
-        Overload { shared: Arc::clone(&self.shared) }
+        Overload { shared: Arc::clone(&self.sink.shared) }
+    }
+
+    /// Where tracewire's `tracing` layer hands its finished spans.
+    pub(crate) fn sink(&self) -> Sink {
+        self.sink.clone()
     }
 
     fn send(&self, msg: Control) -> Result<(), OTelSdkError> {
         self.control.send(msg).map_err(|_| OTelSdkError::AlreadyShutdown)?;
-        self.worker_thread.unpark();
+        self.sink.worker.unpark();
         Ok(())
     }
 
@@ -327,19 +377,7 @@ impl SpanProcessor for BoundedProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
-        let sh = &*self.shared;
-        let c = &sh.stats.inner;
-        c.emitted.fetch_add(1, Ordering::AcqRel);
-        if sh.queue.push(span).is_err() {
-            c.dropped_queue_full.fetch_add(1, Ordering::AcqRel);
-            return;
-        }
-        if sh.closed.load(Ordering::SeqCst) {
-            // The worker is gone; whoever pops a span counts it, exactly once.
-            sh.drop_rest();
-        } else if sh.queue.len() >= sh.batch_size && !sh.wake_pending.swap(true, Ordering::AcqRel) {
-            self.worker_thread.unpark();
-        }
+        self.sink.submit(Item::Sdk(Box::new(span)));
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -390,6 +428,8 @@ struct Worker<E> {
     control: Receiver<Control>,
     batch: BatchConfig,
     cancel: Arc<Cancel>,
+    /// The instrumentation scope of the spans of tracewire's `tracing` layer.
+    scope: opentelemetry::InstrumentationScope,
     warned: bool,
     warned_full: bool,
 }
@@ -494,15 +534,16 @@ impl<E: SpanExporter> Worker<E> {
         let mut batch = Vec::with_capacity(self.shared.batch_size.min(self.shared.queue.len()));
         while batch.len() < self.shared.batch_size {
             match self.shared.queue.pop() {
-                Some(s) => batch.push(s),
+                Some(Item::Sdk(mut span)) => {
+                    crate::stage::enrich(&mut span);
+                    batch.push(*span);
+                }
+                Some(Item::Compact(record)) => batch.push(record.into_span_data(&self.scope)),
                 None => break,
             }
         }
         if batch.is_empty() {
             return true;
-        }
-        for span in &mut batch {
-            crate::stage::enrich(span);
         }
         let n = batch.len() as u64;
         let mut timeout = self.batch.export_timeout;

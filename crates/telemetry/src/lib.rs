@@ -4,7 +4,8 @@
 //! every other tracewire crate uses to emit them.
 //!
 //! - [`init`] with [`Config::from_env`]: a `tracing` subscriber with a `RUST_LOG`-filtered
-//!   log layer and the `tracing-opentelemetry` layer, an OTLP exporter configured from the
+//!   log layer and tracewire's span layer (compact records on the emitting thread, turned
+//!   into OpenTelemetry spans on the export worker), an OTLP exporter configured from the
 //!   `OTEL_*` variables, and tracewire-context's propagator installed globally.
 //! - [`Stage`] and [`stage_span!`]: the stage taxonomy (`docs/stages.md`).
 //! - [`Queued`]: queue-residence spans, from enqueue to dequeue, across threads.
@@ -36,6 +37,7 @@
 mod config;
 mod context;
 mod export;
+mod layer;
 mod queue;
 mod stage;
 
@@ -116,12 +118,14 @@ impl Error {
 
 /// An export pipeline (tracer provider, bounded processor, exporter) not yet installed
 /// globally. [`init`] builds one from the configuration; tests and embedders can build
-/// their own, with any exporter, and use it with [`otel_layer`].
+/// their own, with any exporter, and use it with [`Pipeline::layer`].
 #[derive(Debug)]
 pub struct Pipeline {
     provider: SdkTracerProvider,
     stats: ExportStats,
     overload: Overload,
+    sink: export::Sink,
+    sampler: Sampler,
     shutdown_timeout: Duration,
     context_activation: bool,
 }
@@ -236,6 +240,7 @@ impl Pipeline {
         let processor = BoundedProcessor::start(factory, config.batch, log)?;
         let stats = processor.stats();
         let overload = processor.overload();
+        let sink = processor.sink();
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .with_sampler(sampler(config.sampler))
@@ -245,6 +250,8 @@ impl Pipeline {
             provider,
             stats,
             overload,
+            sink,
+            sampler: config.sampler,
             shutdown_timeout: config.shutdown_timeout,
             context_activation: config.context_activation,
         })
@@ -265,8 +272,10 @@ impl Pipeline {
         self.stats.clone()
     }
 
-    /// The OpenTelemetry layer for this pipeline: [`otel_layer`] with load shedding (while
-    /// the export queue is full, new spans are counted as dropped instead of recorded).
+    /// tracewire's `tracing` layer for this pipeline, with load shedding (while the export
+    /// queue is full, new spans are counted as dropped instead of recorded). Spans are
+    /// recorded compactly and become OpenTelemetry spans on the export worker (see
+    /// `docs/telemetry.md`); it must sit on a `tracing_subscriber::Registry`, as here.
     ///
     /// ```
     /// use opentelemetry_sdk::trace::InMemorySpanExporter;
@@ -285,7 +294,11 @@ impl Pipeline {
     where
         S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
     {
-        Shed(self.overload.clone()).and_then(otel_layer(self.tracer()).with_context_activation(self.context_activation))
+        Shed(self.overload.clone()).and_then(self.span_layer())
+    }
+
+    fn span_layer(&self) -> layer::SpanLayer {
+        layer::SpanLayer { sink: self.sink.clone(), sampler: self.sampler, activation: self.context_activation }
     }
 
     /// Exports what is queued and stops, within the configured shutdown timeout.
@@ -302,9 +315,11 @@ impl Pipeline {
     }
 }
 
-/// The `tracing-opentelemetry` layer as tracewire sets it up: no source location, thread,
-/// target or busy/idle attributes on every span (they cost allocations on the emit path
-/// and the stage name already says where a span comes from). [`init`] installs this layer.
+/// The `tracing-opentelemetry` layer, for a subscriber of your own built on it rather than
+/// on [`Pipeline::layer`] (tracewire's context helpers work with both; stage spans cost
+/// about three times as much through this one). Set up like tracewire's: no source
+/// location, thread, target or busy/idle attributes on every span (they cost allocations on
+/// the emit path and the stage name already says where a span comes from).
 pub fn otel_layer<S>(tracer: SdkTracer) -> tracing_opentelemetry::OpenTelemetryLayer<S, SdkTracer>
 where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
@@ -427,9 +442,7 @@ pub fn init(mut config: Config) -> Result<TelemetryGuard, Error> {
             EnvFilter::new(DEFAULT_EXPORT_FILTER)
         });
         let pipeline = Pipeline::new(&config)?;
-        let otel = Shed(pipeline.overload.clone()).and_then(
-            otel_layer(pipeline.tracer()).with_context_activation(config.context_activation).with_filter(export),
-        );
+        let otel = Shed(pipeline.overload.clone()).and_then(pipeline.span_layer().with_filter(export));
         if let Err(e) = tracing_subscriber::registry().with(fmt).with(otel).try_init() {
             let _ = pipeline.shutdown();
             return Err(Error::AlreadyInitialized(e.to_string()));

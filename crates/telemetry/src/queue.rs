@@ -27,10 +27,30 @@ pub struct Queued<T> {
 
 #[cfg(feature = "instrument")]
 #[derive(Debug)]
-struct Meta {
-    stage: Stage,
-    enqueued: SystemTime,
-    parent: opentelemetry::Context,
+// Always boxed (`Queued::meta`), so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Meta {
+    /// A child of a span of tracewire's layer: recorded by the layer's own path.
+    Layer(crate::layer::Pending),
+    /// A child of an OpenTelemetry context: emitted through the global tracer provider.
+    Otel { stage: Stage, enqueued: SystemTime, parent: opentelemetry::Context },
+}
+
+#[cfg(feature = "instrument")]
+impl Meta {
+    fn enqueued(&self) -> SystemTime {
+        match self {
+            Self::Layer(p) => p.start(),
+            Self::Otel { enqueued, .. } => *enqueued,
+        }
+    }
+
+    fn finish(self, attributes: &[opentelemetry::KeyValue]) {
+        match self {
+            Self::Layer(p) => p.finish(attributes),
+            Self::Otel { stage, enqueued, parent } => emit(stage, enqueued, SystemTime::now(), &parent, attributes),
+        }
+    }
 }
 
 impl<T> Queued<T> {
@@ -38,8 +58,11 @@ impl<T> Queued<T> {
     pub fn new(stage: Stage, item: T) -> Self {
         #[cfg(feature = "instrument")]
         {
-            use tracing_opentelemetry::OpenTelemetrySpanExt;
-            Self::with_parent(stage, item, tracing::Span::current().context())
+            match crate::layer::Pending::child_of_current(stage.name()) {
+                Some(p) => Self { item, meta: Some(Box::new(Meta::Layer(p))) },
+                // Another layer's span (tracing-opentelemetry's), or none.
+                None => Self::with_parent(stage, item, crate::context::current_context()),
+            }
         }
         #[cfg(not(feature = "instrument"))]
         {
@@ -58,7 +81,7 @@ impl<T> Queued<T> {
                 .span()
                 .span_context()
                 .is_valid()
-                .then(|| Box::new(Meta { stage, enqueued: SystemTime::now(), parent }));
+                .then(|| Box::new(Meta::Otel { stage, enqueued: SystemTime::now(), parent }));
             Self { item, meta }
         }
         #[cfg(not(feature = "instrument"))]
@@ -72,7 +95,7 @@ impl<T> Queued<T> {
     pub fn enqueued_at(&self) -> Option<SystemTime> {
         #[cfg(feature = "instrument")]
         {
-            self.meta.as_ref().map(|m| m.enqueued)
+            self.meta.as_ref().map(|m| m.enqueued())
         }
         #[cfg(not(feature = "instrument"))]
         {
@@ -109,7 +132,7 @@ impl<T> Queued<T> {
     pub fn into_inner(self) -> T {
         #[cfg(feature = "instrument")]
         if let Some(m) = self.meta {
-            emit(m.stage, m.enqueued, SystemTime::now(), &m.parent, &[]);
+            m.finish(&[]);
         }
         self.item
     }
@@ -118,7 +141,7 @@ impl<T> Queued<T> {
     pub fn into_inner_with(self, attributes: &[opentelemetry::KeyValue]) -> T {
         #[cfg(feature = "instrument")]
         if let Some(m) = self.meta {
-            emit(m.stage, m.enqueued, SystemTime::now(), &m.parent, attributes);
+            m.finish(attributes);
         }
         #[cfg(not(feature = "instrument"))]
         let _ = attributes;

@@ -196,12 +196,12 @@ fn unknown_variables_are_ignored() {
 }
 
 #[test]
-fn context_activation_is_on_unless_turned_off() {
-    assert!(cfg(&[]).context_activation);
+fn context_activation_is_off_unless_turned_on() {
+    assert!(!cfg(&[]).context_activation);
     assert!(!cfg(&[("TRACEWIRE_CONTEXT_ACTIVATION", "false")]).context_activation);
     assert!(cfg(&[("TRACEWIRE_CONTEXT_ACTIVATION", "TRUE")]).context_activation);
     let c = cfg(&[("TRACEWIRE_CONTEXT_ACTIVATION", "sometimes")]);
-    assert!(c.context_activation);
+    assert!(!c.context_activation);
     assert!(c.warnings.iter().any(|w| w.contains("TRACEWIRE_CONTEXT_ACTIVATION")), "{:?}", c.warnings);
 }
 

@@ -28,9 +28,11 @@ fn init_exports_stage_and_queue_spans_and_installs_the_propagator() {
         let _d = stage_span!(RpcDispatch).entered();
         let q = Queued::new(Stage::RpcQueue, 1);
         std::thread::spawn(move || q.into_inner()).join().unwrap();
-        // The global propagator injects the current span.
+        // The global propagator injects the current span's context (current_context(), as
+        // OpenTelemetry's own current context is left alone without context activation).
         let mut headers = std::collections::HashMap::new();
-        opentelemetry::global::get_text_map_propagator(|p| p.inject(&mut headers));
+        let cx = tracewire_telemetry::current_context();
+        opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut headers));
         let id = current_trace_id().unwrap().to_string();
         assert!(headers["traceparent"].contains(&id), "{headers:?}");
         id

@@ -218,10 +218,17 @@ fn set_parent_from_continues_or_starts_and_inject_carries_the_span() {
 }
 
 #[test]
-fn context_of_a_span_is_visible_to_opentelemetry_apis() {
+fn context_of_a_span_is_visible_to_opentelemetry_apis_through_current_context() {
     harness();
     let span = stage_span!(Exec);
     let _g = span.enter();
-    let cx = opentelemetry::Context::current();
-    assert!(cx.span().span_context().is_valid(), "entering a stage span activates its context");
+    let ours = tracewire_telemetry::current_context();
+    assert_eq!(
+        ours.span().span_context().span_id().to_bytes(),
+        span_context(&span).unwrap().span_id.to_bytes(),
+        "current_context() is the entered span's"
+    );
+    // Without TRACEWIRE_CONTEXT_ACTIVATION (the default), OpenTelemetry's own current
+    // context is left alone.
+    assert!(!opentelemetry::Context::current().span().span_context().is_valid());
 }

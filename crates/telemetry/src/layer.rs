@@ -1,0 +1,617 @@
+//! tracewire's own `tracing` layer: spans recorded compactly on the application's threads,
+//! turned into OpenTelemetry `SpanData` on the export worker.
+//!
+//! Per span, the emitting thread only draws two random ids (or inherits the trace id),
+//! takes two timestamps, records the span's fields as `KeyValue`s and, at close, moves the
+//! record into the bounded export queue ([`crate::export::Sink`]). Everything else a
+//! `tracing-opentelemetry` layer does on the emitting thread (a `SpanBuilder`, the SDK's
+//! sampler and span processor chain, an OpenTelemetry `Context` per span, the stage's
+//! `tracewire.stage` attribute and kind) happens on the worker, or not at all.
+//!
+//! Invariants:
+//! - A span's record lives in the registry's extensions from `on_new_span` to `on_close`;
+//!   the context helpers ([`with_record`]) find it through the `Registry` the layer sits on.
+//! - Parents: an explicit parent, else the current span, else OpenTelemetry's current
+//!   context (a span made with its API, or a context attached by hand), else a new trace.
+//!   [`crate::set_parent_from`] may replace the parent before the span is entered.
+//! - Sampling follows [`Sampler`]; unsampled spans carry valid ids (so their context still
+//!   propagates, with the sampled flag off) and are never queued.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::time::SystemTime;
+
+use opentelemetry::trace::{Event as OtelEvent, SpanContext, SpanKind, Status, TraceContextExt, TraceState};
+use opentelemetry::{Context as OtelContext, Key, KeyValue, Value};
+use smallvec::SmallVec;
+use tracewire_context::{SpanId, TraceId};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
+
+use crate::config::Sampler;
+use crate::export::{Item, Sink};
+use crate::stage::{STAGE_ATTRIBUTE, Stage};
+
+/// One span as tracewire's layer records it: small, and free of allocations for a span
+/// with up to [`INLINE_ATTRIBUTES`] fields, no events, links or remote context. (Memory
+/// allocated on the emitting thread and freed on the export worker takes the allocator's
+/// slow path on both sides.)
+#[derive(Debug)]
+pub(crate) struct SpanRecord {
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent_id: Option<SpanId>,
+    parent_remote: bool,
+    sampled: bool,
+    name: &'static str,
+    start: SystemTime,
+    end: SystemTime,
+    attributes: SmallVec<[KeyValue; INLINE_ATTRIBUTES]>,
+    extra: Option<Box<Extra>>,
+    /// The layer's sampler, for a parent set later ([`crate::set_parent_from`]).
+    sampler: Sampler,
+}
+
+/// Fields that inline storage holds without an allocation.
+const INLINE_ATTRIBUTES: usize = 2;
+
+/// What few spans have.
+#[derive(Debug, Default)]
+struct Extra {
+    tracestate: TraceState,
+    /// The OpenTelemetry context the span continues (a remote parent's baggage, or one
+    /// attached through OpenTelemetry's API); inherited by child spans.
+    inherited: Option<OtelContext>,
+    /// This span's own context, made on first entry when context activation is on.
+    activated: Option<OtelContext>,
+    /// `otel.name`.
+    name: Option<Cow<'static, str>>,
+    kind: Option<SpanKind>,
+    status: Status,
+    events: Vec<OtelEvent>,
+    links: Vec<SpanContext>,
+}
+
+/// Whether a span is sampled, given its trace id and, when it has one, its parent's flag.
+fn decide(sampler: Sampler, trace_id: TraceId, parent_sampled: Option<bool>) -> bool {
+    match sampler {
+        Sampler::AlwaysOn => true,
+        Sampler::AlwaysOff => false,
+        Sampler::TraceIdRatio(r) => ratio(r, trace_id),
+        Sampler::ParentBasedAlwaysOff => parent_sampled.unwrap_or(false),
+        Sampler::ParentBasedTraceIdRatio(r) => parent_sampled.unwrap_or_else(|| ratio(r, trace_id)),
+        // `ParentBasedAlwaysOn` and any later default.
+        _ => parent_sampled.unwrap_or(true),
+    }
+}
+
+/// The SDK's `TraceIdRatioBased` decision, bit for bit: the trace id's low 63 bits against
+/// the ratio scaled to 2^63.
+fn ratio(r: f64, trace_id: TraceId) -> bool {
+    if r >= 1.0 {
+        return true;
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    let bound = (r.max(0.0) * (1u64 << 63) as f64) as u64;
+    let bytes = trace_id.to_bytes();
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&bytes[8..]);
+    (u64::from_be_bytes(low) >> 1) < bound
+}
+
+impl SpanRecord {
+    fn new(name: &'static str, sampler: Sampler) -> Self {
+        Self {
+            trace_id: TraceId::random(),
+            span_id: SpanId::random(),
+            parent_id: None,
+            parent_remote: false,
+            sampled: true,
+            name,
+            start: SystemTime::now(),
+            end: SystemTime::UNIX_EPOCH,
+            attributes: SmallVec::new(),
+            extra: None,
+            sampler,
+        }
+    }
+
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// Makes this span a child of a span of this layer.
+    fn child_of(&mut self, parent: &SpanRecord) {
+        self.trace_id = parent.trace_id;
+        self.parent_id = Some(parent.span_id);
+        self.parent_remote = false;
+        if let Some(p) = &parent.extra
+            && (p.inherited.is_some() || !is_empty(&p.tracestate))
+        {
+            let extra = self.extra();
+            extra.tracestate = p.tracestate.clone();
+            extra.inherited.clone_from(&p.inherited);
+        }
+        self.sampled = decide(self.sampler, self.trace_id, Some(parent.sampled));
+    }
+
+    /// Makes this span a child of the span in an OpenTelemetry context (remote or made with
+    /// OpenTelemetry's API); `false`, changing nothing, when it has no valid span.
+    pub(crate) fn continue_context(&mut self, cx: &OtelContext) -> bool {
+        let span = cx.span();
+        let sc = span.span_context();
+        if !sc.is_valid() {
+            return false;
+        }
+        self.trace_id = TraceId::from_bytes(sc.trace_id().to_bytes());
+        self.parent_id = Some(SpanId::from_bytes(sc.span_id().to_bytes()));
+        self.parent_remote = sc.is_remote();
+        self.sampled = decide(self.sampler, self.trace_id, Some(sc.is_sampled()));
+        let extra = self.extra();
+        extra.tracestate = sc.trace_state().clone();
+        extra.inherited = Some(cx.clone());
+        extra.activated = None;
+        true
+    }
+
+    /// Keeps the entries of `cx` (its baggage) for this span and its children, without
+    /// changing the span's parent.
+    pub(crate) fn inherit(&mut self, cx: OtelContext) {
+        let extra = self.extra();
+        extra.inherited = Some(cx);
+        extra.activated = None;
+    }
+
+    /// This span's OpenTelemetry span context.
+    pub(crate) fn span_context(&self) -> SpanContext {
+        SpanContext::new(
+            opentelemetry::trace::TraceId::from_bytes(self.trace_id.to_bytes()),
+            opentelemetry::trace::SpanId::from_bytes(self.span_id.to_bytes()),
+            if self.sampled {
+                opentelemetry::trace::TraceFlags::SAMPLED
+            } else {
+                opentelemetry::trace::TraceFlags::default()
+            },
+            false,
+            self.extra.as_ref().map_or(TraceState::NONE, |e| e.tracestate.clone()),
+        )
+    }
+
+    /// The OpenTelemetry context of this span: its span context, with the entries (baggage)
+    /// of the context it continues.
+    pub(crate) fn context(&self) -> OtelContext {
+        match self.extra.as_deref() {
+            Some(Extra { activated: Some(cx), .. }) => cx.clone(),
+            Some(Extra { inherited: Some(cx), .. }) => cx.with_remote_span_context(self.span_context()),
+            _ => OtelContext::new().with_remote_span_context(self.span_context()),
+        }
+    }
+
+    /// Sets an attribute, replacing an earlier value of the same key.
+    pub(crate) fn set_attribute(&mut self, kv: KeyValue) {
+        match self.attributes.iter_mut().find(|a| a.key == kv.key) {
+            Some(a) => a.value = kv.value,
+            None => self.attributes.push(kv),
+        }
+    }
+
+    /// The exported form, built on the export worker. Adds the stage attribute and kind of a
+    /// stage span.
+    pub(crate) fn into_span_data(
+        self,
+        scope: &opentelemetry::InstrumentationScope,
+    ) -> opentelemetry_sdk::trace::SpanData {
+        let stage = Stage::from_name(self.name);
+        let mut attributes = Vec::with_capacity(self.attributes.len() + 1);
+        if let Some(stage) = stage
+            && !self.attributes.iter().any(|kv| kv.key.as_str() == STAGE_ATTRIBUTE)
+        {
+            attributes.push(KeyValue::new(STAGE_ATTRIBUTE, stage.name()));
+        }
+        let span_context = self.span_context();
+        attributes.extend(self.attributes);
+        let extra = self.extra.map(|e| *e).unwrap_or_default();
+        let span_kind = extra.kind.or_else(|| stage.map(Stage::kind)).unwrap_or(SpanKind::Internal);
+        let mut events = opentelemetry_sdk::trace::SpanEvents::default();
+        events.events = extra.events;
+        let mut links = opentelemetry_sdk::trace::SpanLinks::default();
+        links.links = extra.links.into_iter().map(opentelemetry::trace::Link::with_context).collect();
+        opentelemetry_sdk::trace::SpanData {
+            span_context,
+            parent_span_id: self.parent_id.map_or(opentelemetry::trace::SpanId::INVALID, |p| {
+                opentelemetry::trace::SpanId::from_bytes(p.to_bytes())
+            }),
+            parent_span_is_remote: self.parent_remote,
+            span_kind,
+            name: extra.name.unwrap_or(Cow::Borrowed(self.name)),
+            start_time: self.start,
+            end_time: self.end,
+            attributes,
+            dropped_attributes_count: 0,
+            events,
+            links,
+            status: extra.status,
+            instrumentation_scope: scope.clone(),
+        }
+    }
+}
+
+fn is_empty(ts: &TraceState) -> bool {
+    *ts == TraceState::NONE
+}
+
+/// tracewire's `tracing` layer; see the module documentation. Made by
+/// [`crate::Pipeline::layer`] and [`crate::init`].
+#[derive(Debug, Clone)]
+pub(crate) struct SpanLayer {
+    pub(crate) sink: Sink,
+    pub(crate) sampler: Sampler,
+    pub(crate) activation: bool,
+}
+
+thread_local! {
+    /// The OpenTelemetry contexts attached by entering spans (context activation), by span.
+    static ACTIVE: RefCell<Vec<(Id, opentelemetry::ContextGuard)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl SpanLayer {
+    /// The span of this layer an event or span belongs to.
+    fn parent_of<'a, S>(explicit: Option<&Id>, contextual: bool, ctx: &'a Context<'_, S>) -> Option<SpanRef<'a, S>>
+    where
+        S: Subscriber + for<'s> LookupSpan<'s>,
+    {
+        match explicit {
+            Some(id) => ctx.span(id),
+            None if contextual => ctx.lookup_current(),
+            None => None,
+        }
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for SpanLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let meta = attrs.metadata();
+        let mut rec = SpanRecord::new(meta.name(), self.sampler);
+        let parent = Self::parent_of(attrs.parent(), attrs.is_contextual(), &ctx);
+        let mut continued = false;
+        if let Some(parent) = parent
+            && let Some(p) = parent.extensions().get::<SpanRecord>()
+        {
+            rec.child_of(p);
+            continued = true;
+        }
+        if !continued && attrs.is_contextual() {
+            // A root in tracing's terms may still be inside a span made with OpenTelemetry's API.
+            continued = OtelContext::map_current(|cx| rec.continue_context(cx));
+        }
+        if !continued {
+            rec.sampled = decide(self.sampler, rec.trace_id, None);
+        }
+        attrs.record(&mut Fields(&mut rec));
+        span.extensions_mut().insert(rec);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id)
+            && let Some(rec) = span.extensions_mut().get_mut::<SpanRecord>()
+        {
+            values.record(&mut Fields(rec));
+        }
+    }
+
+    fn on_follows_from(&self, id: &Id, follows: &Id, ctx: Context<'_, S>) {
+        let Some(other) = ctx.span(follows) else { return };
+        let Some(sc) = other.extensions().get::<SpanRecord>().map(SpanRecord::span_context) else { return };
+        if let Some(span) = ctx.span(id)
+            && let Some(rec) = span.extensions_mut().get_mut::<SpanRecord>()
+        {
+            rec.extra().links.push(sc);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let Some(span) = Self::parent_of(event.parent(), event.is_contextual(), &ctx) else { return };
+        let mut ext = span.extensions_mut();
+        let Some(rec) = ext.get_mut::<SpanRecord>() else { return };
+        if !rec.sampled {
+            return;
+        }
+        let meta = event.metadata();
+        let mut visitor = EventFields {
+            name: None,
+            attributes: vec![KeyValue::new("level", meta.level().as_str()), KeyValue::new("target", meta.target())],
+        };
+        event.record(&mut visitor);
+        let name = visitor.name.map_or(Cow::Borrowed(meta.name()), Cow::Owned);
+        let extra = rec.extra();
+        if *meta.level() == tracing::Level::ERROR && extra.status == Status::Unset {
+            extra.status = Status::error(name.clone());
+        }
+        extra.events.push(OtelEvent::new(name, SystemTime::now(), visitor.attributes, 0));
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        if !self.activation {
+            return;
+        }
+        let Some(span) = ctx.span(id) else { return };
+        let cx = {
+            let mut ext = span.extensions_mut();
+            let Some(rec) = ext.get_mut::<SpanRecord>() else { return };
+            let cx = rec.context();
+            rec.extra().activated.get_or_insert(cx).clone()
+        };
+        let guard = cx.attach();
+        ACTIVE.with(|a| a.borrow_mut().push((id.clone(), guard)));
+    }
+
+    fn on_exit(&self, id: &Id, _ctx: Context<'_, S>) {
+        if !self.activation {
+            return;
+        }
+        // Dropped outside the borrow: a guard's drop may run OpenTelemetry code.
+        let guard = ACTIVE.with(|a| {
+            let mut a = a.borrow_mut();
+            let i = a.iter().rposition(|(g, _)| g == id)?;
+            Some(a.remove(i))
+        });
+        drop(guard);
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let Some(mut rec) = span.extensions_mut().remove::<SpanRecord>() else { return };
+        if rec.sampled {
+            rec.end = SystemTime::now();
+            if let Some(extra) = &mut rec.extra {
+                extra.activated = None;
+            }
+            self.sink.submit(Item::Compact(rec));
+        }
+    }
+}
+
+/// Records a span's fields; `otel.name`, `otel.kind`, `otel.status_code` and
+/// `otel.status_description` set the span's name, kind and status as in
+/// tracing-opentelemetry.
+struct Fields<'a>(&'a mut SpanRecord);
+
+impl Fields<'_> {
+    fn string(&mut self, field: &Field, value: String) {
+        let rec = &mut *self.0;
+        match field.name() {
+            "otel.name" => rec.extra().name = Some(Cow::Owned(value)),
+            "otel.kind" => rec.extra().kind = kind(&value),
+            "otel.status_code" => {
+                let extra = rec.extra();
+                extra.status = match value.to_ascii_lowercase().as_str() {
+                    "ok" => Status::Ok,
+                    "error" => Status::error(status_description(&extra.status)),
+                    _ => Status::Unset,
+                };
+            }
+            "otel.status_description" => {
+                let extra = rec.extra();
+                if matches!(extra.status, Status::Error { .. } | Status::Unset) {
+                    extra.status = Status::error(value);
+                }
+            }
+            name => rec.set_attribute(KeyValue::new(Key::from_static_str(name), value)),
+        }
+    }
+
+    fn value(&mut self, field: &Field, value: Value) {
+        let name = field.name();
+        if name.starts_with("otel.") {
+            self.string(field, value.as_str().into_owned());
+        } else {
+            self.0.set_attribute(KeyValue::new(Key::from_static_str(name), value));
+        }
+    }
+}
+
+fn status_description(status: &Status) -> Cow<'static, str> {
+    match status {
+        Status::Error { description } => description.clone(),
+        _ => Cow::Borrowed(""),
+    }
+}
+
+fn kind(s: &str) -> Option<SpanKind> {
+    Some(match s.to_ascii_lowercase().as_str() {
+        "server" => SpanKind::Server,
+        "client" => SpanKind::Client,
+        "producer" => SpanKind::Producer,
+        "consumer" => SpanKind::Consumer,
+        "internal" => SpanKind::Internal,
+        _ => return None,
+    })
+}
+
+impl Visit for Fields<'_> {
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.value(field, Value::Bool(value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.value(field, Value::I64(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.value(field, i64::try_from(value).map_or_else(|_| Value::from(value.to_string()), Value::I64));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.value(field, Value::F64(value));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.string(field, value.to_owned());
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.string(field, value.to_string());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.string(field, format!("{value:?}"));
+    }
+}
+
+/// Records an event's fields: `message` names the event, the rest are its attributes.
+struct EventFields {
+    name: Option<String>,
+    attributes: Vec<KeyValue>,
+}
+
+impl EventFields {
+    fn push(&mut self, field: &Field, value: Value) {
+        if field.name() == "message" {
+            self.name = Some(value.as_str().into_owned());
+        } else {
+            self.attributes.push(KeyValue::new(Key::from_static_str(field.name()), value));
+        }
+    }
+}
+
+impl Visit for EventFields {
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.push(field, Value::Bool(value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.push(field, Value::I64(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.push(field, i64::try_from(value).map_or_else(|_| Value::from(value.to_string()), Value::I64));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.push(field, Value::F64(value));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.push(field, Value::from(value.to_owned()));
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.push(field, Value::from(value.to_string()));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.push(field, Value::from(format!("{value:?}")));
+    }
+}
+
+/// Runs `f` on the record of `span`, when `span` is recorded by tracewire's layer on a
+/// `tracing_subscriber::Registry` (as [`crate::init`] and [`crate::Pipeline::layer`] set
+/// up); `None` otherwise (a disabled span, or another set-up).
+pub(crate) fn with_record<T>(span: &tracing::Span, f: impl FnOnce(&mut SpanRecord) -> T) -> Option<T> {
+    span.with_subscriber(|(id, dispatch)| {
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        let data = registry.span(id)?;
+        let mut ext = data.extensions_mut();
+        ext.get_mut::<SpanRecord>().map(f)
+    })
+    .flatten()
+}
+
+/// A span to be finished later with explicit times (a queue residence span): a child of
+/// the current span of tracewire's layer, recorded without the OpenTelemetry SDK.
+#[derive(Debug)]
+#[cfg(feature = "instrument")]
+pub(crate) struct Pending {
+    record: SpanRecord,
+    sink: Sink,
+}
+
+#[cfg(feature = "instrument")]
+impl Pending {
+    /// A span named `name` starting now, as a child of the current `tracing` span, when that
+    /// span is recorded by tracewire's layer; `None` otherwise.
+    pub(crate) fn child_of_current(name: &'static str) -> Option<Self> {
+        tracing::dispatcher::get_default(|dispatch| {
+            let current = dispatch.current_span();
+            let layer = dispatch.downcast_ref::<SpanLayer>()?;
+            let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+            let span = registry.span(current.id()?)?;
+            let ext = span.extensions();
+            let parent = ext.get::<SpanRecord>()?;
+            let mut record = SpanRecord::new(name, parent.sampler);
+            record.child_of(parent);
+            Some(Self { record, sink: layer.sink.clone() })
+        })
+    }
+
+    /// When the span started.
+    pub(crate) fn start(&self) -> SystemTime {
+        self.record.start
+    }
+
+    /// Ends the span now, with `attributes`, and queues it for export (if sampled).
+    pub(crate) fn finish(mut self, attributes: &[KeyValue]) {
+        if !self.record.sampled {
+            return;
+        }
+        self.record.end = SystemTime::now();
+        self.record.attributes.extend(attributes.iter().cloned());
+        self.sink.submit(Item::Compact(self.record));
+    }
+}
+
+/// [`with_record`] for the current span, without making a `tracing::Span` handle for it
+/// (which costs a reference count taken and given back in the registry).
+pub(crate) fn with_current_record<T>(f: impl FnOnce(&mut SpanRecord) -> T) -> Option<T> {
+    let mut f = Some(f);
+    tracing::dispatcher::get_default(|dispatch| {
+        let current = dispatch.current_span();
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        let data = registry.span(current.id()?)?;
+        let mut ext = data.extensions_mut();
+        let rec = ext.get_mut::<SpanRecord>()?;
+        Some((f.take()?)(rec))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratio_sampling_matches_the_sdk() {
+        use opentelemetry::trace::{SpanKind, TraceId as OtelTraceId};
+        use opentelemetry_sdk::trace::{Sampler as Sdk, SamplingDecision, ShouldSample};
+        for r in [0.0, 0.1, 0.5, 0.9, 1.0] {
+            let sdk = Sdk::TraceIdRatioBased(r);
+            for _ in 0..2000 {
+                let id = TraceId::random();
+                let theirs = sdk
+                    .should_sample(None, OtelTraceId::from_bytes(id.to_bytes()), "x", &SpanKind::Internal, &[], &[])
+                    .decision
+                    == SamplingDecision::RecordAndSample;
+                assert_eq!(ratio(r, id), theirs, "ratio {r}, trace {id}");
+            }
+        }
+    }
+
+    #[test]
+    fn parent_based_samplers_follow_the_parent() {
+        let id = TraceId::random();
+        for s in [Sampler::ParentBasedAlwaysOn, Sampler::ParentBasedAlwaysOff, Sampler::ParentBasedTraceIdRatio(0.5)] {
+            assert!(decide(s, id, Some(true)));
+            assert!(!decide(s, id, Some(false)));
+        }
+        assert!(decide(Sampler::ParentBasedAlwaysOn, id, None));
+        assert!(!decide(Sampler::ParentBasedAlwaysOff, id, None));
+        assert!(decide(Sampler::AlwaysOn, id, Some(false)));
+        assert!(!decide(Sampler::AlwaysOff, id, Some(true)));
+    }
+}
