@@ -159,6 +159,10 @@ struct Shared {
     closed: AtomicBool,
     /// The worker has been woken for a full batch and has not looked yet.
     wake_pending: AtomicBool,
+    /// Set when a push found the queue full, cleared by the worker once it has taken spans:
+    /// load shedding reads this flag (rarely written, so it stays in every core's cache)
+    /// rather than the queue's head and tail (written for every span).
+    full: AtomicBool,
     batch_size: usize,
 }
 
@@ -177,9 +181,10 @@ impl Shared {
 
 /// Load shedding at span start: while the export queue is full, a span that would only be
 /// dropped at its end is not recorded at all, and is counted as dropped right away
-/// ([`ExportSnapshot::dropped_queue_full`]). Used as a per-layer filter of the
-/// OpenTelemetry layer (see [`crate::Pipeline::layer`]); under overload the emit path costs
-/// a queue check instead of a whole span.
+/// ([`ExportSnapshot::dropped_queue_full`]). Asked by a layer's `enabled` in front of
+/// tracewire's span layer (see [`crate::Pipeline::layer`]); under overload the emit path
+/// costs a queue check instead of a whole span. "Full" means a push has failed since the
+/// worker last took spans, and the queue is still full.
 #[derive(Clone)]
 pub struct Overload {
     shared: Arc<Shared>,
@@ -194,7 +199,7 @@ impl fmt::Debug for Overload {
 impl Overload {
     /// `true` (and the span counted as emitted and dropped) when the queue is full.
     pub fn shed(&self) -> bool {
-        if self.shared.queue.is_full() {
+        if self.shared.full.load(Ordering::Relaxed) && self.shared.queue.is_full() {
             let c = &self.shared.stats.inner;
             c.emitted.fetch_add(1, Ordering::AcqRel);
             c.dropped_queue_full.fetch_add(1, Ordering::AcqRel);
@@ -203,6 +208,27 @@ impl Overload {
             false
         }
     }
+}
+
+/// Whether this thread should look at the queue's length now: every `WAKE_CHECK` spans
+/// (at most every batch), since reading the length touches the cache lines the worker
+/// writes for every span it takes. A batch waits at most that many spans longer for its
+/// wake-up (or the schedule delay, whichever comes first).
+fn due_for_check(batch_size: usize) -> bool {
+    const WAKE_CHECK: usize = 16;
+    thread_local! {
+        static SINCE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+    SINCE.with(|since| {
+        let n = since.get() + 1;
+        if n >= WAKE_CHECK.min(batch_size) {
+            since.set(0);
+            true
+        } else {
+            since.set(n);
+            false
+        }
+    })
 }
 
 /// Where finished spans go: a handle on the queue and the worker to wake. Shared by the
@@ -228,12 +254,16 @@ impl Sink {
         c.emitted.fetch_add(1, Ordering::AcqRel);
         if sh.queue.push(item).is_err() {
             c.dropped_queue_full.fetch_add(1, Ordering::AcqRel);
+            sh.full.store(true, Ordering::Relaxed);
             return;
         }
         if sh.closed.load(Ordering::SeqCst) {
             // The worker is gone; whoever pops a span counts it, exactly once.
             sh.drop_rest();
-        } else if sh.queue.len() >= sh.batch_size && !sh.wake_pending.swap(true, Ordering::AcqRel) {
+        } else if due_for_check(sh.batch_size)
+            && sh.queue.len() >= sh.batch_size
+            && !sh.wake_pending.swap(true, Ordering::AcqRel)
+        {
             self.worker.unpark();
         }
     }
@@ -278,6 +308,7 @@ impl BoundedProcessor {
             stats: ExportStats::default(),
             closed: AtomicBool::new(false),
             wake_pending: AtomicBool::new(false),
+            full: AtomicBool::new(false),
             batch_size: batch.max_export_batch_size.max(1),
         });
         let (ctl_tx, ctl_rx) = unbounded();
@@ -310,6 +341,7 @@ impl BoundedProcessor {
                             batch,
                             cancel: worker_cancel,
                             scope: opentelemetry::InstrumentationScope::builder(crate::TRACER_NAME).build(),
+                            clock: crate::layer::Clock::now(),
                             warned: false,
                             warned_full: false,
                         };
@@ -430,6 +462,8 @@ struct Worker<E> {
     cancel: Arc<Cancel>,
     /// The instrumentation scope of the spans of tracewire's `tracing` layer.
     scope: opentelemetry::InstrumentationScope,
+    /// Makes the layer's timestamps wall-clock times.
+    clock: crate::layer::Clock,
     warned: bool,
     warned_full: bool,
 }
@@ -531,6 +565,8 @@ impl<E: SpanExporter> Worker<E> {
     /// Exports up to one batch from the queue within the export timeout, or less before a
     /// deadline. Returns whether it was exported.
     fn export_one(&mut self, deadline: Option<Instant>) -> bool {
+        self.clock.advance();
+        let clock = self.clock;
         let mut batch = Vec::with_capacity(self.shared.batch_size.min(self.shared.queue.len()));
         while batch.len() < self.shared.batch_size {
             match self.shared.queue.pop() {
@@ -538,12 +574,15 @@ impl<E: SpanExporter> Worker<E> {
                     crate::stage::enrich(&mut span);
                     batch.push(*span);
                 }
-                Some(Item::Compact(record)) => batch.push(record.into_span_data(&self.scope)),
+                Some(Item::Compact(record)) => batch.push(record.into_span_data(&self.scope, &clock)),
                 None => break,
             }
         }
         if batch.is_empty() {
             return true;
+        }
+        if self.shared.full.load(Ordering::Relaxed) {
+            self.shared.full.store(false, Ordering::Relaxed);
         }
         let n = batch.len() as u64;
         let mut timeout = self.batch.export_timeout;

@@ -47,8 +47,10 @@ pub(crate) struct SpanRecord {
     parent_remote: bool,
     sampled: bool,
     name: &'static str,
-    start: SystemTime,
-    end: SystemTime,
+    /// Timestamps from the CPU's cycle counter where it is usable (a few nanoseconds, against
+    /// tens for the system clock in a VM), made wall-clock times on the export worker.
+    start: fastant::Instant,
+    end: fastant::Instant,
     attributes: SmallVec<[KeyValue; INLINE_ATTRIBUTES]>,
     extra: Option<Box<Extra>>,
     /// The layer's sampler, for a parent set later ([`crate::set_parent_from`]).
@@ -111,8 +113,8 @@ impl SpanRecord {
             parent_remote: false,
             sampled: true,
             name,
-            start: SystemTime::now(),
-            end: SystemTime::UNIX_EPOCH,
+            start: fastant::Instant::now(),
+            end: fastant::Instant::ZERO,
             attributes: SmallVec::new(),
             extra: None,
             sampler,
@@ -203,6 +205,7 @@ impl SpanRecord {
     pub(crate) fn into_span_data(
         self,
         scope: &opentelemetry::InstrumentationScope,
+        clock: &Clock,
     ) -> opentelemetry_sdk::trace::SpanData {
         let stage = Stage::from_name(self.name);
         let mut attributes = Vec::with_capacity(self.attributes.len() + 1);
@@ -227,8 +230,8 @@ impl SpanRecord {
             parent_span_is_remote: self.parent_remote,
             span_kind,
             name: extra.name.unwrap_or(Cow::Borrowed(self.name)),
-            start_time: self.start,
-            end_time: self.end,
+            start_time: clock.system_time(self.start),
+            end_time: clock.system_time(self.end),
             attributes,
             dropped_attributes_count: 0,
             events,
@@ -236,6 +239,48 @@ impl SpanRecord {
             status: extra.status,
             instrumentation_scope: scope.clone(),
         }
+    }
+}
+
+/// Turns the layer's timestamps into wall-clock times. The export worker reads both clocks
+/// before each batch; a time between two readings is interpolated between them, so neither
+/// the cycle counter's calibration error nor its drift against the (NTP-disciplined) system
+/// clock accumulates: the error is that of reading two clocks, well under a microsecond.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    earlier: (SystemTime, fastant::Instant),
+    latest: (SystemTime, fastant::Instant),
+}
+
+impl Clock {
+    /// Both clocks, now.
+    pub(crate) fn now() -> Self {
+        let reading = (SystemTime::now(), fastant::Instant::now());
+        Self { earlier: reading, latest: reading }
+    }
+
+    /// Reads both clocks again, keeping the last reading (unless it is too recent to
+    /// measure the counter's rate against the system clock with).
+    pub(crate) fn advance(&mut self) {
+        let reading = (SystemTime::now(), fastant::Instant::now());
+        if reading.1.saturating_duration_since(self.latest.1) >= std::time::Duration::from_millis(10) {
+            self.earlier = self.latest;
+        }
+        self.latest = reading;
+    }
+
+    /// The wall-clock time of `t`.
+    pub(crate) fn system_time(&self, t: fastant::Instant) -> SystemTime {
+        let (base, at) = self.earlier;
+        // Seconds of system time per second of counter time, between the two readings.
+        let counter = self.latest.1.saturating_duration_since(at).as_secs_f64();
+        let system = self.latest.0.duration_since(base).map_or(0.0, |d| d.as_secs_f64());
+        let rate = if counter > 0.005 && system > 0.0 { system / counter } else { 1.0 };
+        let converted = match t.checked_duration_since(at) {
+            Some(after) => base.checked_add(after.mul_f64(rate)),
+            None => base.checked_sub(at.saturating_duration_since(t).mul_f64(rate)),
+        };
+        converted.unwrap_or(base)
     }
 }
 
@@ -369,7 +414,7 @@ where
         let Some(span) = ctx.span(&id) else { return };
         let Some(mut rec) = span.extensions_mut().remove::<SpanRecord>() else { return };
         if rec.sampled {
-            rec.end = SystemTime::now();
+            rec.end = fastant::Instant::now();
             if let Some(extra) = &mut rec.extra {
                 extra.activated = None;
             }
@@ -553,7 +598,7 @@ impl Pending {
 
     /// When the span started.
     pub(crate) fn start(&self) -> SystemTime {
-        self.record.start
+        Clock::now().system_time(self.record.start)
     }
 
     /// Ends the span now, with `attributes`, and queues it for export (if sampled).
@@ -561,7 +606,7 @@ impl Pending {
         if !self.record.sampled {
             return;
         }
-        self.record.end = SystemTime::now();
+        self.record.end = fastant::Instant::now();
         self.record.attributes.extend(attributes.iter().cloned());
         self.sink.submit(Item::Compact(self.record));
     }
@@ -600,6 +645,29 @@ mod tests {
                 assert_eq!(ratio(r, id), theirs, "ratio {r}, trace {id}");
             }
         }
+    }
+
+    #[test]
+    fn clock_interpolates_between_readings_at_the_measured_rate() {
+        use std::time::Duration;
+        let at = |ms: u64| fastant::Instant::ZERO + Duration::from_secs(1000) + Duration::from_millis(ms);
+        let wall = |us: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + Duration::from_micros(us);
+        // The counter runs 0.1% slow against the system clock: 1000 ms of counter time are
+        // 1001 ms of system time.
+        let clock = Clock { earlier: (wall(0), at(0)), latest: (wall(1_001_000), at(1000)) };
+        let close = |a: SystemTime, b: SystemTime| {
+            let d = a.duration_since(b).unwrap_or_else(|e| e.duration());
+            assert!(d < Duration::from_micros(1), "{a:?} vs {b:?}");
+        };
+        close(clock.system_time(at(0)), wall(0));
+        close(clock.system_time(at(500)), wall(500_500));
+        close(clock.system_time(at(1000)), wall(1_001_000));
+        // Before the earlier reading and after the latest: extrapolated at the same rate.
+        close(clock.system_time(at(0) - Duration::from_millis(100)), wall(0) - Duration::from_micros(100_100));
+        close(clock.system_time(at(1100)), wall(1_101_100));
+        // Readings too close together to measure a rate: the counter's own rate.
+        let fresh = Clock { earlier: (wall(0), at(0)), latest: (wall(1000), at(1)) };
+        close(fresh.system_time(at(2)), wall(2000));
     }
 
     #[test]
