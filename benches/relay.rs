@@ -19,7 +19,10 @@
 //! fast that the transport dominates: each record crosses two gRPC hops (client -> relay ->
 //! server) with protobuf framing and copies, and all three parties share 2 cores here.
 //! Raising the HTTP/2 windows from the 64 KiB default to 8 MiB took AES-GCM from 0.52 to
-//! 0.70 GB/s (every 60 KiB record had waited for a window update).
+//! 0.70 GB/s (every 60 KiB record had waited for a window update). 256 KiB HTTP/2 frames
+//! and a codec that copies each record once (issue [8/9]) cut the relay's CPU per byte by
+//! about 15-20% in `tracewire-bench compare --only relay` A/B runs on a busy machine; this
+//! table predates them (see `docs/benchmarks.md`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -31,13 +31,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .server_streaming()
         .build();
     let service = tonic_build::manual::Service::builder().name("Exec").package("tracewire.v1").method(connect).build();
-    // The relay forwards typed frames.
+    // The relay forwards typed frames (protobuf; see `RelayCodec`).
     let attach = tonic_build::manual::Method::builder()
         .name("attach")
         .route_name("Attach")
         .input_type("crate::v1::RelayFrame")
         .output_type("crate::v1::RelayFrame")
-        .codec_path("tonic_prost::ProstCodec")
+        .codec_path("crate::RelayCodec")
         .client_streaming()
         .server_streaming()
         .build();

@@ -23,7 +23,7 @@
 
 use bytes::{Buf, BufMut, Bytes};
 use tonic::Status;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// Generated messages of package `tracewire.v1`.
 #[allow(missing_docs, clippy::pedantic, clippy::all, unreachable_pub)]
@@ -86,6 +86,52 @@ impl Codec for FrameCodec {
     }
     fn decoder(&mut self) -> FrameDecoder {
         FrameDecoder
+    }
+}
+
+/// The tonic codec of the `Relay` stream: protobuf [`v1::RelayFrame`]s (the same bytes on
+/// the wire as `tonic_prost::ProstCodec`), with buffers sized for 60 KiB records.
+///
+/// The encoder reserves a frame's whole encoded length before writing it, so a record is
+/// copied into the outgoing buffer once: growing the buffer field by field made it
+/// reallocate, and copy the record again, for the small fields after the record. Frames
+/// are handed to HTTP/2 one by one (tonic's 32 KiB yield threshold): gathering several
+/// into one buffer would grow, and copy, that buffer again.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RelayCodec;
+
+/// Initial encode and decode buffers: one sealed record and its framing fit.
+fn relay_buffer_settings() -> BufferSettings {
+    BufferSettings::new(64 * 1024, 32 * 1024)
+}
+
+/// Encoder half of [`RelayCodec`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RelayEncoder;
+
+impl Encoder for RelayEncoder {
+    type Item = v1::RelayFrame;
+    type Error = Status;
+    fn encode(&mut self, item: v1::RelayFrame, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        use prost::Message;
+        dst.reserve(item.encoded_len());
+        item.encode(dst).map_err(|e| Status::internal(format!("encoding a relay frame: {e}")))
+    }
+    fn buffer_settings(&self) -> BufferSettings {
+        relay_buffer_settings()
+    }
+}
+
+impl Codec for RelayCodec {
+    type Encode = v1::RelayFrame;
+    type Decode = v1::RelayFrame;
+    type Encoder = RelayEncoder;
+    type Decoder = tonic_prost::ProstDecoder<v1::RelayFrame>;
+    fn encoder(&mut self) -> RelayEncoder {
+        RelayEncoder
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(relay_buffer_settings())
     }
 }
 

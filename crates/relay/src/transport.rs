@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use opentelemetry::KeyValue;
 use prost::Message;
 use tokio::sync::{mpsc, watch};
@@ -128,15 +130,21 @@ async fn attach(ep: &RelayEndpoint, role: Role) -> Result<Attached, RelayError> 
     let address: Address =
         ep.relay.parse().map_err(|e: tracewire_rpc::RpcError| RelayError::Transport(e.to_string()))?;
     let Address::Tcp(addr) = address else { return Err(RelayError::Transport("the relay is reached over TCP".into())) };
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| RelayError::Transport(e.to_string()))?
-        .tcp_nodelay(true)
-        .initial_stream_window_size(crate::server::WINDOW)
-        .initial_connection_window_size(crate::server::WINDOW)
-        .connect()
-        .await
-        .map_err(|e| RelayError::Transport(format!("connect {addr}: {e}")))?;
-    let mut client = RelayClient::new(channel).max_decoding_message_size(1 << 20).max_encoding_message_size(1 << 20);
+    // A plain HTTP/2 (prior knowledge) client rather than tonic's `Endpoint`: tonic 0.14.5
+    // cannot raise the largest HTTP/2 frame this end accepts, which sets the frame size of
+    // the relay's hop towards this end (see `server::MAX_FRAME`).
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .http2_initial_stream_window_size(crate::server::WINDOW)
+        .http2_initial_connection_window_size(crate::server::WINDOW)
+        .http2_max_frame_size(crate::server::MAX_FRAME)
+        .build::<_, tonic::body::Body>(connector);
+    let origin: http::Uri =
+        format!("http://{addr}").parse().map_err(|e: http::uri::InvalidUri| RelayError::Transport(e.to_string()))?;
+    let mut client =
+        RelayClient::with_origin(http, origin).max_decoding_message_size(1 << 20).max_encoding_message_size(1 << 20);
     let (out, rx) = mpsc::channel::<Outbound>(64);
     let hello =
         Hello { session_id: ep.session.clone(), role: role.into(), attach_token: ep.token.clone().unwrap_or_default() };
@@ -146,7 +154,7 @@ async fn attach(ep: &RelayEndpoint, role: Role) -> Result<Attached, RelayError> 
     let inbound = client
         .attach(ReceiverStream::new(rx).map(Outbound::take))
         .await
-        .map_err(|e| RelayError::Transport(format!("attach: {e}")))?
+        .map_err(|e| RelayError::Transport(format!("attach to {addr}: {e}")))?
         .into_inner();
     Ok(Attached { out, inbound })
 }
