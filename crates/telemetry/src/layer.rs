@@ -587,7 +587,7 @@ impl Pending {
             let current = dispatch.current_span();
             let layer = dispatch.downcast_ref::<SpanLayer>()?;
             let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
-            let span = registry.span(current.id()?)?;
+            let span = recorded(registry, current.id()?)?;
             let ext = span.extensions();
             let parent = ext.get::<SpanRecord>()?;
             let mut record = SpanRecord::new(name, parent.sampler);
@@ -612,14 +612,24 @@ impl Pending {
     }
 }
 
-/// [`with_record`] for the current span, without making a `tracing::Span` handle for it
+/// The span `id`, or its nearest ancestor, that tracewire's layer records (the current span
+/// may be one the export filter leaves out, such as an HTTP/2 internal under
+/// `RUST_LOG=trace`).
+fn recorded<'a>(
+    registry: &'a tracing_subscriber::Registry,
+    id: &Id,
+) -> Option<SpanRef<'a, tracing_subscriber::Registry>> {
+    registry.span(id)?.scope().find(|s| s.extensions().get::<SpanRecord>().is_some())
+}
+
+/// [`with_record`] for the current span (or its nearest recorded ancestor), without making a `tracing::Span` handle for it
 /// (which costs a reference count taken and given back in the registry).
 pub(crate) fn with_current_record<T>(f: impl FnOnce(&mut SpanRecord) -> T) -> Option<T> {
     let mut f = Some(f);
     tracing::dispatcher::get_default(|dispatch| {
         let current = dispatch.current_span();
         let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
-        let data = registry.span(current.id()?)?;
+        let data = recorded(registry, current.id()?)?;
         let mut ext = data.extensions_mut();
         let rec = ext.get_mut::<SpanRecord>()?;
         Some((f.take()?)(rec))

@@ -279,3 +279,39 @@ fn the_provider_and_the_layer_share_one_queue_and_one_count() {
     let stats = pipeline.shutdown().unwrap();
     assert_eq!((stats.emitted, stats.exported), (2, 2));
 }
+
+#[test]
+fn inside_a_span_the_export_filter_leaves_out_the_nearest_recorded_span_is_the_parent() {
+    use tracing_subscriber::Layer as _;
+    let exporter = InMemorySpanExporter::default();
+    let sink = exporter.clone();
+    let pipeline = Pipeline::with_exporter(&Config::default(), Box::new(move || Ok(sink))).unwrap();
+    // As `init` with RUST_LOG=trace: the log layer enables HTTP/2 internals that the export
+    // filter leaves out.
+    let export = tracing_subscriber::EnvFilter::new(tracewire_telemetry::DEFAULT_EXPORT_FILTER);
+    let subscriber = tracing_subscriber::registry()
+        .with(pipeline.layer().with_filter(export))
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::sink));
+    let (trace, dispatch_id) = tracing::subscriber::with_default(subscriber, || {
+        let dispatch = stage_span!(RpcDispatch);
+        let _d = dispatch.enter();
+        let internal = tracing::info_span!(target: "h2", "poll");
+        let _i = internal.enter();
+        tracewire_telemetry::Queued::new(tracewire_telemetry::Stage::RpcQueue, ()).into_inner();
+        drop(stage_span!(ProcessSpawn));
+        let mut out = TraceCarrier::default();
+        assert!(inject_current(&mut out).unwrap());
+        let ctx = span_context(&dispatch).unwrap();
+        assert!(out.traceparent.contains(&ctx.span_id.to_string()), "{} vs {ctx:?}", out.traceparent);
+        (ctx.trace_id.to_string(), ctx.span_id)
+    });
+    pipeline.provider().force_flush().unwrap();
+    let spans = exporter.get_finished_spans().unwrap();
+    assert_eq!(spans.len(), 3, "{spans:?}");
+    for name in ["rpc.queue", "process.spawn"] {
+        let s = by_name(&spans, name);
+        assert_eq!(s.span_context.trace_id().to_string(), trace);
+        assert_eq!(s.parent_span_id.to_bytes(), dispatch_id.to_bytes(), "{name}");
+    }
+    assert!(spans.iter().all(|s| s.name != "poll"));
+}
