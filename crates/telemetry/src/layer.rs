@@ -339,7 +339,7 @@ where
         if !continued {
             rec.sampled = decide(self.sampler, rec.trace_id, None);
         }
-        attrs.record(&mut Fields(&mut rec));
+        attrs.record(&mut Values(&mut Fields(&mut rec)));
         span.extensions_mut().insert(rec);
     }
 
@@ -347,7 +347,7 @@ where
         if let Some(span) = ctx.span(id)
             && let Some(rec) = span.extensions_mut().get_mut::<SpanRecord>()
         {
-            values.record(&mut Fields(rec));
+            values.record(&mut Values(&mut Fields(rec)));
         }
     }
 
@@ -373,7 +373,7 @@ where
             name: None,
             attributes: vec![KeyValue::new("level", meta.level().as_str()), KeyValue::new("target", meta.target())],
         };
-        event.record(&mut visitor);
+        event.record(&mut Values(&mut visitor));
         let name = visitor.name.map_or(Cow::Borrowed(meta.name()), Cow::Owned);
         let extra = rec.extra();
         if *meta.level() == tracing::Level::ERROR && extra.status == Status::Unset {
@@ -451,15 +451,6 @@ impl Fields<'_> {
             name => rec.set_attribute(KeyValue::new(Key::from_static_str(name), value)),
         }
     }
-
-    fn value(&mut self, field: &Field, value: Value) {
-        let name = field.name();
-        if name.starts_with("otel.") {
-            self.string(field, value.as_str().into_owned());
-        } else {
-            self.0.set_attribute(KeyValue::new(Key::from_static_str(name), value));
-        }
-    }
 }
 
 fn status_description(status: &Status) -> Cow<'static, str> {
@@ -480,44 +471,31 @@ fn kind(s: &str) -> Option<SpanKind> {
     })
 }
 
-impl Visit for Fields<'_> {
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.value(field, Value::Bool(value));
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.value(field, Value::I64(value));
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.value(field, i64::try_from(value).map_or_else(|_| Value::from(value.to_string()), Value::I64));
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.value(field, Value::F64(value));
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.string(field, value.to_owned());
-    }
-
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.string(field, value.to_string());
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.string(field, format!("{value:?}"));
-    }
-}
-
 /// Records an event's fields: `message` names the event, the rest are its attributes.
 struct EventFields {
     name: Option<String>,
     attributes: Vec<KeyValue>,
 }
 
-impl EventFields {
-    fn push(&mut self, field: &Field, value: Value) {
+/// Where a visitor puts a field's value; one [`Visit`] implementation ([`Values`]) serves
+/// spans and events.
+trait Put {
+    fn put(&mut self, field: &Field, value: Value);
+}
+
+impl Put for Fields<'_> {
+    fn put(&mut self, field: &Field, value: Value) {
+        let name = field.name();
+        if name.starts_with("otel.") {
+            self.string(field, value.as_str().into_owned());
+        } else {
+            self.0.set_attribute(KeyValue::new(Key::from_static_str(name), value));
+        }
+    }
+}
+
+impl Put for EventFields {
+    fn put(&mut self, field: &Field, value: Value) {
         if field.name() == "message" {
             self.name = Some(value.as_str().into_owned());
         } else {
@@ -526,33 +504,38 @@ impl EventFields {
     }
 }
 
-impl Visit for EventFields {
+/// Turns `tracing` field values into OpenTelemetry values: integers stay integers (a `u64`
+/// beyond `i64` becomes its decimal string), everything else that is not a number or a
+/// boolean becomes a string.
+struct Values<'a, P>(&'a mut P);
+
+impl<P: Put> Visit for Values<'_, P> {
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.push(field, Value::Bool(value));
+        self.0.put(field, Value::Bool(value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.push(field, Value::I64(value));
+        self.0.put(field, Value::I64(value));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.push(field, i64::try_from(value).map_or_else(|_| Value::from(value.to_string()), Value::I64));
+        self.0.put(field, i64::try_from(value).map_or_else(|_| Value::from(value.to_string()), Value::I64));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.push(field, Value::F64(value));
+        self.0.put(field, Value::F64(value));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.push(field, Value::from(value.to_owned()));
+        self.0.put(field, Value::from(value.to_owned()));
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.push(field, Value::from(value.to_string()));
+        self.0.put(field, Value::from(value.to_string()));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.push(field, Value::from(format!("{value:?}")));
+        self.0.put(field, Value::from(format!("{value:?}")));
     }
 }
 
