@@ -8,11 +8,7 @@ use tracewire_testkit::{Rotel, free_port};
 
 /// `target/<profile>/examples/<name>`, built by `cargo test` alongside this test.
 fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let path = dir.join("examples").join(name);
-    assert!(path.exists(), "{} not built; run `cargo test --workspace`", path.display());
-    path
+    tracewire_testkit::example_binary(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]

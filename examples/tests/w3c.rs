@@ -11,20 +11,16 @@
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tracewire_testkit::{Rotel, free_port};
+use tracewire_testkit::{HttpStub, Rotel, StubRequest, free_port};
 
+/// `target/<profile>/examples/<name>`, built by `cargo test` alongside this test.
 fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let path = dir.join("examples").join(name);
-    assert!(path.exists(), "{} not built; run `cargo test --workspace`", path.display());
-    path
+    tracewire_testkit::example_binary(name).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The service under test, stopped by its own pid when dropped.
@@ -60,23 +56,18 @@ impl Drop for Service {
 }
 
 /// One request as the callback server received it: header names as sent, in order.
-#[derive(Debug, Clone)]
-struct Received {
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    started: Instant,
-    answered: Instant,
+type Received = StubRequest;
+
+/// What the harness checks of a callback's headers.
+trait Callback {
+    fn traceparent(&self) -> Traceparent;
+    fn tracestate(&self) -> Option<String>;
 }
 
-impl Received {
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
-    }
-
+impl Callback for Received {
     /// The one traceparent (asserted to be exactly one, version 00, well formed).
     fn traceparent(&self) -> Traceparent {
-        let all = self.all("traceparent");
+        let all = self.header_values("traceparent");
         assert_eq!(all.len(), 1, "exactly one traceparent expected: {:?}", self.headers);
         let v = all[0];
         let parts: Vec<&str> = v.split('-').collect();
@@ -91,7 +82,7 @@ impl Received {
 
     /// The tracestate sent (at most one header; an empty one counts as none).
     fn tracestate(&self) -> Option<String> {
-        let all = self.all("tracestate");
+        let all = self.header_values("tracestate");
         assert!(all.len() <= 1, "at most one tracestate expected: {:?}", self.headers);
         all.first().map(|s| (*s).to_owned()).filter(|s| !s.is_empty())
     }
@@ -105,74 +96,19 @@ struct Traceparent {
 }
 
 /// A loopback HTTP/1.1 server recording every request, answering 200 after `delay`.
-struct Harness {
-    addr: String,
-    received: Arc<Mutex<Vec<Received>>>,
-}
+struct Harness(HttpStub);
 
 impl Harness {
     fn start(delay: Duration) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&received);
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
-                let sink = Arc::clone(&sink);
-                std::thread::spawn(move || serve_connection(stream, &sink, delay));
-            }
-        });
-        Self { addr, received }
+        Self(HttpStub::start(delay, "text/plain", b"ok").unwrap())
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}/{path}", self.addr)
+        self.0.url(path)
     }
 
     fn take(&self) -> Vec<Received> {
-        std::mem::take(&mut *self.received.lock().unwrap())
-    }
-}
-
-fn read_head(reader: &mut BufReader<TcpStream>) -> Option<(String, Vec<(String, String)>)> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let path = line.split_whitespace().nth(1)?.to_owned();
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        reader.read_line(&mut h).ok()?;
-        let h = h.trim_end_matches(['\r', '\n']);
-        if h.is_empty() {
-            return Some((path, headers));
-        }
-        let (k, v) = h.split_once(':')?;
-        headers.push((k.to_owned(), v.trim_matches([' ', '\t']).to_owned()));
-    }
-}
-
-fn content_length(headers: &[(String, String)]) -> usize {
-    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).map_or(0, |(_, v)| v.parse().unwrap())
-}
-
-fn serve_connection(stream: TcpStream, sink: &Mutex<Vec<Received>>, delay: Duration) {
-    let mut writer = stream.try_clone().unwrap();
-    let mut reader = BufReader::new(stream);
-    while let Some((path, headers)) = read_head(&mut reader) {
-        let started = Instant::now();
-        let mut body = vec![0; content_length(&headers)];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        std::thread::sleep(delay);
-        let answered = Instant::now();
-        sink.lock().unwrap().push(Received { path, headers, body, started, answered });
-        if writer.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok").is_err() {
-            return;
-        }
+        self.0.take()
     }
 }
 
@@ -486,7 +422,7 @@ fn callbacks_carry_the_arguments_and_the_answer_comes_after_the_last_one() {
         serde_json::json!({"a": [1, 2, {"b": null}]})
     );
     assert_eq!(got[1].body, b"\"text\"");
-    assert_eq!(got[0].all("content-type"), ["application/json"]);
+    assert_eq!(got[0].header_values("content-type"), ["application/json"]);
     // In order, one after the other, and the 200 only once both were answered.
     assert!(got[1].started >= got[0].answered, "callbacks overlapped");
     assert!(answered >= got[1].answered && answered.duration_since(t0) >= Duration::from_millis(600));

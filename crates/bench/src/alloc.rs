@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
-pub(crate) struct Counting;
+/// The counting allocator: install it as the `#[global_allocator]` (the `compare` program
+/// does); [`count`] then reads the allocations made so far.
+#[derive(Debug)]
+pub struct Counting;
 
 // SAFETY: every call is forwarded unchanged to the system allocator.
 unsafe impl GlobalAlloc for Counting {
@@ -29,7 +32,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
-/// Allocations so far, process-wide.
-pub(crate) fn count() -> u64 {
+/// Allocations so far, process-wide (0 unless [`Counting`] is the global allocator).
+pub fn count() -> u64 {
     ALLOCATIONS.load(Ordering::Relaxed)
 }

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use opentelemetry::trace::TracerProvider as _;
-use tracewire_telemetry::{Config, Pipeline, stage_span};
-use tracing_subscriber::layer::SubscriberExt;
+use tracewire_telemetry::{Config, stage_span};
 
-use crate::spans::{CountingExporter, fastrace_reported, sdk_provider};
+use crate::fixtures::{
+    CountingExporter, counting_pipeline, fastrace_reported, pipeline_dispatch, sdk_dispatch, sdk_provider,
+};
 use crate::{Row, Scale};
 
 const THREADS: u64 = 2;
@@ -70,10 +70,8 @@ struct Outcome {
 }
 
 fn tracewire(load: Load) -> Result<Outcome> {
-    let delivered = Arc::new(AtomicU64::new(0));
-    let exporter = CountingExporter(Arc::clone(&delivered));
-    let pipeline = Pipeline::with_exporter(&Config::default(), Box::new(move || Ok(exporter.clone())))?;
-    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(pipeline.layer()));
+    let (pipeline, delivered) = counting_pipeline(&Config::default())?;
+    let dispatch = pipeline_dispatch(&pipeline);
     let emitted = drive(load, move || {
         tracing::dispatcher::with_default(&dispatch, || {
             let _s = stage_span!(TerminalDeliver, tracewire.bytes = 42u64).entered();
@@ -89,8 +87,7 @@ fn tracewire(load: Load) -> Result<Outcome> {
 fn tracing_otel(load: Load) -> Outcome {
     let delivered = Arc::new(AtomicU64::new(0));
     let provider = sdk_provider(CountingExporter(Arc::clone(&delivered)));
-    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"));
-    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    let dispatch = sdk_dispatch(&provider);
     let emitted = drive(load, move || {
         tracing::dispatcher::with_default(&dispatch, || {
             let _s = tracing::info_span!("terminal.deliver", tracewire.bytes = 42u64).entered();

@@ -4,20 +4,15 @@
 //! tracewire's pipeline (to a counting no-op exporter, so that what is measured is
 //! tracewire's cost, not a collector's); "off" has no subscriber and a no-op tracer.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tracewire_exec::{ExecClient, ExecConfig, ExecServer, Start};
-use tracewire_relay::{Keypair, RelayConfig, RelayEndpoint, RelayServer};
-use tracewire_rpc::grpc::{Address, BoundServer};
-use tracewire_rpc::{Client, ClientConfig, ServerConfig};
 use tracewire_telemetry::{Config, Pipeline};
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 
-use crate::spans::CountingExporter;
+use crate::fixtures::{ExecFixture, counting_pipeline, exec_true, runtime, spawn_true_locally};
 use crate::{Row, Scale, percentile};
 
 static TRACING: AtomicBool = AtomicBool::new(false);
@@ -44,21 +39,15 @@ fn set_tracing(on: bool, pipeline: &Pipeline) {
     }
 }
 
-fn argv(a: &[&str]) -> Start {
-    Start { argv: a.iter().map(|s| (*s).to_owned()).collect(), ..Start::default() }
-}
-
 fn ms(mut v: Vec<Duration>) -> f64 {
     percentile(&mut v, 500).as_secs_f64() * 1e3
 }
 
 pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
     let runs = scale.pick(150, 500);
-    let delivered = Arc::new(AtomicU64::new(0));
-    let exporter = CountingExporter(Arc::clone(&delivered));
     let mut config = Config::default();
     config.batch.max_queue_size = 65_536;
-    let pipeline = Pipeline::with_exporter(&config, Box::new(move || Ok(exporter.clone())))?;
+    let (pipeline, _delivered) = counting_pipeline(&config)?;
     // As `tracewire_telemetry::init` sets it up: the default export filter (no HTTP/2 or
     // gRPC internals), and the toggle.
     let export = tracing_subscriber::EnvFilter::new(tracewire_telemetry::DEFAULT_EXPORT_FILTER);
@@ -67,49 +56,22 @@ pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
     tracing::subscriber::set_global_default(subscriber).context("a global subscriber is already set")?;
     set_tracing(false, &pipeline);
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = runtime()?;
     let samples = rt.block_on(async {
-        let (listener, relay_addr) = RelayServer::bind("127.0.0.1:0".parse()?).await?;
-        tokio::spawn(RelayServer::new(RelayConfig::default()).serve(listener, std::future::pending()));
-        let bound = BoundServer::bind(&"127.0.0.1:0".parse::<Address>()?).await?;
-        let direct_addr = bound.local_address().to_string();
-        tokio::spawn(bound.run(
-            Arc::new(ExecServer::new(ExecConfig::default())),
-            ServerConfig::default(),
-            std::future::pending(),
-        ));
-        let direct = ExecClient::connect(&direct_addr).await?;
-        let mut ep = RelayEndpoint::new(relay_addr.to_string(), "bench-exec");
-        ep.expose_traceparent = true;
-        let kp = Keypair::generate()?;
-        let key = kp.public;
-        tokio::spawn(tracewire_relay::serve_via_relay(
-            ep.clone(),
-            kp,
-            Arc::new(ExecServer::new(ExecConfig::default())),
-            ServerConfig::default(),
-            std::future::pending(),
-        ));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let relayed = ExecClient::new(Client::new(tracewire_relay::connect(&ep, &key).await?, ClientConfig::default()));
+        let ExecFixture { direct, relayed, .. } = ExecFixture::start().await?;
         let mut s: [Vec<Duration>; 5] = Default::default();
         for i in 0..runs + 20 {
             let mut one = [Duration::ZERO; 5];
             let t0 = Instant::now();
-            tokio::process::Command::new("true").status().await?;
+            spawn_true_locally().await?;
             one[0] = t0.elapsed();
             for (k, on) in [(1, false), (2, false), (3, true), (4, true)] {
                 set_tracing(on, &pipeline);
                 let client = if k % 2 == 1 { &direct } else { &relayed };
                 let t0 = Instant::now();
                 let root = tracewire_telemetry::stage_span!(Exec);
-                let out = tracing::Instrument::instrument(
-                    async { client.start(argv(&["true"])).await?.wait_with_output().await },
-                    root,
-                )
-                .await?;
+                tracing::Instrument::instrument(exec_true(client), root).await?;
                 one[k] = t0.elapsed();
-                anyhow::ensure!(out.status.code == Some(0), "`true` failed: {:?}", out.status);
             }
             set_tracing(false, &pipeline);
             if i >= 20 {

@@ -8,23 +8,15 @@
 //!
 //! Every row has `ours`, `peer`, a unit, a `ratio` oriented so that higher is better for
 //! tracewire, the goal (issue [8/9]) and whether it is met. Method and the latest table:
-//! `docs/benchmarks.md`.
-
-mod alloc;
-mod delivery;
-mod exec;
-mod ingest;
-mod propagation;
-mod relay;
-mod spans;
-mod store;
+//! `docs/benchmarks.md`. The comparisons and their set-up live in the library
+//! (`src/lib.rs`), which the criterion benches under `benches/` share.
 
 use std::io::Write;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use serde::Serialize;
+use tracewire_bench::{Row, Scale, alloc, sections};
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
@@ -52,76 +44,12 @@ enum Command {
     },
 }
 
-/// One comparison.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Row {
-    pub(crate) name: String,
-    pub(crate) ours: f64,
-    pub(crate) peer: f64,
-    pub(crate) unit: String,
-    /// Oriented so that higher is better for tracewire.
-    pub(crate) ratio: f64,
-    pub(crate) goal: String,
-    pub(crate) met: bool,
-    /// The peer, and anything else worth knowing about the row.
-    pub(crate) note: String,
-}
-
-impl Row {
-    /// A row where lower values are better (times): ratio = peer / ours.
-    pub(crate) fn lower_is_better(name: &str, ours: f64, peer: f64, unit: &str, goal_ratio: f64, note: &str) -> Self {
-        Self::new(name, ours, peer, unit, if ours > 0.0 { peer / ours } else { f64::INFINITY }, goal_ratio, note)
-    }
-
-    /// A row where higher values are better (throughput): ratio = ours / peer.
-    pub(crate) fn higher_is_better(name: &str, ours: f64, peer: f64, unit: &str, goal_ratio: f64, note: &str) -> Self {
-        Self::new(name, ours, peer, unit, if peer > 0.0 { ours / peer } else { f64::INFINITY }, goal_ratio, note)
-    }
-
-    fn new(name: &str, ours: f64, peer: f64, unit: &str, ratio: f64, goal_ratio: f64, note: &str) -> Self {
-        Self {
-            name: name.into(),
-            ours,
-            peer,
-            unit: unit.into(),
-            ratio,
-            goal: format!("ratio >= {goal_ratio}"),
-            met: ratio >= goal_ratio,
-            note: note.into(),
-        }
-    }
-}
-
-/// How much work each comparison does.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Scale {
-    pub(crate) quick: bool,
-}
-
-impl Scale {
-    /// `quick` in quick mode, else `full`.
-    pub(crate) fn pick<T>(self, quick: T, full: T) -> T {
-        if self.quick { quick } else { full }
-    }
-}
-
 fn main() -> Result<()> {
     let Command::Compare { quick, json, only } = Cli::parse().command;
     let scale = Scale { quick };
     let t0 = Instant::now();
-    type Section = (&'static str, fn(Scale) -> Result<Vec<Row>>);
-    let sections: [Section; 8] = [
-        ("propagation", propagation::run),
-        ("stage_span", spans::run),
-        ("delivery", delivery::run),
-        ("emit_collector_down", spans::run_collector_down),
-        ("remote_exec", exec::run),
-        ("relay_throughput", relay::run),
-        ("store_append", store::run),
-        ("collector_ingest", ingest::run),
-    ];
     let mut rows = Vec::new();
-    for (name, run) in sections {
+    for (name, run) in sections() {
         if only.as_deref().is_some_and(|o| !name.contains(o)) {
             continue;
         }
@@ -165,31 +93,5 @@ fn print_table(rows: &[Row]) {
             if r.met { "yes" } else { "NO" },
             r.note
         );
-    }
-}
-
-/// The `per_mille`-th value of sorted samples (nearest rank).
-pub(crate) fn percentile<T: Copy + Ord>(v: &mut [T], per_mille: usize) -> T {
-    v.sort_unstable();
-    v[(v.len() - 1) * per_mille / 1000]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Row;
-
-    #[test]
-    fn ratios_are_oriented_so_that_higher_is_better_for_tracewire() {
-        // A time: ours 10 ns against 200 ns is 20x in our favour.
-        let r = Row::lower_is_better("t", 10.0, 200.0, "ns/op", 20.0, "");
-        assert!((r.ratio - 20.0).abs() < 1e-12 && r.met);
-        assert!(!Row::lower_is_better("t", 11.0, 200.0, "ns/op", 20.0, "").met);
-        // A throughput: ours 0.5 GB/s against 1.0 is 0.5x.
-        let r = Row::higher_is_better("g", 0.5, 1.0, "GB/s", 0.7, "");
-        assert!((r.ratio - 0.5).abs() < 1e-12 && !r.met);
-        let json = serde_json::to_value(&r).unwrap();
-        for k in ["name", "ours", "peer", "unit", "ratio", "goal", "met"] {
-            assert!(json.get(k).is_some(), "{k} missing from {json}");
-        }
     }
 }

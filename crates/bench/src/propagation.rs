@@ -6,15 +6,10 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use anyhow::Result;
-use opentelemetry::Context;
-use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::TraceContextExt;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use tracewire_context::{TraceContext, TraceParent, otel};
+use tracewire_context::TraceParent;
 
+use crate::fixtures::{PropagationInputs, TRACEPARENT};
 use crate::{Row, Scale, alloc};
-
-const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 /// Nanoseconds and allocations per call of `f`, best of five rounds of `n`.
 fn measure(n: u64, mut f: impl FnMut()) -> (f64, f64) {
@@ -41,25 +36,18 @@ fn measure(n: u64, mut f: impl FnMut()) -> (f64, f64) {
 #[allow(clippy::unnecessary_wraps)] // every comparison has the same signature
 pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
     let n = scale.pick(300_000, 3_000_000);
-    let headers: HashMap<String, String> = [("traceparent".to_owned(), TP.to_owned())].into();
-    let sdk = TraceContextPropagator::new();
+    let inputs = PropagationInputs::default();
     let (ours_parse, ours_parse_alloc) = measure(n, || {
-        black_box(TraceParent::parse(black_box(TP)).ok());
+        black_box(TraceParent::parse(black_box(TRACEPARENT)).ok());
     });
     let (sdk_parse, sdk_parse_alloc) = measure(n, || {
-        black_box(sdk.extract(black_box(&headers)));
+        black_box(inputs.sdk_extract());
     });
-    let ctx = TraceContext::new_root(true);
-    let tp = ctx.traceparent();
-    let cx = Context::new().with_remote_span_context(otel::to_span_context(&ctx, false));
     let (ours_fmt, ours_fmt_alloc) = measure(n, || {
-        black_box(black_box(&tp).encode());
+        black_box(black_box(&inputs.traceparent).encode());
     });
     let mut out: HashMap<String, String> = HashMap::with_capacity(4);
-    let (sdk_fmt, sdk_fmt_alloc) = measure(n, || {
-        out.clear();
-        sdk.inject_context(black_box(&cx), &mut out);
-    });
+    let (sdk_fmt, sdk_fmt_alloc) = measure(n, || inputs.sdk_inject(&mut out));
     Ok(vec![
         Row::lower_is_better(
             "traceparent.parse",

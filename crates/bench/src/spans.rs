@@ -11,57 +11,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter};
 use tracewire_telemetry::{Config, ExportSnapshot, Pipeline, stage_span};
 use tracing_subscriber::layer::SubscriberExt;
 
+use crate::fixtures::{
+    CountingExporter, DownExporter, closed_port, collector_down_pipeline, fastrace_reported, sdk_provider,
+};
 use crate::{Row, Scale, percentile};
-
-/// Counts what it is given and drops it.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct CountingExporter(pub(crate) Arc<AtomicU64>);
-
-impl SpanExporter for CountingExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        black_box(batch);
-        Ok(())
-    }
-}
-
-/// A collector that is down: every export tries to connect to a closed port and fails.
-#[derive(Debug, Clone)]
-struct DownExporter(u16);
-
-impl SpanExporter for DownExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        drop(batch);
-        match std::net::TcpStream::connect(("127.0.0.1", self.0)) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(OTelSdkError::InternalFailure(e.to_string())),
-        }
-    }
-}
-
-/// fastrace's global reporter (set once per process): counts what it is given.
-pub(crate) fn fastrace_reported() -> &'static AtomicU64 {
-    static COUNT: AtomicU64 = AtomicU64::new(0);
-    static INIT: std::sync::Once = std::sync::Once::new();
-    struct Counting;
-    impl fastrace::collector::Reporter for Counting {
-        fn report(&mut self, spans: Vec<fastrace::collector::SpanRecord>) {
-            COUNT.fetch_add(spans.len() as u64, Ordering::Relaxed);
-        }
-    }
-    INIT.call_once(|| fastrace::set_reporter(Counting, fastrace::collector::Config::default()));
-    &COUNT
-}
-
-/// The tracing-opentelemetry set-up a user would write: default layer, SDK batch processor.
-pub(crate) fn sdk_provider(exporter: impl SpanExporter + 'static) -> SdkTracerProvider {
-    SdkTracerProvider::builder().with_span_processor(BatchSpanProcessor::builder(exporter).build()).build()
-}
 
 #[allow(clippy::cast_precision_loss)]
 fn per_span_ns(n: u64, d: Duration) -> f64 {
@@ -192,14 +148,9 @@ pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
 
 pub(crate) fn run_collector_down(scale: Scale) -> Result<Vec<Row>> {
     let n = scale.pick(100_000, 200_000);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = closed_port()?;
     // tracewire: the real OTLP/gRPC exporter, pointed at a closed port.
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let config = Config::from_vars([
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-    ])?;
-    let pipeline = Pipeline::new(&config)?;
+    let pipeline = collector_down_pipeline(port)?;
     let subscriber = tracing_subscriber::registry().with(pipeline.layer());
     let mut ours = Vec::with_capacity(n);
     tracing::subscriber::with_default(subscriber, || {

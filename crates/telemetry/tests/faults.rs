@@ -6,16 +6,13 @@
 //! (`emitted == exported + dropped`, `exported` equal to what the collector received).
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use tracewire_context::TraceId;
 use tracewire_telemetry::{Config, ExportSnapshot, Pipeline, span_context, stage_span};
-use tracewire_testkit::{Rotel, free_port};
+use tracewire_testkit::{HttpStub, Rotel, free_port};
 use tracing_subscriber::layer::SubscriberExt;
 
 /// Not a speed claim: "never blocks" means no emit waits for the collector.
@@ -65,76 +62,29 @@ fn shutdown_within(pipeline: &Pipeline, deadline: Duration) -> ExportSnapshot {
     stats
 }
 
-/// A loopback OTLP/HTTP collector that waits `delay` before answering each export, and
-/// records the trace ids of the spans of every export it answered.
-struct SlowCollector {
-    endpoint: String,
-    received: Arc<Mutex<Vec<String>>>,
-}
+/// A loopback OTLP/HTTP collector that waits `delay` before answering each export; what it
+/// answered is read back as the trace ids of the spans it was sent.
+struct SlowCollector(HttpStub);
 
 impl SlowCollector {
     fn start(delay: Duration) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&received);
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
-                let sink = Arc::clone(&sink);
-                std::thread::spawn(move || serve(stream, &sink, delay));
-            }
-        });
-        Self { endpoint, received }
+        Self(HttpStub::start(delay, "application/x-protobuf", b"").unwrap())
+    }
+
+    /// The trace id of every span of every export answered so far.
+    fn trace_ids(&self) -> Vec<String> {
+        self.0
+            .received()
+            .iter()
+            .flat_map(|r| ExportTraceServiceRequest::decode(r.body.as_slice()).unwrap().resource_spans)
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans)
+            .map(|s| TraceId::from_bytes(<[u8; 16]>::try_from(s.trace_id.as_slice()).unwrap()).to_string())
+            .collect()
     }
 
     fn count(&self) -> usize {
-        self.received.lock().unwrap().len()
-    }
-}
-
-fn serve(stream: TcpStream, sink: &Mutex<Vec<String>>, delay: Duration) {
-    let mut writer = stream.try_clone().unwrap();
-    let mut reader = BufReader::new(stream);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut length = 0;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                length = v.trim().parse().unwrap();
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
-        let ids: Vec<String> = request
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .flat_map(|s| &s.spans)
-            .map(|s| TraceId::from_bytes(<[u8; 16]>::try_from(s.trace_id.as_slice()).unwrap()).to_string())
-            .collect();
-        std::thread::sleep(delay);
-        let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
-        if writer.write_all(answer).is_err() {
-            return;
-        }
-        sink.lock().unwrap().extend(ids);
+        self.trace_ids().len()
     }
 }
 
@@ -143,7 +93,7 @@ fn a_slow_collector_never_blocks_emit_and_every_span_is_counted_exactly() {
     let collector = SlowCollector::start(Duration::from_millis(250));
     let mut c = config(&[
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.0.base_url()),
     ]);
     c.batch.max_queue_size = 64;
     c.batch.max_export_batch_size = 16;
@@ -163,7 +113,7 @@ fn a_slow_collector_never_blocks_emit_and_every_span_is_counted_exactly() {
     assert_eq!(s.exported + s.dropped(), 400, "{s:?}");
     assert_eq!(s.exported, collector.count() as u64, "exported is exactly what the collector answered");
     let recorded: HashSet<&String> = recorded.iter().collect();
-    assert!(collector.received.lock().unwrap().iter().all(|id| recorded.contains(id)));
+    assert!(collector.trace_ids().iter().all(|id| recorded.contains(id)));
 
     // A backlog longer than the shutdown deadline: shutdown ends at its deadline and counts
     // what it could not deliver.

@@ -1,12 +1,16 @@
 //! Test support for tracewire (not published): a real `rotel-agent` OTLP collector on
 //! loopback ports, with every span it receives parsed from its debug log; free ports; the
-//! project's Python venv. Processes started here are stopped by their own pid.
+//! project's Python venv; a loopback HTTP/1.1 stub server ([`HttpStub`]) that records what
+//! it is sent. Processes started here are stopped by their own pid.
 //!
 //! The collector and the Python packages are installed by `scripts/setup-test-deps.sh`
 //! (which `scripts/test.sh` runs first), as is Debian's `chromium` for [`browser`].
 #![allow(clippy::missing_errors_doc)]
 
 pub mod browser;
+pub mod http_stub;
+
+pub use http_stub::{HttpStub, StubRequest};
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -47,6 +51,16 @@ pub fn rotel_agent() -> Result<PathBuf, String> {
         return Ok(PathBuf::from(p));
     }
     venv_site_file("rotel/rotel-agent")
+}
+
+/// The example binary `name` of the running test's build, `target/<profile>/examples/<name>`
+/// (`cargo test` builds a package's examples alongside its tests).
+pub fn example_binary(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("the test binary's path: {e}"))?;
+    let profile_dir =
+        exe.parent().and_then(Path::parent).ok_or_else(|| format!("{} is not in target/", exe.display()))?;
+    let path = profile_dir.join("examples").join(name);
+    if path.exists() { Ok(path) } else { Err(format!("{} not built; run `cargo test --workspace`", path.display())) }
 }
 
 /// A free loopback TCP port (bound to port 0, then released).

@@ -1,0 +1,550 @@
+//! Set-up shared by the `compare` comparisons and the criterion benches under `benches/`:
+//! span exporters and pipelines, a relay with exec-servers behind it, the relay stream and
+//! raw AEAD, store records and the synchronous SQLite peer, the collector receiver and
+//! rotel-agent, and the traceparent inputs. Everything here runs in this process, on
+//! loopback, except rotel-agent (its own process, stopped by its pid).
+//!
+//! Fixtures return [`anyhow::Result`]: a bench that cannot set up stops with the reason.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use bytes::Bytes;
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter};
+use tracewire_collector::receiver::SpanStore;
+use tracewire_context::{TraceContext, TraceParent, otel};
+use tracewire_exec::{ExecClient, ExecConfig, ExecServer, Start};
+use tracewire_relay::framing::{Opener, Sealer, pair_for_tests};
+use tracewire_relay::{
+    Keypair, MAX_RECORD_PLAINTEXT, NoiseConfig, RelayConfig, RelayEndpoint, RelayLink, RelayServer, Suite,
+};
+use tracewire_rpc::grpc::{Address, BoundServer};
+use tracewire_rpc::{Client, ClientConfig, ServerConfig};
+use tracewire_store::{ProcessRecord, Store, StoreConfig};
+use tracewire_telemetry::{Config, Pipeline};
+use tracing_subscriber::layer::SubscriberExt as _;
+
+// ---------------------------------------------------------------------------------------
+// Span exporters and pipelines.
+
+/// A span exporter that counts what it is given and drops it.
+#[derive(Debug, Clone, Default)]
+pub struct CountingExporter(pub Arc<AtomicU64>);
+
+impl SpanExporter for CountingExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        black_box(batch);
+        Ok(())
+    }
+}
+
+/// A collector that is down: every export tries to connect to this loopback port, where
+/// nothing listens, and fails.
+#[derive(Debug, Clone)]
+pub struct DownExporter(pub u16);
+
+impl SpanExporter for DownExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        drop(batch);
+        match std::net::TcpStream::connect(("127.0.0.1", self.0)) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(OTelSdkError::InternalFailure(e.to_string())),
+        }
+    }
+}
+
+/// fastrace's global reporter (set once per process): counts what it is given.
+pub fn fastrace_reported() -> &'static AtomicU64 {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    static INIT: std::sync::Once = std::sync::Once::new();
+    struct Counting;
+    impl fastrace::collector::Reporter for Counting {
+        fn report(&mut self, spans: Vec<fastrace::collector::SpanRecord>) {
+            COUNT.fetch_add(spans.len() as u64, Ordering::Relaxed);
+        }
+    }
+    INIT.call_once(|| fastrace::set_reporter(Counting, fastrace::collector::Config::default()));
+    &COUNT
+}
+
+/// The tracing-opentelemetry set-up a user would write: default layer, SDK batch processor.
+pub fn sdk_provider(exporter: impl SpanExporter + 'static) -> SdkTracerProvider {
+    SdkTracerProvider::builder().with_span_processor(BatchSpanProcessor::builder(exporter).build()).build()
+}
+
+/// A tracing dispatcher with tracing-opentelemetry's default layer over `provider`.
+pub fn sdk_dispatch(provider: &SdkTracerProvider) -> tracing::Dispatch {
+    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"));
+    tracing::Dispatch::new(tracing_subscriber::registry().with(layer))
+}
+
+/// tracewire's pipeline delivering to a [`CountingExporter`], and the exporter's count.
+///
+/// # Errors
+/// When the pipeline cannot be built from `config`.
+pub fn counting_pipeline(config: &Config) -> Result<(Pipeline, Arc<AtomicU64>)> {
+    let delivered = Arc::new(AtomicU64::new(0));
+    let exporter = CountingExporter(Arc::clone(&delivered));
+    let pipeline = Pipeline::with_exporter(config, Box::new(move || Ok(exporter.clone())))?;
+    Ok((pipeline, delivered))
+}
+
+/// A tracing dispatcher with tracewire's pipeline layer.
+pub fn pipeline_dispatch(pipeline: &Pipeline) -> tracing::Dispatch {
+    tracing::Dispatch::new(tracing_subscriber::registry().with(pipeline.layer()))
+}
+
+/// A loopback port where nothing listens (bound to port 0, then released).
+///
+/// # Errors
+/// When no port can be bound.
+pub fn closed_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// tracewire's pipeline with its real OTLP/gRPC exporter pointed at `port` on loopback,
+/// where nothing listens (see [`closed_port`]): the collector is down.
+///
+/// # Errors
+/// When the pipeline cannot be built.
+pub fn collector_down_pipeline(port: u16) -> Result<Pipeline> {
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let config = Config::from_vars([
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+    ])?;
+    Ok(Pipeline::new(&config)?)
+}
+
+// ---------------------------------------------------------------------------------------
+// Runtimes, the relay and exec-servers.
+
+/// A multi-threaded tokio runtime with 2 workers (the machines these run on have 2 cores).
+///
+/// # Errors
+/// When the runtime cannot be built.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+/// Starts a relay on a loopback port, serving until the runtime ends; returns its address.
+///
+/// # Errors
+/// When it cannot bind.
+pub async fn start_relay() -> Result<SocketAddr> {
+    let (listener, addr) = RelayServer::bind("127.0.0.1:0".parse()?).await?;
+    tokio::spawn(RelayServer::new(RelayConfig::default()).serve(listener, std::future::pending()));
+    Ok(addr)
+}
+
+/// A [`Start`] of this command line, everything else default.
+pub fn argv(a: &[&str]) -> Start {
+    Start { argv: a.iter().map(|s| (*s).to_owned()).collect(), ..Start::default() }
+}
+
+/// Runs `true` through `client` and waits for it to exit.
+///
+/// # Errors
+/// When the call fails, or `true` does not exit 0.
+pub async fn exec_true(client: &ExecClient) -> Result<()> {
+    let out = client.start(argv(&["true"])).await?.wait_with_output().await?;
+    ensure!(out.status.code == Some(0), "`true` failed: {:?}", out.status);
+    Ok(())
+}
+
+/// Spawns `true` locally (`tokio::process`) and waits for it: the peer of remote exec.
+///
+/// # Errors
+/// When it cannot be spawned, or does not exit 0.
+pub async fn spawn_true_locally() -> Result<()> {
+    let status = tokio::process::Command::new("true").status().await?;
+    ensure!(status.success(), "`true` failed: {status}");
+    Ok(())
+}
+
+/// A relay and two exec-servers in this process, each serving until the runtime ends: one
+/// on loopback gRPC, one attached behind the relay (Noise IK, AES-GCM, exposing the
+/// traceparent to the relay); and a client of each.
+#[derive(Clone)]
+pub struct ExecFixture {
+    /// The relay's address.
+    pub relay: SocketAddr,
+    /// A client of the exec-server on direct loopback gRPC.
+    pub direct: ExecClient,
+    /// A client of the exec-server behind the relay.
+    pub relayed: ExecClient,
+}
+
+impl std::fmt::Debug for ExecFixture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecFixture").field("relay", &self.relay).finish_non_exhaustive()
+    }
+}
+
+impl ExecFixture {
+    /// Starts the relay and both servers, and connects.
+    ///
+    /// # Errors
+    /// When a server cannot bind or a client cannot connect.
+    pub async fn start() -> Result<Self> {
+        let relay = start_relay().await?;
+        let bound = BoundServer::bind(&"127.0.0.1:0".parse::<Address>()?).await?;
+        let direct_addr = bound.local_address().to_string();
+        tokio::spawn(bound.run(
+            Arc::new(ExecServer::new(ExecConfig::default())),
+            ServerConfig::default(),
+            std::future::pending(),
+        ));
+        let direct = ExecClient::connect(&direct_addr).await?;
+        let mut ep = RelayEndpoint::new(relay.to_string(), "bench-exec");
+        ep.expose_traceparent = true;
+        let kp = Keypair::generate()?;
+        let key = kp.public;
+        tokio::spawn(tracewire_relay::serve_via_relay(
+            ep.clone(),
+            kp,
+            Arc::new(ExecServer::new(ExecConfig::default())),
+            ServerConfig::default(),
+            std::future::pending(),
+        ));
+        // Let the server attach before the client does.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let relayed = ExecClient::new(Client::new(tracewire_relay::connect(&ep, &key).await?, ClientConfig::default()));
+        Ok(Self { relay, direct, relayed })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The relay stream and raw AEAD.
+
+/// Both ends of one session through the relay.
+#[derive(Debug)]
+pub struct RelayStream {
+    /// The client end (sends).
+    pub client: RelayLink,
+    /// The server end (receives).
+    pub server: RelayLink,
+}
+
+impl RelayStream {
+    /// Attaches a server and a client to `relay` under `session` with `suite`, and completes
+    /// the handshake (Noise IK: two messages).
+    ///
+    /// # Errors
+    /// When either end fails to attach or the handshake fails.
+    pub async fn open(relay: SocketAddr, session: &str, suite: Suite) -> Result<Self> {
+        let mut ep = RelayEndpoint::new(relay.to_string(), session);
+        ep.noise.suite = suite;
+        let kp = Keypair::generate()?;
+        let key = kp.public;
+        let server_ep = ep.clone();
+        // The relay holds whichever end attaches first until the other does.
+        let server = tokio::spawn(async move { tracewire_relay::accept(&server_ep, &kp).await });
+        let client = tracewire_relay::connect(&ep, &key).await?;
+        let server = server.await??;
+        Ok(Self { client, server })
+    }
+
+    /// Sends `n` messages of [`MAX_RECORD_PLAINTEXT`] bytes from the client and waits until
+    /// the server has received them all; returns the bytes received.
+    ///
+    /// # Errors
+    /// When the stream ends early.
+    pub async fn stream(&mut self, n: usize) -> Result<usize> {
+        let chunk = Bytes::from(vec![7u8; MAX_RECORD_PLAINTEXT]);
+        let tx = self.client.link.tx.clone();
+        let sender = tokio::spawn(async move {
+            for _ in 0..n {
+                if tx.send(chunk.clone()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut got = 0;
+        while got < n * MAX_RECORD_PLAINTEXT {
+            match self.server.link.rx.recv().await {
+                Some(m) => got += m.len(),
+                None => bail!("the relay stream ended after {got} bytes"),
+            }
+        }
+        sender.await?;
+        Ok(got)
+    }
+}
+
+/// One end's sealing half and the other's opening half of a Noise session with `suite`,
+/// without a relay or a network: the raw AEAD cost of a record.
+#[derive(Debug)]
+pub struct RawAead {
+    seal: Sealer,
+    open: Opener,
+    message: Vec<u8>,
+}
+
+impl RawAead {
+    /// A session of `suite` whose messages are [`MAX_RECORD_PLAINTEXT`] bytes.
+    ///
+    /// # Errors
+    /// When the handshake fails.
+    pub fn new(suite: Suite) -> Result<Self> {
+        let ((seal, _), (_, open)) =
+            pair_for_tests(NoiseConfig { suite, ..NoiseConfig::default() }, 64, MAX_RECORD_PLAINTEXT)?;
+        Ok(Self { seal, open, message: vec![7u8; MAX_RECORD_PLAINTEXT] })
+    }
+
+    /// Seals one message and opens it again; returns its length.
+    ///
+    /// # Errors
+    /// When sealing or opening fails.
+    pub fn seal_open(&mut self) -> Result<usize> {
+        for f in self.seal.seal(&self.message, "")? {
+            black_box(self.open.push(f)?);
+        }
+        Ok(self.message.len())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The store and its synchronous peer.
+
+/// The process record appended in the store comparisons: `echo hi` in `/tmp`.
+pub fn process_record(id: u64) -> ProcessRecord {
+    ProcessRecord {
+        process_id: id,
+        pid: 1,
+        argv: vec!["echo".into(), "hi".into()],
+        cwd: "/tmp".into(),
+        ..ProcessRecord::default()
+    }
+}
+
+/// Opens a tracewire store at `path` whose queue holds `queue` records. Call it inside a
+/// tokio runtime.
+///
+/// # Errors
+/// When the database cannot be opened.
+pub fn open_store(path: &Path, queue: usize) -> Result<Store> {
+    let mut config = StoreConfig::default();
+    config.queue = queue;
+    Ok(Store::open_with(path, config)?)
+}
+
+/// The store's peer: SQLite with the same settings (WAL, `synchronous=FULL`), one
+/// transaction (and fsync) per record on the caller's thread.
+#[derive(Debug)]
+pub struct SyncDb(rusqlite::Connection);
+
+impl SyncDb {
+    /// Creates the database and its table at `path`.
+    ///
+    /// # Errors
+    /// When SQLite fails.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE processes (process_id INTEGER PRIMARY KEY, pid INTEGER, argv TEXT, cwd TEXT)",
+        )?;
+        Ok(Self(conn))
+    }
+
+    /// Inserts and commits the record [`process_record`] makes for `id`.
+    ///
+    /// # Errors
+    /// When SQLite fails (e.g. `id` was inserted before).
+    pub fn insert(&self, id: u64) -> Result<()> {
+        self.0.execute(
+            "INSERT INTO processes (process_id, pid, argv, cwd) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![i64::try_from(id)?, 1, "echo\u{1f}hi", "/tmp"],
+        )?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The collector receiver and rotel-agent.
+
+/// Spans per export request in the ingest comparisons.
+pub const INGEST_BATCH: usize = 512;
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        ..KeyValue::default()
+    }
+}
+
+/// An OTLP export request of [`INGEST_BATCH`] spans in traces of 16 (6 attributes per span,
+/// as tracewire's stage spans carry); `seed` keeps the ids of different senders apart.
+pub fn export_request(seed: u64) -> ExportTraceServiceRequest {
+    let spans = (0..INGEST_BATCH as u64)
+        .map(|i| Span {
+            trace_id: (seed * 1000 + i / 16).to_be_bytes().repeat(2),
+            span_id: (seed * 100_000 + i + 1).to_be_bytes().to_vec(),
+            parent_span_id: if i % 16 == 0 { Vec::new() } else { (seed * 100_000 + i).to_be_bytes().to_vec() },
+            name: "rpc.dispatch".into(),
+            kind: 2,
+            start_time_unix_nano: 1_700_000_000_000_000_000 + i * 1000,
+            end_time_unix_nano: 1_700_000_000_000_050_000 + i * 1000,
+            attributes: vec![
+                kv("tracewire.stage", "rpc.dispatch"),
+                kv("rpc.system", "tracewire"),
+                kv("rpc.method", "Start"),
+                kv("rpc.request.id", "42"),
+                kv("process.executable.name", "sh"),
+                kv("tracewire.event", "Output"),
+            ],
+            ..Span::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource { attributes: vec![kv("service.name", "bench")], ..Resource::default() }),
+            scope_spans: vec![ScopeSpans { spans, ..ScopeSpans::default() }],
+            ..ResourceSpans::default()
+        }],
+    }
+}
+
+/// An OTLP/gRPC trace client of `endpoint` (`http://HOST:PORT`), taking answers up to
+/// 64 MiB.
+///
+/// # Errors
+/// When it cannot connect.
+pub async fn otlp_client(endpoint: &str) -> Result<TraceServiceClient<tonic::transport::Channel>> {
+    Ok(TraceServiceClient::connect(endpoint.to_owned()).await?.max_decoding_message_size(64 << 20))
+}
+
+/// Starts tracewire's embedded OTLP/gRPC receiver on `rt` (its own runtime, so that it has
+/// its own workers), keeping up to `capacity` spans; returns its endpoint and its store.
+///
+/// # Errors
+/// When it cannot bind.
+pub fn start_receiver(rt: &tokio::runtime::Runtime, capacity: usize) -> Result<(String, Arc<SpanStore>)> {
+    let store = Arc::new(SpanStore::new(capacity));
+    let endpoint = rt.block_on(async {
+        let (listener, addr) = tracewire_collector::receiver::bind("127.0.0.1:0".parse()?).await?;
+        tokio::spawn(tracewire_collector::receiver::serve_grpc(listener, Arc::clone(&store), std::future::pending()));
+        anyhow::Ok(format!("http://{addr}"))
+    })?;
+    Ok((endpoint, store))
+}
+
+/// rotel-agent with its blackhole exporter (it decodes and drops), in its own process on
+/// loopback ports; stopped by its pid when dropped.
+#[derive(Debug)]
+pub struct RotelBlackhole {
+    child: Child,
+    endpoint: String,
+    _dir: tracewire_testkit::TempDir,
+}
+
+impl RotelBlackhole {
+    /// Starts it and waits (up to 10 s) until its gRPC port accepts connections.
+    ///
+    /// # Errors
+    /// When rotel-agent is not installed (`./scripts/setup-test-deps.sh`), cannot start, or
+    /// does not listen in time.
+    pub fn start() -> Result<Self> {
+        let agent = tracewire_testkit::rotel_agent().map_err(|e| anyhow!("rotel-agent: {e}"))?;
+        let dir = tracewire_testkit::TempDir::new("tw-ingest-bench")?;
+        let (gp, hp) = (tracewire_testkit::free_port(), tracewire_testkit::free_port());
+        let child = Command::new(agent)
+            .args(["start", "--otlp-grpc-endpoint", &format!("127.0.0.1:{gp}")])
+            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{hp}"), "--exporter", "blackhole"])
+            .arg("--pid-file")
+            .arg(dir.path().join("rotel.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting rotel-agent")?;
+        let rotel = Self { child, endpoint: format!("http://127.0.0.1:{gp}"), _dir: dir };
+        let ready = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", gp)).is_err() {
+            ensure!(Instant::now() < ready, "rotel-agent did not start listening on {gp}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(rotel)
+    }
+
+    /// Its OTLP/gRPC endpoint, `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+}
+
+impl Drop for RotelBlackhole {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// traceparent.
+
+/// The traceparent of the propagation comparisons (the W3C specification's example).
+pub const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// Inputs to traceparent parse and format, for tracewire and for opentelemetry_sdk's
+/// `TraceContextPropagator`.
+#[derive(Debug)]
+pub struct PropagationInputs {
+    /// A carrier holding [`TRACEPARENT`].
+    pub headers: HashMap<String, String>,
+    /// The SDK's propagator.
+    pub sdk: TraceContextPropagator,
+    /// A fresh sampled root context.
+    pub context: TraceContext,
+    /// Its traceparent.
+    pub traceparent: TraceParent,
+    /// The same context as an OpenTelemetry remote span context.
+    pub otel_context: opentelemetry::Context,
+}
+
+impl Default for PropagationInputs {
+    fn default() -> Self {
+        let context = TraceContext::new_root(true);
+        let otel_context =
+            opentelemetry::Context::new().with_remote_span_context(otel::to_span_context(&context, false));
+        Self {
+            headers: [("traceparent".to_owned(), TRACEPARENT.to_owned())].into(),
+            sdk: TraceContextPropagator::new(),
+            traceparent: context.traceparent(),
+            context,
+            otel_context,
+        }
+    }
+}
+
+impl PropagationInputs {
+    /// The SDK's `extract` from [`Self::headers`].
+    pub fn sdk_extract(&self) -> opentelemetry::Context {
+        self.sdk.extract(black_box(&self.headers))
+    }
+
+    /// The SDK's `inject` of [`Self::otel_context`] into `out` (cleared first).
+    pub fn sdk_inject(&self, out: &mut HashMap<String, String>) {
+        out.clear();
+        self.sdk.inject_context(black_box(&self.otel_context), out);
+    }
+}
