@@ -75,6 +75,9 @@ struct Extra {
     status: Status,
     events: Vec<OtelEvent>,
     links: Vec<SpanContext>,
+    /// Start and end given as wall-clock times (spans emitted after the fact, such as the
+    /// relay's per-message stages), exported as they are.
+    wall: Option<(SystemTime, SystemTime)>,
 }
 
 /// Whether a span is sampled, given its trace id and, when it has one, its parent's flag.
@@ -143,8 +146,18 @@ impl SpanRecord {
     /// Makes this span a child of the span in an OpenTelemetry context (remote or made with
     /// OpenTelemetry's API); `false`, changing nothing, when it has no valid span.
     pub(crate) fn continue_context(&mut self, cx: &OtelContext) -> bool {
-        let span = cx.span();
-        let sc = span.span_context();
+        if !self.child_of_span_context(cx.span().span_context()) {
+            return false;
+        }
+        let extra = self.extra();
+        extra.inherited = Some(cx.clone());
+        extra.activated = None;
+        true
+    }
+
+    /// Makes this span a child of `sc` (ids, sampled flag, tracestate), keeping nothing else
+    /// of its context: for a span that will have no children. `false` when `sc` is invalid.
+    fn child_of_span_context(&mut self, sc: &SpanContext) -> bool {
         if !sc.is_valid() {
             return false;
         }
@@ -152,10 +165,9 @@ impl SpanRecord {
         self.parent_id = Some(SpanId::from_bytes(sc.span_id().to_bytes()));
         self.parent_remote = sc.is_remote();
         self.sampled = decide(self.sampler, self.trace_id, Some(sc.is_sampled()));
-        let extra = self.extra();
-        extra.tracestate = sc.trace_state().clone();
-        extra.inherited = Some(cx.clone());
-        extra.activated = None;
+        if !is_empty(sc.trace_state()) {
+            self.extra().tracestate = sc.trace_state().clone();
+        }
         true
     }
 
@@ -217,6 +229,8 @@ impl SpanRecord {
         let span_context = self.span_context();
         attributes.extend(self.attributes);
         let extra = self.extra.map(|e| *e).unwrap_or_default();
+        let (start_time, end_time) =
+            extra.wall.unwrap_or_else(|| (clock.system_time(self.start), clock.system_time(self.end)));
         let span_kind = extra.kind.or_else(|| stage.map(Stage::kind)).unwrap_or(SpanKind::Internal);
         let mut events = opentelemetry_sdk::trace::SpanEvents::default();
         events.events = extra.events;
@@ -230,8 +244,8 @@ impl SpanRecord {
             parent_span_is_remote: self.parent_remote,
             span_kind,
             name: extra.name.unwrap_or(Cow::Borrowed(self.name)),
-            start_time: clock.system_time(self.start),
-            end_time: clock.system_time(self.end),
+            start_time,
+            end_time,
             attributes,
             dropped_attributes_count: 0,
             events,
@@ -603,6 +617,32 @@ fn recorded<'a>(
     id: &Id,
 ) -> Option<SpanRef<'a, tracing_subscriber::Registry>> {
     registry.span(id)?.scope().find(|s| s.extensions().get::<SpanRecord>().is_some())
+}
+
+/// Emits a finished span with explicit wall-clock times as a child of the span in `parent`
+/// (a new root when it has none), through tracewire's layer when the current dispatcher has
+/// one: `false` when it has not (then the caller uses the OpenTelemetry SDK).
+#[cfg(feature = "instrument")]
+pub(crate) fn emit(
+    name: &'static str,
+    start: SystemTime,
+    end: SystemTime,
+    parent: &OtelContext,
+    attributes: &[KeyValue],
+) -> bool {
+    tracing::dispatcher::get_default(|dispatch| {
+        let Some(layer) = dispatch.downcast_ref::<SpanLayer>() else { return false };
+        let mut record = SpanRecord::new(name, layer.sampler);
+        if !record.child_of_span_context(parent.span().span_context()) {
+            record.sampled = decide(layer.sampler, record.trace_id, None);
+        }
+        if record.sampled {
+            record.extra().wall = Some((start, end));
+            record.attributes.extend(attributes.iter().cloned());
+            layer.sink.submit(Item::Compact(record));
+        }
+        true
+    })
 }
 
 /// [`with_record`] for the current span (or its nearest recorded ancestor), without making a `tracing::Span` handle for it

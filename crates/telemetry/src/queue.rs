@@ -169,7 +169,9 @@ impl<T> Queued<Option<T>> {
 }
 
 /// Emits a finished span of `stage` with explicit start and end times, as a child of
-/// `parent`, through the global tracer provider.
+/// `parent`: through tracewire's layer when the current `tracing` dispatcher has one (the
+/// span is recorded compactly and exported by the same queue and worker), else through the
+/// global tracer provider.
 #[cfg(feature = "instrument")]
 pub fn emit(
     stage: Stage,
@@ -179,6 +181,9 @@ pub fn emit(
     attributes: &[opentelemetry::KeyValue],
 ) {
     use opentelemetry::trace::{Span as _, Tracer as _};
+    if crate::layer::emit(stage.name(), start, end, parent, attributes) {
+        return;
+    }
     let tracer = opentelemetry::global::tracer(crate::TRACER_NAME);
     let mut attrs = Vec::with_capacity(attributes.len() + 1);
     attrs.push(opentelemetry::KeyValue::new(crate::stage::STAGE_ATTRIBUTE, stage.name()));

@@ -315,3 +315,35 @@ fn inside_a_span_the_export_filter_leaves_out_the_nearest_recorded_span_is_the_p
     }
     assert!(spans.iter().all(|s| s.name != "poll"));
 }
+
+#[test]
+fn spans_emitted_after_the_fact_keep_their_times_parent_and_attributes() {
+    use std::time::{Duration, SystemTime};
+    use tracewire_telemetry::{Stage, emit_stage_span, remote_context};
+    let start = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_800_000_000_123_456_789);
+    let end = start + Duration::from_micros(42);
+    let spans = run(Config::default(), |_| {
+        let (remote, _) = remote_context(&[("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]);
+        emit_stage_span(Stage::RelayDecrypt, start, end, &remote, &[KeyValue::new("tracewire.bytes", 7i64)]);
+        // Without a parent: a root of its own.
+        emit_stage_span(Stage::RelayFrame, start, end, &Context::new(), &[]);
+        // Under a local span.
+        let send = stage_span!(RelaySend);
+        let _g = send.enter();
+        emit_stage_span(Stage::RelayEncrypt, start, end, &current_context(), &[]);
+    });
+    let decrypt = by_name(&spans, "relay.decrypt");
+    assert_eq!((decrypt.start_time, decrypt.end_time), (start, end), "wall-clock times exported as given");
+    assert_eq!(decrypt.span_context.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(decrypt.parent_span_id.to_string(), "00f067aa0ba902b7");
+    assert!(decrypt.parent_span_is_remote);
+    assert_eq!(attr(decrypt, "tracewire.bytes").as_deref(), Some("7"));
+    assert_eq!(attr(decrypt, "tracewire.stage").as_deref(), Some("relay.decrypt"));
+    let frame = by_name(&spans, "relay.frame");
+    assert_eq!(frame.parent_span_id, opentelemetry::trace::SpanId::INVALID);
+    assert_ne!(frame.span_context.trace_id(), decrypt.span_context.trace_id());
+    let (send, encrypt) = (by_name(&spans, "relay.send"), by_name(&spans, "relay.encrypt"));
+    assert_eq!(encrypt.parent_span_id, send.span_context.span_id());
+    assert!(!encrypt.parent_span_is_remote);
+    assert_eq!(send.span_kind, SpanKind::Producer);
+}
