@@ -232,7 +232,8 @@ proptest! {
         let bytes = request.encode_to_vec();
         prop_assert_eq!(validate(&bytes), Ok(checks::span_count(&request)));
         let encoded = EncodedRequest::new(bytes.clone().into()).unwrap();
-        prop_assert_eq!(encoded.decode(), request.clone());
+        // Compared encoded: a double attribute may be NaN, which is not equal to itself.
+        prop_assert_eq!(encoded.decode().encode_to_vec(), bytes.clone());
         prop_assert_eq!(EncodedRequest::from_request(&request), encoded);
         agree(&bytes);
     }
