@@ -8,7 +8,7 @@
 # coverage). FUZZ_SANITIZER=none builds without AddressSanitizer (faster, coverage-guided
 # only). Crashes are written to fuzz/artifacts/<target>/ and make the script exit 1; add the
 # minimized input to fuzz/corpus/<target>/ with the fix, so the normal test run replays it
-# (crates/{context,relay,rpc}/tests/fuzz_corpus.rs).
+# (crates/{context,relay,rpc,collector}/tests/fuzz_corpus.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +16,7 @@ SECONDS_PER_TARGET="${1:-60}"
 shift || true
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-    TARGETS=(traceparent tracestate baggage relay_frames envelope)
+    TARGETS=(traceparent tracestate baggage relay_frames envelope otlp_export)
 fi
 SANITIZER="${FUZZ_SANITIZER:-address}"
 export RUSTC_BOOTSTRAP=1

@@ -4,5 +4,6 @@
 //! every file of `fuzz/corpus/<target>/`.
 
 pub mod context;
+pub mod otlp;
 pub mod relay;
 pub mod rpc;

@@ -37,6 +37,7 @@
 
 mod analysis;
 pub mod jaeger;
+pub mod otlp;
 pub mod receiver;
 pub mod report;
 mod slo;

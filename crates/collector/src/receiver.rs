@@ -6,33 +6,66 @@
 //! database; when the database queue stays full the exporter is told to retry (gRPC
 //! `UNAVAILABLE`, HTTP 503), which OTLP exporters do, so nothing is lost silently. Stored
 //! spans are keyed by (trace id, span id), so a retried batch is stored once.
+//!
+//! Protobuf requests (gRPC, and HTTP with `application/x-protobuf`) are not decoded on
+//! arrival: their bytes are checked in one allocation-free pass ([`crate::otlp::validate`],
+//! which accepts exactly what prost would decode, so malformed input is still refused, with
+//! gRPC `INVALID_ARGUMENT` or HTTP 400) and kept as they came
+//! ([`crate::otlp::EncodedRequest`]); they are decoded when [`SpanStore::snapshot`] asks
+//! for them, or at once when a database needs the records.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use prost::Message;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::{BoxFuture, Service, http};
 use tonic::{Request, Response, Status};
 
 use crate::SpanRecord;
+use crate::otlp::EncodedRequest;
 
 /// Spans received, bounded: beyond the capacity the oldest are dropped (from memory) and
 /// counted. With a database, every acknowledged span is also persisted.
 ///
-/// Memory keeps spans as they were decoded (moved, not copied) and turns them into
-/// [`SpanRecord`]s only when asked ([`SpanStore::snapshot`]): ingesting is decoding and
-/// queueing, nothing more.
+/// Memory keeps each request as it came (its protobuf bytes, checked but not decoded; or,
+/// from [`SpanStore::add`]/[`SpanStore::ingest`], the decoded request itself) and turns its
+/// spans into [`SpanRecord`]s only when asked ([`SpanStore::snapshot`]): ingesting is
+/// validating and queueing, nothing more. The capacity counts spans, exactly: when a
+/// request overflows it, the oldest spans are dropped, whole requests or the front of one.
+///
+/// ```
+/// use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+/// use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+/// use prost::Message;
+/// use tracewire_collector::otlp::EncodedRequest;
+/// use tracewire_collector::receiver::SpanStore;
+///
+/// let span = |name: &str| Span { name: name.into(), span_id: vec![1; 8], ..Span::default() };
+/// let request = ExportTraceServiceRequest {
+///     resource_spans: vec![ResourceSpans {
+///         scope_spans: vec![ScopeSpans { spans: vec![span("a"), span("b"), span("c")], ..Default::default() }],
+///         ..Default::default()
+///     }],
+/// };
+/// let store = SpanStore::new(2);
+/// store.add_encoded(EncodedRequest::new(request.encode_to_vec().into()).unwrap());
+/// let names: Vec<String> = store.snapshot().into_iter().map(|s| s.name).collect();
+/// assert_eq!(names, ["b", "c"]);
+/// assert_eq!((store.received(), store.dropped()), (3, 1));
+/// ```
 #[derive(Debug)]
 pub struct SpanStore {
-    spans: Mutex<VecDeque<Kept>>,
+    spans: Mutex<Kept>,
     capacity: usize,
     received: AtomicU64,
     dropped: AtomicU64,
@@ -62,11 +95,26 @@ fn text(v: &AnyValue) -> String {
     }
 }
 
-/// A span as decoded, with the service of the resource that sent it.
-#[derive(Debug)]
+/// The requests kept, oldest first, and how many spans they hold in all.
+#[derive(Debug, Default)]
 struct Kept {
-    service: Arc<str>,
-    span: Span,
+    batches: VecDeque<Batch>,
+    spans: usize,
+}
+
+/// One request's spans: the first `skip` (in request order) were dropped, the next `live`
+/// are kept (and there are no more).
+#[derive(Debug, Clone)]
+struct Batch {
+    request: Held,
+    skip: usize,
+    live: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Held {
+    Encoded(Bytes),
+    Decoded(Arc<ExportTraceServiceRequest>),
 }
 
 fn service_of(rs: &ResourceSpans) -> String {
@@ -105,23 +153,47 @@ pub fn spans_of(request: &ExportTraceServiceRequest) -> Vec<SpanRecord> {
     out
 }
 
-/// The spans of a request, moved out of it.
-fn kept_of(request: ExportTraceServiceRequest) -> Vec<Kept> {
-    let mut out = Vec::new();
-    for rs in request.resource_spans {
-        let service: Arc<str> = service_of(&rs).into();
-        for ss in rs.scope_spans {
-            out.extend(ss.spans.into_iter().map(|span| Kept { service: Arc::clone(&service), span }));
+fn span_count(request: &ExportTraceServiceRequest) -> usize {
+    request.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum()
+}
+
+impl Batch {
+    /// Appends the kept spans as records.
+    fn records(&self, out: &mut Vec<SpanRecord>) {
+        let decoded;
+        let request = match &self.request {
+            Held::Decoded(r) => r.as_ref(),
+            Held::Encoded(bytes) => {
+                // Validated on arrival: decoding does not fail (`EncodedRequest::decode`).
+                decoded = ExportTraceServiceRequest::decode(bytes.clone()).unwrap_or_default();
+                &decoded
+            }
+        };
+        let (mut skip, mut take) = (self.skip, self.live);
+        for rs in &request.resource_spans {
+            if take == 0 {
+                break;
+            }
+            let n: usize = rs.scope_spans.iter().map(|ss| ss.spans.len()).sum();
+            if skip >= n {
+                skip -= n;
+                continue;
+            }
+            let service = service_of(rs);
+            let spans = rs.scope_spans.iter().flat_map(|ss| &ss.spans).skip(skip).take(take);
+            let before = out.len();
+            out.extend(spans.map(|s| record_of(&service, s)));
+            take -= out.len() - before;
+            skip = 0;
         }
     }
-    out
 }
 
 impl SpanStore {
     /// A store keeping at most `capacity` spans.
     pub fn new(capacity: usize) -> Self {
         Self {
-            spans: Mutex::new(VecDeque::new()),
+            spans: Mutex::new(Kept::default()),
             capacity: capacity.max(1),
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -149,41 +221,86 @@ impl SpanStore {
     /// The database refused the batch (full past its wait bound, or closed); nothing was
     /// kept, the spans are counted in [`SpanStore::refused`], and the sender should retry.
     pub async fn ingest(&self, request: ExportTraceServiceRequest) -> Result<usize, tracewire_store::StoreError> {
-        if let Some(db) = &self.db {
-            let records = spans_of(&request);
-            let n = records.len();
-            if let Err(e) = db.append_spans(records).await {
-                self.refused.fetch_add(n as u64, Ordering::Relaxed);
-                return Err(e);
-            }
+        if self.db.is_some() {
+            self.persist(spans_of(&request)).await?;
         }
-        let kept = kept_of(request);
-        let n = kept.len();
-        self.keep(kept);
+        let n = span_count(&request);
+        self.keep(Held::Decoded(Arc::new(request)), n);
         Ok(n)
+    }
+
+    /// As [`SpanStore::ingest`], for a request still in its protobuf encoding (what the
+    /// receiver does with every protobuf request): without a database, nothing is decoded
+    /// until [`SpanStore::snapshot`].
+    ///
+    /// # Errors
+    /// As [`SpanStore::ingest`].
+    pub async fn ingest_encoded(&self, request: EncodedRequest) -> Result<usize, tracewire_store::StoreError> {
+        if self.db.is_some() {
+            self.persist(spans_of(&request.decode())).await?;
+        }
+        let n = request.spans();
+        self.add_encoded(request);
+        Ok(n)
+    }
+
+    /// Queues records for the database; counts them as refused when it cannot take them.
+    async fn persist(&self, records: Vec<SpanRecord>) -> Result<(), tracewire_store::StoreError> {
+        let Some(db) = &self.db else { return Ok(()) };
+        let n = records.len();
+        db.append_spans(records).await.inspect_err(|_| {
+            self.refused.fetch_add(n as u64, Ordering::Relaxed);
+        })
     }
 
     /// Keeps the spans of a request in memory (not in the database; see
     /// [`SpanStore::ingest`]).
     pub fn add(&self, request: ExportTraceServiceRequest) {
-        self.keep(kept_of(request));
+        let n = span_count(&request);
+        self.keep(Held::Decoded(Arc::new(request)), n);
     }
 
-    fn keep(&self, spans: Vec<Kept>) {
-        self.received.fetch_add(spans.len() as u64, Ordering::Relaxed);
-        let Ok(mut store) = self.spans.lock() else { return };
-        for s in spans {
-            if store.len() == self.capacity {
-                store.pop_front();
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+    /// As [`SpanStore::add`], for a request still in its protobuf encoding.
+    pub fn add_encoded(&self, request: EncodedRequest) {
+        let n = request.spans();
+        self.keep(Held::Encoded(request.into_bytes()), n);
+    }
+
+    fn keep(&self, request: Held, n: usize) {
+        self.received.fetch_add(n as u64, Ordering::Relaxed);
+        if n == 0 {
+            return;
+        }
+        let Ok(mut kept) = self.spans.lock() else { return };
+        kept.batches.push_back(Batch { request, skip: 0, live: n });
+        kept.spans += n;
+        // Over capacity: drop the oldest spans, whole requests or the front of one.
+        while kept.spans > self.capacity {
+            let over = kept.spans - self.capacity;
+            let Some(front) = kept.batches.front_mut() else { break };
+            let k = over.min(front.live);
+            front.skip += k;
+            front.live -= k;
+            if front.live == 0 {
+                kept.batches.pop_front();
             }
-            store.push_back(s);
+            kept.spans -= k;
+            self.dropped.fetch_add(k as u64, Ordering::Relaxed);
         }
     }
 
-    /// The spans kept, as [`SpanRecord`]s.
+    /// The spans kept, as [`SpanRecord`]s, oldest first. Protobuf requests are decoded
+    /// here (outside the store's lock: ingest goes on meanwhile).
     pub fn snapshot(&self) -> Vec<SpanRecord> {
-        self.spans.lock().map(|s| s.iter().map(|k| record_of(&k.service, &k.span)).collect()).unwrap_or_default()
+        let (batches, n) = match self.spans.lock() {
+            Ok(kept) => (kept.batches.iter().cloned().collect::<Vec<Batch>>(), kept.spans),
+            Err(_) => return Vec::new(),
+        };
+        let mut out = Vec::with_capacity(n);
+        for b in &batches {
+            b.records(&mut out);
+        }
+        out
     }
 
     /// Spans received in all.
@@ -203,19 +320,116 @@ impl SpanStore {
     }
 }
 
-struct Grpc(Arc<SpanStore>);
+/// tonic codec of `TraceService/Export` that keeps the request's bytes: the message
+/// (already reassembled and, if compressed, inflated by tonic) is validated
+/// ([`EncodedRequest::new`]), not decoded; a malformed one is `INVALID_ARGUMENT`.
+#[derive(Debug, Clone, Copy, Default)]
+struct EncodedCodec;
 
-#[tonic::async_trait]
-impl TraceService for Grpc {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        match self.0.ingest(request.into_inner()).await {
-            Ok(_) => Ok(Response::new(ExportTraceServiceResponse { partial_success: None })),
-            Err(e) => Err(Status::unavailable(format!("the span database cannot take this batch now ({e}); retry"))),
-        }
+#[derive(Debug)]
+struct EncodedDecoder;
+
+#[derive(Debug)]
+struct ResponseEncoder;
+
+impl Codec for EncodedCodec {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = EncodedRequest;
+    type Encoder = ResponseEncoder;
+    type Decoder = EncodedDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ResponseEncoder
     }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        EncodedDecoder
+    }
+}
+
+impl Decoder for EncodedDecoder {
+    type Item = EncodedRequest;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<EncodedRequest>, Status> {
+        use bytes::Buf;
+        // Zero-copy: tonic's buffer is split, not copied.
+        let bytes = src.copy_to_bytes(src.remaining());
+        EncodedRequest::new(bytes)
+            .map(Some)
+            .map_err(|e| Status::invalid_argument(format!("malformed ExportTraceServiceRequest: {e}")))
+    }
+}
+
+impl Encoder for ResponseEncoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = Status;
+
+    fn encode(&mut self, item: ExportTraceServiceResponse, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst).map_err(|e| Status::internal(format!("encoding the response: {e}")))
+    }
+}
+
+/// The gRPC path of `TraceService/Export`.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// `TraceService` over [`EncodedCodec`] (what `TraceServiceServer` is over prost's codec).
+#[derive(Debug, Clone)]
+struct TraceServer {
+    store: Arc<SpanStore>,
+    accept: tonic::codec::EnabledCompressionEncodings,
+}
+
+#[derive(Debug, Clone)]
+struct Export(Arc<SpanStore>);
+
+impl tonic::server::UnaryService<EncodedRequest> for Export {
+    type Response = ExportTraceServiceResponse;
+    type Future = BoxFuture<Response<ExportTraceServiceResponse>, Status>;
+
+    fn call(&mut self, request: Request<EncodedRequest>) -> Self::Future {
+        let store = Arc::clone(&self.0);
+        Box::pin(async move {
+            match store.ingest_encoded(request.into_inner()).await {
+                Ok(_) => Ok(Response::new(ExportTraceServiceResponse { partial_success: None })),
+                Err(e) => {
+                    Err(Status::unavailable(format!("the span database cannot take this batch now ({e}); retry")))
+                }
+            }
+        })
+    }
+}
+
+impl<B> Service<http::Request<B>> for TraceServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != EXPORT_PATH {
+            return Box::pin(async { Ok(Status::unimplemented("only TraceService/Export is served").into_http()) });
+        }
+        let export = Export(Arc::clone(&self.store));
+        let accept = self.accept;
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(EncodedCodec)
+                .apply_compression_config(accept, tonic::codec::EnabledCompressionEncodings::default())
+                .apply_max_message_size_config(Some(64 << 20), None);
+            Ok(grpc.unary(export, req).await)
+        })
+    }
+}
+
+impl tonic::server::NamedService for TraceServer {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
 }
 
 /// Why the receiver could not run.
@@ -246,18 +460,16 @@ pub async fn serve_grpc(
     store: Arc<SpanStore>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ReceiverError> {
+    // Collectors (rotel-agent, the OpenTelemetry Collector) forward gzip-compressed.
+    let mut accept = tonic::codec::EnabledCompressionEncodings::default();
+    accept.enable(tonic::codec::CompressionEncoding::Gzip);
     tonic::transport::Server::builder()
         // Export requests are often larger than HTTP/2's default 64 KiB window: with the
         // default, every request waits for window updates.
         .initial_stream_window_size(Some(8 << 20))
         .initial_connection_window_size(Some(8 << 20))
         .tcp_nodelay(true)
-        // Collectors (rotel-agent, the OpenTelemetry Collector) forward gzip-compressed.
-        .add_service(
-            TraceServiceServer::new(Grpc(store))
-                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-                .max_decoding_message_size(64 << 20),
-        )
+        .add_service(TraceServer { store, accept })
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await
         .map_err(|e| ReceiverError::Io(e.to_string()))
@@ -272,14 +484,20 @@ async fn http_export(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let request = if json {
-        serde_json::from_slice::<ExportTraceServiceRequest>(&body).map_err(|e| e.to_string())
+    let ingested = if json {
+        match serde_json::from_slice::<ExportTraceServiceRequest>(&body) {
+            Ok(r) => Ok(store.ingest(r).await),
+            Err(e) => Err(e.to_string()),
+        }
     } else {
-        ExportTraceServiceRequest::decode(body).map_err(|e| e.to_string())
+        match EncodedRequest::new(body) {
+            Ok(r) => Ok(store.ingest_encoded(r).await),
+            Err(e) => Err(e.to_string()),
+        }
     };
-    match request {
-        Ok(r) => {
-            if let Err(e) = store.ingest(r).await {
+    match ingested {
+        Ok(ingested) => {
+            if let Err(e) = ingested {
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
                     [(header::RETRY_AFTER, "1")],

@@ -216,3 +216,104 @@ fn the_store_is_bounded_and_counts_what_it_drops() {
     assert_eq!((store.received(), store.dropped(), store.snapshot().len()), (5, 2, 3));
     assert_eq!(store.snapshot()[0].name, "s2", "the oldest are dropped");
 }
+
+/// Sends `body` as the protobuf message of `TraceService/Export`, byte for byte.
+async fn export_raw(endpoint: &str, body: Vec<u8>) -> Result<(), tonic::Status> {
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+    struct Raw;
+    struct Enc;
+    struct Dec;
+    impl Codec for Raw {
+        type Encode = Vec<u8>;
+        type Decode = ();
+        type Encoder = Enc;
+        type Decoder = Dec;
+        fn encoder(&mut self) -> Enc {
+            Enc
+        }
+        fn decoder(&mut self) -> Dec {
+            Dec
+        }
+    }
+    impl Encoder for Enc {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+            bytes::BufMut::put_slice(dst, &item);
+            Ok(())
+        }
+    }
+    impl Decoder for Dec {
+        type Item = ();
+        type Error = tonic::Status;
+        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
+            bytes::Buf::advance(src, bytes::Buf::remaining(src));
+            Ok(Some(()))
+        }
+    }
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned()).unwrap().connect().await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    grpc.unary(tonic::Request::new(body), path, Raw).await.map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_protobuf_is_refused_as_invalid_and_counts_nothing() {
+    use prost::Message;
+    let r = receiver().await;
+    let good = request(9, 4).encode_to_vec();
+    export_raw(&r.grpc, good.clone()).await.unwrap();
+    assert_eq!(r.store.received(), 4);
+    let mut bad_utf8 = good.clone();
+    let at = bad_utf8.windows(2).position(|w| w == b"s0").unwrap();
+    bad_utf8[at] = 0xff;
+    for body in [good[..good.len() - 1].to_vec(), bad_utf8.clone(), b"\x01\x02garbage".to_vec()] {
+        let status = export_raw(&r.grpc, body).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+    }
+    // Over HTTP: 400, also for a request that is well-formed but for one string.
+    let addr = r.http.trim_start_matches("http://").to_owned();
+    for body in [&good[..good.len() - 1], &bad_utf8[..]] {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        s.write_all(body).unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    }
+    assert_eq!((r.store.received(), r.store.snapshot().len()), (4, 4));
+    let names: Vec<String> = r.store.snapshot().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["s0", "s1", "s2", "s3"]);
+}
+
+#[test]
+fn the_bound_is_exact_across_requests_and_within_one() {
+    use prost::Message;
+    use tracewire_collector::otlp::EncodedRequest;
+    // Requests of 3, 4 and 2 spans into 5 places: the first request goes, and the first
+    // span of the second; the same whether kept encoded or decoded.
+    let encoded = SpanStore::new(5);
+    let decoded = SpanStore::new(5);
+    for (t, n) in [(1, 3), (2, 4), (3, 2)] {
+        let req = request(t, n);
+        encoded.add_encoded(EncodedRequest::new(req.encode_to_vec().into()).unwrap());
+        decoded.add(req);
+    }
+    for store in [&encoded, &decoded] {
+        let got: Vec<(String, String)> = store.snapshot().into_iter().map(|s| (s.trace_id, s.name)).collect();
+        let want: Vec<(String, String)> = [(2, "s1"), (2, "s2"), (2, "s3"), (3, "s0"), (3, "s1")]
+            .into_iter()
+            .map(|(t, n)| (format!("{t:02x}").repeat(16), n.to_owned()))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!((store.received(), store.dropped()), (9, 4));
+    }
+}

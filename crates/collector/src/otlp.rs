@@ -1,0 +1,408 @@
+//! OTLP trace export requests kept as their protobuf bytes.
+//!
+//! The receiver does not decode a request into `opentelemetry_proto` structs when it
+//! arrives (a `String` or `Vec` per attribute key, value, name and id: some twenty
+//! allocations per span). It checks the bytes instead, in one pass that allocates nothing:
+//! [`validate`] walks the protobuf wire format of an `ExportTraceServiceRequest` with its
+//! schema, field by field and message by message, and accepts exactly the inputs
+//! `prost::Message::decode` accepts (wire types, varints, lengths, nesting, UTF-8 of every
+//! string field, prost's recursion limit, unknown fields and groups skipped as prost skips
+//! them), counting the spans as it goes. An [`EncodedRequest`] is bytes that passed that
+//! check; decoding it later ([`EncodedRequest::decode`]) cannot fail.
+//!
+//! ```
+//! use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+//! use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+//! use prost::Message;
+//! use tracewire_collector::otlp::{EncodedRequest, WireError, validate};
+//!
+//! let request = ExportTraceServiceRequest {
+//!     resource_spans: vec![ResourceSpans {
+//!         scope_spans: vec![ScopeSpans { spans: vec![Span::default(); 3], ..Default::default() }],
+//!         ..Default::default()
+//!     }],
+//! };
+//! let bytes = request.encode_to_vec();
+//! assert_eq!(validate(&bytes), Ok(3));
+//!
+//! let encoded = EncodedRequest::new(bytes.clone().into()).unwrap();
+//! assert_eq!(encoded.spans(), 3);
+//! assert_eq!(encoded.decode(), request);
+//!
+//! // Truncated: rejected, as prost rejects it.
+//! assert!(validate(&bytes[..bytes.len() - 1]).is_err());
+//! assert!(ExportTraceServiceRequest::decode(&bytes[..bytes.len() - 1]).is_err());
+//! // A resource_spans field whose length (at byte 1) runs past the end.
+//! assert_eq!(validate(&[0x0a, 0x05]), Err(WireError::Truncated { at: 1 }));
+//! ```
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+
+/// prost's `RECURSION_LIMIT`: how many messages deep a request may nest.
+const RECURSION_LIMIT: u32 = 100;
+
+/// Why bytes are not a well-formed `ExportTraceServiceRequest`. `at` is the byte offset
+/// (in the whole request) of the key, length or value at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// A field's value, or a length, runs past the end of its message.
+    #[error("truncated at byte {at}")]
+    Truncated {
+        /// Offset.
+        at: usize,
+    },
+    /// A varint is longer than 10 bytes or overflows 64 bits.
+    #[error("invalid varint at byte {at}")]
+    InvalidVarint {
+        /// Offset.
+        at: usize,
+    },
+    /// A field key is larger than 32 bits, has field number 0, or wire type 6 or 7.
+    #[error("invalid field key at byte {at}")]
+    InvalidKey {
+        /// Offset.
+        at: usize,
+    },
+    /// A known field arrived with another wire type than its schema's.
+    #[error("field {field} has wire type {wire_type}, not {expected}, at byte {at}")]
+    WireType {
+        /// Offset.
+        at: usize,
+        /// Field number.
+        field: u32,
+        /// Wire type found.
+        wire_type: u8,
+        /// Wire type of the schema.
+        expected: u8,
+    },
+    /// An end-group key with no matching start group.
+    #[error("unexpected end of group at byte {at}")]
+    EndGroup {
+        /// Offset.
+        at: usize,
+    },
+    /// Messages (or groups) nested deeper than prost's recursion limit (100).
+    #[error("nested too deep at byte {at}")]
+    TooDeep {
+        /// Offset.
+        at: usize,
+    },
+    /// A string field is not UTF-8.
+    #[error("string field {field} is not UTF-8 at byte {at}")]
+    Utf8 {
+        /// Offset.
+        at: usize,
+        /// Field number.
+        field: u32,
+    },
+}
+
+/// Validates `buf` as a protobuf-encoded `ExportTraceServiceRequest` and returns how many
+/// spans it holds: `Ok` exactly when `ExportTraceServiceRequest::decode(buf)` would be, with
+/// as many spans as the decoded request. Allocates nothing.
+///
+/// ```
+/// use tracewire_collector::otlp::validate;
+/// assert_eq!(validate(&[]), Ok(0)); // an empty request is a valid one
+/// assert!(validate(b"\x01\x02garbage").is_err());
+/// ```
+///
+/// # Errors
+/// The first defect found, as a [`WireError`].
+pub fn validate(buf: &[u8]) -> Result<usize, WireError> {
+    let mut spans = 0;
+    Walk { buf, spans: &mut spans }.message(0, buf.len(), Msg::Request, RECURSION_LIMIT)?;
+    Ok(spans)
+}
+
+/// A protobuf-encoded `ExportTraceServiceRequest` that [`validate`] accepted, with its span
+/// count: what the receiver keeps in memory instead of the decoded request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedRequest {
+    bytes: Bytes,
+    spans: usize,
+}
+
+impl EncodedRequest {
+    /// Validates `bytes` (see [`validate`]).
+    ///
+    /// # Errors
+    /// When they are not a well-formed `ExportTraceServiceRequest`.
+    pub fn new(bytes: Bytes) -> Result<Self, WireError> {
+        let spans = validate(&bytes)?;
+        Ok(Self { bytes, spans })
+    }
+
+    /// Encodes a decoded request.
+    pub fn from_request(request: &ExportTraceServiceRequest) -> Self {
+        let spans = request.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum();
+        Self { bytes: request.encode_to_vec().into(), spans }
+    }
+
+    /// How many spans the request holds.
+    pub fn spans(&self) -> usize {
+        self.spans
+    }
+
+    /// The protobuf bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The protobuf bytes, taken.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    /// Decodes the request. The bytes were validated, so this does not fail (were prost to
+    /// disagree with [`validate`], the result would be an empty request, never a panic; the
+    /// tests and the `otlp_export` fuzz target check that they agree).
+    pub fn decode(&self) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest::decode(self.bytes.clone()).unwrap_or_default()
+    }
+}
+
+/// The messages of the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Msg {
+    Request,
+    ResourceSpans,
+    Resource,
+    EntityRef,
+    ScopeSpans,
+    Scope,
+    Span,
+    Event,
+    Link,
+    Status,
+    KeyValue,
+    AnyValue,
+    ArrayValue,
+    KvList,
+}
+
+/// What a field holds, by its schema.
+#[derive(Debug, Clone, Copy)]
+enum Field {
+    Message(Msg),
+    /// A (repeated or not) message field holding a span: counted.
+    Span,
+    Str,
+    Bytes,
+    Varint,
+    Fixed32,
+    Fixed64,
+    Unknown,
+}
+
+const VARINT: u8 = 0;
+const FIXED64: u8 = 1;
+const LEN: u8 = 2;
+const START_GROUP: u8 = 3;
+const END_GROUP: u8 = 4;
+const FIXED32: u8 = 5;
+
+/// The fields of `opentelemetry-proto`'s generated types (`opentelemetry.proto.*.v1`, as
+/// `prost` decodes them), by message and field number. (One arm per message and kind, in
+/// field order, so that it reads as the schema.)
+#[allow(clippy::match_same_arms)]
+fn field(msg: Msg, tag: u32) -> Field {
+    use Field::{Bytes, Fixed32, Fixed64, Message as M, Str, Unknown, Varint};
+    match (msg, tag) {
+        (Msg::Request, 1) => M(Msg::ResourceSpans),
+        (Msg::ResourceSpans, 1) => M(Msg::Resource),
+        (Msg::ResourceSpans, 2) => M(Msg::ScopeSpans),
+        (Msg::ResourceSpans | Msg::ScopeSpans, 3) => Str,
+        (Msg::Resource, 1) => M(Msg::KeyValue),
+        (Msg::Resource, 2) => Varint,
+        (Msg::Resource, 3) => M(Msg::EntityRef),
+        (Msg::EntityRef, 1..=4) => Str,
+        (Msg::ScopeSpans, 1) => M(Msg::Scope),
+        (Msg::ScopeSpans, 2) => Field::Span,
+        (Msg::Scope, 1 | 2) => Str,
+        (Msg::Scope, 3) => M(Msg::KeyValue),
+        (Msg::Scope, 4) => Varint,
+        (Msg::Span, 1 | 2 | 4) => Bytes,
+        (Msg::Span, 3 | 5) => Str,
+        (Msg::Span, 6 | 10 | 12 | 14) => Varint,
+        (Msg::Span, 7 | 8) => Fixed64,
+        (Msg::Span, 9) => M(Msg::KeyValue),
+        (Msg::Span, 11) => M(Msg::Event),
+        (Msg::Span, 13) => M(Msg::Link),
+        (Msg::Span, 15) => M(Msg::Status),
+        (Msg::Span, 16) => Fixed32,
+        (Msg::Event, 1) => Fixed64,
+        (Msg::Event, 2) => Str,
+        (Msg::Event, 3) => M(Msg::KeyValue),
+        (Msg::Event, 4) => Varint,
+        (Msg::Link, 1 | 2) => Bytes,
+        (Msg::Link, 3) => Str,
+        (Msg::Link, 4) => M(Msg::KeyValue),
+        (Msg::Link, 5) => Varint,
+        (Msg::Link, 6) => Fixed32,
+        (Msg::Status, 2) => Str,
+        (Msg::Status, 3) => Varint,
+        (Msg::KeyValue, 1) => Str,
+        (Msg::KeyValue, 2) => M(Msg::AnyValue),
+        (Msg::KeyValue, 3) => Varint,
+        (Msg::AnyValue, 1) => Str,
+        (Msg::AnyValue, 2 | 3 | 8) => Varint,
+        (Msg::AnyValue, 4) => Fixed64,
+        (Msg::AnyValue, 5) => M(Msg::ArrayValue),
+        (Msg::AnyValue, 6) => M(Msg::KvList),
+        (Msg::AnyValue, 7) => Bytes,
+        (Msg::ArrayValue, 1) => M(Msg::AnyValue),
+        (Msg::KvList, 1) => M(Msg::KeyValue),
+        _ => Unknown,
+    }
+}
+
+/// The offset after a fixed-width value of `n` bytes at `at`.
+#[inline]
+fn fixed(at: usize, end: usize, n: usize) -> Result<usize, WireError> {
+    if end - at >= n { Ok(at + n) } else { Err(WireError::Truncated { at }) }
+}
+
+struct Walk<'a, 'n> {
+    buf: &'a [u8],
+    spans: &'n mut usize,
+}
+
+impl Walk<'_, '_> {
+    /// A varint at `at`, not past `end`: (value, offset after it). As prost: at most 10
+    /// bytes, the tenth being 0 or 1.
+    #[inline]
+    fn varint(&self, at: usize, end: usize) -> Result<(u64, usize), WireError> {
+        // Keys and most lengths are one byte.
+        if at < end
+            && let Some(&b) = self.buf.get(at)
+            && b < 0x80
+        {
+            return Ok((u64::from(b), at + 1));
+        }
+        let bytes = self.buf.get(at..end).unwrap_or_default();
+        let mut value = 0u64;
+        for (i, &b) in bytes.iter().take(10).enumerate() {
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                if i == 9 && b > 1 {
+                    break;
+                }
+                return Ok((value, at + i + 1));
+            }
+        }
+        Err(WireError::InvalidVarint { at })
+    }
+
+    /// A length-delimited value's bounds: (start, end).
+    #[inline]
+    fn delimited(&self, at: usize, end: usize) -> Result<(usize, usize), WireError> {
+        let (len, start) = self.varint(at, end)?;
+        match usize::try_from(len).ok().and_then(|len| start.checked_add(len)) {
+            Some(stop) if stop <= end => Ok((start, stop)),
+            _ => Err(WireError::Truncated { at }),
+        }
+    }
+
+    /// A field key at `at`: (field number, wire type, offset after it).
+    #[inline]
+    fn key(&self, at: usize, end: usize) -> Result<(u32, u8, usize), WireError> {
+        let (key, next) = self.varint(at, end)?;
+        let key = u32::try_from(key).map_err(|_| WireError::InvalidKey { at })?;
+        let (tag, wire_type) = (key >> 3, (key & 7) as u8);
+        if tag == 0 || wire_type > FIXED32 {
+            return Err(WireError::InvalidKey { at });
+        }
+        Ok((tag, wire_type, next))
+    }
+
+    /// The fields of one message in `at..end`; `depth` is what is left of the recursion
+    /// limit for them (prost's `DecodeContext`).
+    fn message(&mut self, mut at: usize, end: usize, msg: Msg, depth: u32) -> Result<(), WireError> {
+        while at < end {
+            let (tag, wire_type, next) = self.key(at, end)?;
+            let expect = |expected: u8| {
+                if wire_type == expected {
+                    Ok(())
+                } else {
+                    Err(WireError::WireType { at, field: tag, wire_type, expected })
+                }
+            };
+            at = match field(msg, tag) {
+                kind @ (Field::Message(_) | Field::Span) => {
+                    expect(LEN)?;
+                    if depth == 0 {
+                        return Err(WireError::TooDeep { at });
+                    }
+                    let (start, stop) = self.delimited(next, end)?;
+                    let inner = if let Field::Message(m) = kind {
+                        m
+                    } else {
+                        *self.spans += 1;
+                        Msg::Span
+                    };
+                    self.message(start, stop, inner, depth - 1)?;
+                    stop
+                }
+                Field::Str => {
+                    expect(LEN)?;
+                    let (start, stop) = self.delimited(next, end)?;
+                    let text = self.buf.get(start..stop).ok_or(WireError::Truncated { at })?;
+                    if std::str::from_utf8(text).is_err() {
+                        return Err(WireError::Utf8 { at, field: tag });
+                    }
+                    stop
+                }
+                Field::Bytes => {
+                    expect(LEN)?;
+                    self.delimited(next, end)?.1
+                }
+                Field::Varint => {
+                    expect(VARINT)?;
+                    self.varint(next, end)?.1
+                }
+                Field::Fixed32 => {
+                    expect(FIXED32)?;
+                    fixed(next, end, 4)?
+                }
+                Field::Fixed64 => {
+                    expect(FIXED64)?;
+                    fixed(next, end, 8)?
+                }
+                Field::Unknown => self.skip(tag, wire_type, next, end, depth)?,
+            };
+        }
+        Ok(())
+    }
+
+    /// Skips an unknown field (value at `at`) as prost's `skip_field` does: groups are
+    /// walked to their matching end, each level counting against the recursion limit.
+    fn skip(&self, tag: u32, wire_type: u8, at: usize, end: usize, depth: u32) -> Result<usize, WireError> {
+        if depth == 0 {
+            return Err(WireError::TooDeep { at });
+        }
+        match wire_type {
+            VARINT => Ok(self.varint(at, end)?.1),
+            FIXED64 => fixed(at, end, 8),
+            LEN => Ok(self.delimited(at, end)?.1),
+            FIXED32 => fixed(at, end, 4),
+            START_GROUP => {
+                let mut at = at;
+                loop {
+                    let (inner, inner_type, next) = self.key(at, end)?;
+                    if inner_type == END_GROUP {
+                        if inner != tag {
+                            return Err(WireError::EndGroup { at });
+                        }
+                        return Ok(next);
+                    }
+                    at = self.skip(inner, inner_type, next, end, depth - 1)?;
+                }
+            }
+            _ => Err(WireError::EndGroup { at }),
+        }
+    }
+}
