@@ -108,9 +108,11 @@ fn ratio(r: f64, trace_id: TraceId) -> bool {
 }
 
 impl SpanRecord {
+    /// A span starting now, in no trace yet: [`Self::child_of`] and the like give it its
+    /// parent's, [`Self::new_trace`] a new one.
     fn new(name: &'static str, sampler: Sampler) -> Self {
         Self {
-            trace_id: TraceId::random(),
+            trace_id: TraceId::from_bytes([0; 16]),
             span_id: SpanId::random(),
             parent_id: None,
             parent_remote: false,
@@ -122,6 +124,12 @@ impl SpanRecord {
             extra: None,
             sampler,
         }
+    }
+
+    /// Makes this span the root of a new trace (sampled as the sampler says for a root).
+    fn new_trace(&mut self) {
+        self.trace_id = TraceId::random();
+        self.sampled = decide(self.sampler, self.trace_id, None);
     }
 
     fn extra(&mut self) -> &mut Extra {
@@ -307,6 +315,12 @@ fn is_empty(ts: &TraceState) -> bool {
 #[derive(Debug, Clone)]
 pub(crate) struct SpanLayer {
     pub(crate) sink: Sink,
+    /// Load shedding: while the export queue is full, a new span gets no record (it is
+    /// counted as emitted and dropped right away); its children and events attach to the
+    /// nearest recorded ancestor. Checked in `on_new_span` rather than in a layer's
+    /// `enabled`, which would make every span callsite's interest "sometimes" and cost
+    /// every span an extra call chain; the span stays visible to other layers (a log layer).
+    pub(crate) overload: crate::export::Overload,
     pub(crate) sampler: Sampler,
     pub(crate) activation: bool,
 }
@@ -335,12 +349,16 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if self.overload.shed() {
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         let meta = attrs.metadata();
         let mut rec = SpanRecord::new(meta.name(), self.sampler);
         let parent = Self::parent_of(attrs.parent(), attrs.is_contextual(), &ctx);
         let mut continued = false;
         if let Some(parent) = parent
+            && let Some(parent) = nearest_recorded(&parent)
             && let Some(p) = parent.extensions().get::<SpanRecord>()
         {
             rec.child_of(p);
@@ -351,7 +369,7 @@ where
             continued = OtelContext::map_current(|cx| rec.continue_context(cx));
         }
         if !continued {
-            rec.sampled = decide(self.sampler, rec.trace_id, None);
+            rec.new_trace();
         }
         attrs.record(&mut Values(&mut Fields(&mut rec)));
         span.extensions_mut().insert(rec);
@@ -376,7 +394,11 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let Some(span) = Self::parent_of(event.parent(), event.is_contextual(), &ctx) else { return };
+        let Some(span) =
+            Self::parent_of(event.parent(), event.is_contextual(), &ctx).and_then(|s| nearest_recorded(&s))
+        else {
+            return;
+        };
         let mut ext = span.extensions_mut();
         let Some(rec) = ext.get_mut::<SpanRecord>() else { return };
         if !rec.sampled {
@@ -609,6 +631,14 @@ impl Pending {
     }
 }
 
+/// `span`, or its nearest ancestor, that has a record (an ancestor when `span` was shed).
+fn nearest_recorded<'a, S>(span: &SpanRef<'a, S>) -> Option<SpanRef<'a, S>>
+where
+    S: Subscriber + for<'s> LookupSpan<'s>,
+{
+    span.scope().find(|s| s.extensions().get::<SpanRecord>().is_some())
+}
+
 /// The span `id`, or its nearest ancestor, that tracewire's layer records (the current span
 /// may be one the export filter leaves out, such as an HTTP/2 internal under
 /// `RUST_LOG=trace`).
@@ -616,7 +646,7 @@ fn recorded<'a>(
     registry: &'a tracing_subscriber::Registry,
     id: &Id,
 ) -> Option<SpanRef<'a, tracing_subscriber::Registry>> {
-    registry.span(id)?.scope().find(|s| s.extensions().get::<SpanRecord>().is_some())
+    nearest_recorded(&registry.span(id)?)
 }
 
 /// Emits a finished span with explicit wall-clock times as a child of the span in `parent`
@@ -634,7 +664,7 @@ pub(crate) fn emit(
         let Some(layer) = dispatch.downcast_ref::<SpanLayer>() else { return false };
         let mut record = SpanRecord::new(name, layer.sampler);
         if !record.child_of_span_context(parent.span().span_context()) {
-            record.sampled = decide(layer.sampler, record.trace_id, None);
+            record.new_trace();
         }
         if record.sampled {
             record.extra().wall = Some((start, end));

@@ -294,11 +294,16 @@ impl Pipeline {
     where
         S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
     {
-        Shed(self.overload.clone()).and_then(self.span_layer())
+        self.span_layer()
     }
 
     fn span_layer(&self) -> layer::SpanLayer {
-        layer::SpanLayer { sink: self.sink.clone(), sampler: self.sampler, activation: self.context_activation }
+        layer::SpanLayer {
+            sink: self.sink.clone(),
+            overload: self.overload.clone(),
+            sampler: self.sampler,
+            activation: self.context_activation,
+        }
     }
 
     /// Exports what is queued and stops, within the configured shutdown timeout.
@@ -330,29 +335,6 @@ where
         .with_threads(false)
         .with_target(false)
         .with_tracked_inactivity(false)
-}
-
-/// Sheds spans while the export queue is full; events pass. A layer of its own whose
-/// `enabled` is asked for every span (never cached per callsite), rather than a per-layer
-/// filter: per-layer filtering keeps per-span state in thread-locals on every span's
-/// creation, entry, exit and close, which cost about a fifth of a stage span. While the
-/// queue is full a span is therefore off for the whole subscriber (the spans of a log
-/// layer beside it too); events are never shed.
-#[derive(Debug, Clone)]
-struct Shed(Overload);
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Shed {
-    fn register_callsite(&self, meta: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
-        if meta.is_span() {
-            tracing::subscriber::Interest::sometimes()
-        } else {
-            tracing::subscriber::Interest::always()
-        }
-    }
-
-    fn enabled(&self, meta: &tracing::Metadata<'_>, _cx: tracing_subscriber::layer::Context<'_, S>) -> bool {
-        !meta.is_span() || !self.0.shed()
-    }
 }
 
 /// Keeps telemetry running; shuts it down (bounded) when dropped or on [`Self::shutdown`].
@@ -442,7 +424,7 @@ pub fn init(mut config: Config) -> Result<TelemetryGuard, Error> {
             EnvFilter::new(DEFAULT_EXPORT_FILTER)
         });
         let pipeline = Pipeline::new(&config)?;
-        let otel = Shed(pipeline.overload.clone()).and_then(pipeline.span_layer().with_filter(export));
+        let otel = pipeline.span_layer().with_filter(export);
         if let Err(e) = tracing_subscriber::registry().with(fmt).with(otel).try_init() {
             let _ = pipeline.shutdown();
             return Err(Error::AlreadyInitialized(e.to_string()));

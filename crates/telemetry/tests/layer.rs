@@ -347,3 +347,66 @@ fn spans_emitted_after_the_fact_keep_their_times_parent_and_attributes() {
     assert!(!encrypt.parent_span_is_remote);
     assert_eq!(send.span_kind, SpanKind::Producer);
 }
+
+/// An exporter that holds each export until released (a stuck collector), counting spans.
+#[derive(Debug)]
+struct Held {
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    got: std::sync::Arc<std::sync::Mutex<Vec<SpanData>>>,
+}
+
+impl opentelemetry_sdk::trace::SpanExporter for Held {
+    async fn export(&self, batch: Vec<SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+        if let Ok(rx) = self.release.lock() {
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+        }
+        self.got.lock().unwrap().extend(batch);
+        Ok(())
+    }
+}
+
+#[test]
+fn while_the_queue_is_full_spans_are_shed_counted_and_skipped_by_their_children() {
+    let (release, held) = std::sync::mpsc::channel();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let exporter = Held { release: std::sync::Mutex::new(held), got: std::sync::Arc::clone(&got) };
+    let mut config = Config::default();
+    config.batch.max_queue_size = 4;
+    config.batch.max_export_batch_size = 1;
+    let pipeline = Pipeline::with_exporter(&config, Box::new(move || Ok(exporter))).unwrap();
+    let subscriber = tracing_subscriber::registry().with(pipeline.layer());
+    let root_id = tracing::subscriber::with_default(subscriber, || {
+        let root = stage_span!(Exec);
+        let _r = root.enter();
+        let root_ctx = span_context(&root).unwrap();
+        // Fill the queue while the collector holds the first export.
+        for _ in 0..50 {
+            drop(stage_span!(TerminalDeliver));
+        }
+        let shed = stage_span!(RpcCall);
+        assert!(span_context(&shed).is_none(), "a span started while the queue is full is shed");
+        let entered = shed.enter();
+        // Inside the shed span: the nearest recorded ancestor is the parent.
+        let mut out = TraceCarrier::default();
+        assert!(inject_current(&mut out).unwrap());
+        assert!(out.traceparent.contains(&root_ctx.span_id.to_string()), "{}", out.traceparent);
+        tracing::info!("inside the shed span");
+        drop(entered);
+        // The collector comes back: the queue drains, and the root is recorded at its close.
+        for _ in 0..100 {
+            let _ = release.send(());
+        }
+        pipeline.provider().force_flush().unwrap();
+        root_ctx.span_id
+    });
+    let stats = pipeline.shutdown().unwrap();
+    let got = got.lock().unwrap();
+    assert_eq!(stats.emitted, 52, "{stats:?}");
+    assert!(stats.dropped_queue_full > 0, "{stats:?}");
+    assert_eq!(stats.exported + stats.dropped(), stats.emitted, "every span is accounted for: {stats:?}");
+    assert_eq!(stats.exported, got.len() as u64);
+    let root = by_name(&got, "exec");
+    assert_eq!(root.span_context.span_id().to_bytes(), root_id.to_bytes());
+    assert_eq!(root.events.events.len(), 1, "the shed span's event went to its recorded parent");
+    assert!(got.iter().all(|s| s.name != "rpc.call"));
+}
