@@ -6,21 +6,22 @@
 //!
 //! Run: `cargo bench -p tracewire-benches --bench emit_latency`
 //!
-//! Latest results, 2026-11-23, `cargo bench -p tracewire-benches --bench emit_latency`
-//! (criterion's estimate per span, create + enter + close).
-//! Machine: 2-core AMD EPYC VM, 23 GiB, rustc 1.95.0 (59807616e 2026-04-14), bench profile.
-//! The machine was shared with other agents' builds (load average 6-8 on 2 cores): absolute
-//! figures are about 2-3x those of an idle run; compare the rows of one run with each other.
+//! Latest results, 2026-11-23 (after tracewire's own span layer), `cargo bench -p
+//! tracewire-benches` (criterion's estimate per span, create + enter + close).
+//! Machine: 2-core AMD EPYC VM, 23 GiB, rustc 1.95.0 (59807616e 2026-04-14), bench profile,
+//! otherwise idle.
 //!
 //! | set-up                                              | per span | spans counted                                              |
 //! |-----------------------------------------------------|----------|------------------------------------------------------------|
-//! | tracewire, OTLP/gRPC to a closed port               | 31.9 ns  | 79,552,620 emitted = 79,549,036 shed at start (queue full) + 3,072 export failed + 512 at shutdown |
-//! | tracing-opentelemetry + SDK batch, exports failing  | 3.58 us  | not counted by the SDK                                     |
+//! | tracewire, OTLP/gRPC to a closed port               | 117 ns   | 20,946,313 emitted = 20,942,217 shed at start (queue full) + 3,072 export failed + 1,024 at shutdown |
+//! | tracing-opentelemetry + SDK batch, exports failing  | 1.83 us  | not counted by the SDK                                     |
 //!
-//! Ratio 112x. While the queue is full tracewire sheds a span at its start (one queue
-//! check, counted as dropped) instead of building it and dropping it at its end. Criterion
-//! reports means, not tails: the p99 goal (< 1 us) is `tracewire-bench compare`'s row
-//! `emit_collector_down.p99` (41 ns on the idle machine, docs/benchmarks.md).
+//! Ratio 15.6x. While the queue is full tracewire sheds a span at its start (no record,
+//! counted as dropped; the registry still makes the span, so a log layer keeps seeing it:
+//! 32 ns before, when shedding disabled the span for the whole subscriber) instead of
+//! building it and dropping it at its end. Criterion reports means, not tails: the p99 goal
+//! (< 1 us) is `tracewire-bench compare`'s row `emit_collector_down.p99` (190 ns on the idle
+//! machine, docs/benchmarks.md).
 
 use std::time::Duration;
 

@@ -7,20 +7,20 @@
 //!
 //! Run: `cargo bench -p tracewire-benches --bench ingest`
 //!
-//! Latest results, 2026-11-23, `cargo bench -p tracewire-benches --bench ingest`
-//! (criterion's estimate per request), rotel-agent 0.0.1-alpha10.
-//! Machine: 2-core AMD EPYC VM, 23 GiB, rustc 1.95.0 (59807616e 2026-04-14), bench profile.
-//! The machine was shared with other agents' builds (load average 6-8 on 2 cores): absolute
-//! figures are about 2-3x those of an idle run; compare the rows of one run with each other.
+//! Latest results, 2026-11-23 (after requests are kept as validated bytes, issue [8/9]),
+//! `cargo bench -p tracewire-benches` (criterion's estimate per request), rotel-agent
+//! 0.0.1-alpha10.
+//! Machine: 2-core AMD EPYC VM, 23 GiB, rustc 1.95.0 (59807616e 2026-04-14), bench profile,
+//! otherwise idle.
 //!
 //! | receiver                       | per request | spans/s |
 //! |--------------------------------|-------------|---------|
-//! | tracewire embedded receiver    | 4.78 ms     | 107,000 |
-//! | rotel-agent (blackhole)        | 7.33 ms     | 69,900  |
+//! | tracewire embedded receiver    | 2.78 ms     | 183,900 |
+//! | rotel-agent (blackhole)        | 6.87 ms     | 74,600  |
 //!
-//! Ratio 1.53x with one sender. Under load (4 concurrent senders, `tracewire-bench compare`,
-//! row `collector_ingest`) the two were at parity on the idle machine: 411,518 against
-//! 414,497 spans/s (0.99x).
+//! Ratio 2.47x with one sender (1.53x before, on a busy machine). Under load (4 concurrent
+//! senders, `tracewire-bench compare`, row `collector_ingest`): 1.56x and 1.74x in two idle
+//! runs (0.99x before).
 
 use criterion::{Criterion, Throughput};
 use tracewire_bench::fixtures::{INGEST_BATCH, RotelBlackhole, export_request, otlp_client, runtime, start_receiver};

@@ -6,25 +6,22 @@
 //!
 //! Run: `cargo bench -p tracewire-benches --bench relay`
 //!
-//! Latest results, 2026-11-23, `cargo bench -p tracewire-benches --bench relay`
-//! (criterion's estimate per 60 KiB record), snow 0.10 (ring).
-//! Machine: 2-core AMD EPYC VM, 23 GiB, rustc 1.95.0 (59807616e 2026-04-14), bench profile.
-//! The machine was shared with other agents' builds (load average 6-8 on 2 cores): absolute
-//! figures are about 2-3x those of an idle run; compare the rows of one run with each other.
+//! Latest results, 2026-11-23 (after 256 KiB HTTP/2 frames and `RelayCodec`, issue [8/9]),
+//! `cargo bench -p tracewire-benches` (criterion's estimate per 60 KiB record), snow 0.10
+//! (ring).
+//! Machine: 2-core AMD EPYC VM, 23 GiB, rustc 1.95.0 (59807616e 2026-04-14), bench profile,
+//! otherwise idle.
 //!
 //! | measure                              | through the relay | raw seal+open | ratio |
 //! |--------------------------------------|-------------------|---------------|-------|
-//! | stream, AES-GCM, 60 KiB records      | 185 MiB/s         | 1.36 GiB/s    | 13%   |
-//! | stream, ChaChaPoly, 60 KiB records   | 117 MiB/s         | 492 MiB/s     | 24%   |
-//! | handshake (attach both ends, IK)     | 4.2 ms            |               |       |
+//! | stream, AES-GCM, 60 KiB records      | 750 MiB/s         | 2.53 GiB/s    | 29%   |
+//! | stream, ChaChaPoly, 60 KiB records   | 563 MiB/s         | 897 MiB/s     | 63%   |
+//! | handshake (attach both ends, IK)     | 2.58 ms           |               |       |
 //!
-//! The 70% goal is not met. The streaming rows suffer most from the shared CPU: three
-//! parties (client, relay, server) need the 2 cores at once; on the idle machine `compare`
-//! measured 0.75 GB/s against 2.97 GB/s (AES-GCM, 25%) and 0.59 against 1.18 (ChaChaPoly,
-//! 50%). Each record crosses two gRPC hops with protobuf framing and copies
-//! (docs/benchmarks.md, "What limits the goals not met"). 256 KiB HTTP/2 frames and a codec
-//! that copies each record once (issue [8/9]) cut the relay's CPU per byte by about 15-20% in
-//! `tracewire-bench compare --only relay` A/B runs; this table predates them.
+//! The 70% goal is not met: each record crosses two gRPC hops, with the copies tonic's
+//! encoder and `Streaming` make and two kernel copies, on 2 cores shared by client, relay
+//! and server, against a single-threaded seal+open loop (docs/benchmarks.md, "What limits
+//! the goals not met").
 
 use std::time::{Duration, Instant};
 

@@ -7,23 +7,23 @@
 //!
 //! Run: `cargo bench -p tracewire-benches --bench stage_spans`
 //!
-//! Latest results, 2026-11-23, `cargo bench -p tracewire-benches --bench stage_spans`
-//! (criterion's estimate per span), opentelemetry 0.33.1, tracing-opentelemetry 0.34.0,
-//! fastrace 0.7.17.
-//! Machine: 2-core AMD EPYC VM, 23 GiB, rustc 1.95.0 (59807616e 2026-04-14), bench profile.
-//! The machine was shared with other agents' builds (load average 6-8 on 2 cores): absolute
-//! figures are about 2-3x those of an idle run; compare the rows of one run with each other.
+//! Latest results, 2026-11-23 (after tracewire's own span layer, issue [8/9]), `cargo bench
+//! -p tracewire-benches` (criterion's estimate per span), opentelemetry 0.33.1,
+//! tracing-opentelemetry 0.34.0, fastrace 0.7.17.
+//! Machine: 2-core AMD EPYC VM, 23 GiB, rustc 1.95.0 (59807616e 2026-04-14), bench profile,
+//! otherwise idle.
 //!
 //! | set-up                                                         | per span | delivered                         |
 //! |----------------------------------------------------------------|----------|-----------------------------------|
-//! | tracewire `stage_span!` + `Pipeline::layer` (bounded queue)    | 1.88 us  | 1,217,383 of 1,217,383, 0 dropped |
-//! | tracing + tracing-opentelemetry defaults + SDK batch processor | 2.64 us  | not counted by the SDK            |
-//! | fastrace root span + property                                  | 1.19 us  | 1,401,453 reported                |
+//! | tracewire `stage_span!` + `Pipeline::layer` (bounded queue)    | 348 ns   | 7,925,391 of 7,925,391, 0 dropped |
+//! | tracing + tracing-opentelemetry defaults + SDK batch processor | 2.14 us  | not counted by the SDK            |
+//! | fastrace root span + property                                  | 614 ns   | 2,189,522 reported                |
 //!
-//! Ratio 1.41x against tracing-opentelemetry, 0.63x against fastrace. The [8/9] goals (3x,
-//! and not slower than fastrace) are not met: tracewire's spans still go through
-//! tracing-opentelemetry's span builder (docs/benchmarks.md, "What limits the goals not
-//! met"). Run-to-run spread on this VM is about +-30%.
+//! Ratio 6.2x against tracing-opentelemetry, 1.8x against fastrace in this run (fastrace's
+//! interval was wide, 365-868 ns: its reporter thread shares the second core with ours).
+//! `tracewire-bench compare` over six runs: 3.4-5.2x and 0.62-2.15x (docs/benchmarks.md).
+//! Before the layer (spans through tracing-opentelemetry's span builder, on a busy
+//! machine): 1.41x and 0.63x.
 
 use std::hint::black_box;
 use std::sync::atomic::Ordering;
