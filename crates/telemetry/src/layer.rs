@@ -16,6 +16,11 @@
 //!   [`crate::set_parent_from`] may replace the parent before the span is entered.
 //! - Sampling follows [`Sampler`]; unsampled spans carry valid ids (so their context still
 //!   propagates, with the sampled flag off) and are never queued.
+//! - A span started while the export queue is full gets no record (counted as emitted and
+//!   dropped); whatever looks for a parent (child spans, events, queue spans, the context
+//!   helpers) takes the nearest ancestor that has one.
+//! - Every record queued is counted once by [`Sink::submit`], so the pipeline's
+//!   `emitted == exported + dropped + pending` holds for layer and SDK spans alike.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
