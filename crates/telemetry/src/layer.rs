@@ -381,10 +381,16 @@ where
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        if let Some(span) = ctx.span(id)
-            && let Some(rec) = span.extensions_mut().get_mut::<SpanRecord>()
-        {
-            values.record(&mut Values(&mut Fields(rec)));
+        let Some(span) = ctx.span(id) else { return };
+        // Visited before the span's extensions are locked: a value's `Debug` may itself
+        // emit an event inside this span (tokio-rs/tracing#763).
+        let mut collected = Collected::default();
+        values.record(&mut Values(&mut collected));
+        if let Some(rec) = span.extensions_mut().get_mut::<SpanRecord>() {
+            let mut fields = Fields(rec);
+            for (field, value) in collected.0 {
+                fields.put(&field, value);
+            }
         }
     }
 
@@ -404,11 +410,11 @@ where
         else {
             return;
         };
-        let mut ext = span.extensions_mut();
-        let Some(rec) = ext.get_mut::<SpanRecord>() else { return };
-        if !rec.sampled {
+        if !span.extensions().get::<SpanRecord>().is_some_and(|r| r.sampled) {
             return;
         }
+        // Visited before the span's extensions are locked for writing: a value's `Debug`
+        // may itself emit an event inside this span (tokio-rs/tracing#763).
         let meta = event.metadata();
         let mut visitor = EventFields {
             name: None,
@@ -416,6 +422,8 @@ where
         };
         event.record(&mut Values(&mut visitor));
         let name = visitor.name.map_or(Cow::Borrowed(meta.name()), Cow::Owned);
+        let mut ext = span.extensions_mut();
+        let Some(rec) = ext.get_mut::<SpanRecord>() else { return };
         let extra = rec.extra();
         if *meta.level() == tracing::Level::ERROR && extra.status == Status::Unset {
             extra.status = Status::error(name.clone());
@@ -532,6 +540,16 @@ impl Put for Fields<'_> {
         } else {
             self.0.set_attribute(KeyValue::new(Key::from_static_str(name), value));
         }
+    }
+}
+
+/// Values recorded later (`Span::record`), collected before the span is locked.
+#[derive(Default)]
+struct Collected(SmallVec<[(Field, Value); 2]>);
+
+impl Put for Collected {
+    fn put(&mut self, field: &Field, value: Value) {
+        self.0.push((field.clone(), value));
     }
 }
 

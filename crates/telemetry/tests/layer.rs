@@ -379,8 +379,14 @@ fn while_the_queue_is_full_spans_are_shed_counted_and_skipped_by_their_children(
         let root = stage_span!(Exec);
         let _r = root.enter();
         let root_ctx = span_context(&root).unwrap();
-        // Fill the queue while the collector holds the first export.
-        for _ in 0..50 {
+        // The collector takes the first span and holds its export...
+        drop(stage_span!(TerminalDeliver));
+        let stats = pipeline.stats();
+        while stats.snapshot().export_batches == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // ... so the queue (4 spans) fills and stays full.
+        for _ in 0..49 {
             drop(stage_span!(TerminalDeliver));
         }
         let shed = stage_span!(RpcCall);
@@ -409,4 +415,36 @@ fn while_the_queue_is_full_spans_are_shed_counted_and_skipped_by_their_children(
     assert_eq!(root.span_context.span_id().to_bytes(), root_id.to_bytes());
     assert_eq!(root.events.events.len(), 1, "the shed span's event went to its recorded parent");
     assert!(got.iter().all(|s| s.name != "rpc.call"));
+}
+
+/// A value whose `Debug` emits an event of its own, inside whatever span is current.
+struct Noisy;
+
+impl std::fmt::Debug for Noisy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        tracing::info!("formatting");
+        f.write_str("noisy")
+    }
+}
+
+#[test]
+fn a_field_whose_debug_emits_an_event_does_not_deadlock_the_span() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let spans = run(Config::default(), |_| {
+            let span = tracing::info_span!("outer", value = tracing::field::Empty);
+            let _g = span.enter();
+            span.record("value", tracing::field::debug(Noisy));
+            tracing::info!(what = ?Noisy, "after");
+        });
+        let _ = done.send(spans);
+    });
+    let spans = finished.recv_timeout(Duration::from_secs(20)).expect("no deadlock");
+    let outer = by_name(&spans, "outer");
+    assert_eq!(attr(outer, "value").as_deref(), Some("noisy"));
+    let names: Vec<_> = outer.events.events.iter().map(|e| e.name.to_string()).collect();
+    // The event inside `record` reaches the span (which is not locked while its values are
+    // visited); the one inside the event's own field is dropped by tracing's dispatcher,
+    // which does not dispatch re-entrantly.
+    assert_eq!(names, ["formatting", "after"]);
 }
