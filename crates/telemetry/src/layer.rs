@@ -673,7 +673,7 @@ fn recorded<'a>(
 }
 
 /// Emits a finished span with explicit wall-clock times as a child of the span in `parent`
-/// (a new root when it has none), through tracewire's layer when the current dispatcher has
+/// (nothing when it has none), through tracewire's layer when the current dispatcher has
 /// one: `false` when it has not (then the caller uses the OpenTelemetry SDK).
 #[cfg(feature = "instrument")]
 pub(crate) fn emit(
@@ -686,10 +686,7 @@ pub(crate) fn emit(
     tracing::dispatcher::get_default(|dispatch| {
         let Some(layer) = dispatch.downcast_ref::<SpanLayer>() else { return false };
         let mut record = SpanRecord::new(name, layer.sampler);
-        if !record.child_of_span_context(parent.span().span_context()) {
-            record.new_trace();
-        }
-        if record.sampled {
+        if record.child_of_span_context(parent.span().span_context()) && record.sampled {
             record.extra().wall = Some((start, end));
             record.attributes.extend(attributes.iter().cloned());
             layer.sink.submit(Item::Compact(record));

@@ -171,7 +171,8 @@ impl<T> Queued<Option<T>> {
 /// Emits a finished span of `stage` with explicit start and end times, as a child of
 /// `parent`: through tracewire's layer when the current `tracing` dispatcher has one (the
 /// span is recorded compactly and exported by the same queue and worker), else through the
-/// global tracer provider.
+/// global tracer provider. When `parent` has no valid span, nothing is emitted: a stage
+/// recorded after the fact is part of a traced call, never a trace of its own.
 #[cfg(feature = "instrument")]
 pub fn emit(
     stage: Stage,
@@ -180,8 +181,8 @@ pub fn emit(
     parent: &opentelemetry::Context,
     attributes: &[opentelemetry::KeyValue],
 ) {
-    use opentelemetry::trace::{Span as _, Tracer as _};
-    if crate::layer::emit(stage.name(), start, end, parent, attributes) {
+    use opentelemetry::trace::{Span as _, TraceContextExt as _, Tracer as _};
+    if !parent.span().span_context().is_valid() || crate::layer::emit(stage.name(), start, end, parent, attributes) {
         return;
     }
     let tracer = opentelemetry::global::tracer(crate::TRACER_NAME);

@@ -325,7 +325,7 @@ fn spans_emitted_after_the_fact_keep_their_times_parent_and_attributes() {
     let spans = run(Config::default(), |_| {
         let (remote, _) = remote_context(&[("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]);
         emit_stage_span(Stage::RelayDecrypt, start, end, &remote, &[KeyValue::new("tracewire.bytes", 7i64)]);
-        // Without a parent: a root of its own.
+        // Without a parent: nothing (a stage recorded after the fact is part of a trace).
         emit_stage_span(Stage::RelayFrame, start, end, &Context::new(), &[]);
         // Under a local span.
         let send = stage_span!(RelaySend);
@@ -339,9 +339,7 @@ fn spans_emitted_after_the_fact_keep_their_times_parent_and_attributes() {
     assert!(decrypt.parent_span_is_remote);
     assert_eq!(attr(decrypt, "tracewire.bytes").as_deref(), Some("7"));
     assert_eq!(attr(decrypt, "tracewire.stage").as_deref(), Some("relay.decrypt"));
-    let frame = by_name(&spans, "relay.frame");
-    assert_eq!(frame.parent_span_id, opentelemetry::trace::SpanId::INVALID);
-    assert_ne!(frame.span_context.trace_id(), decrypt.span_context.trace_id());
+    assert!(spans.iter().all(|s| s.name != "relay.frame"), "{spans:?}");
     let (send, encrypt) = (by_name(&spans, "relay.send"), by_name(&spans, "relay.encrypt"));
     assert_eq!(encrypt.parent_span_id, send.span_context.span_id());
     assert!(!encrypt.parent_span_is_remote);
