@@ -131,10 +131,7 @@ fn inject_context<C: CarrierMut + ?Sized>(cx: &Context, carrier: &mut C) -> Resu
 /// # Errors
 /// When the carrier refuses a value.
 pub fn inject_current<C: CarrierMut + ?Sized>(carrier: &mut C) -> Result<bool, CarrierError> {
-    match crate::layer::with_current_record(|rec| rec.context()) {
-        Some(cx) => inject_context(&cx, carrier),
-        None => inject_span(&tracing::Span::current(), carrier),
-    }
+    inject_context(&current_context(), carrier)
 }
 
 /// The OpenTelemetry context of the current `tracing` span (to link to it, or to parent

@@ -183,8 +183,8 @@ impl Shared {
 /// dropped at its end is not recorded at all, and is counted as dropped right away
 /// ([`ExportSnapshot::dropped_queue_full`]). Asked by tracewire's span layer as a span
 /// starts (see [`crate::Pipeline::layer`]); under overload the emit path costs the
-/// registry's part of a span and a flag check instead of a whole span. "Full" means a push has failed since the
-/// worker last took spans, and the queue is still full.
+/// registry's part of a span and a flag check instead of a whole span. "Full" means a push
+/// has failed since the worker last took spans, and the queue is still full.
 #[derive(Clone)]
 pub struct Overload {
     shared: Arc<Shared>,

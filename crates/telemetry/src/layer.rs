@@ -277,35 +277,43 @@ impl SpanRecord {
 pub(crate) struct Clock {
     earlier: (SystemTime, fastant::Instant),
     latest: (SystemTime, fastant::Instant),
+    /// Seconds of system time per second of counter time between the two readings (1 when
+    /// they are too close together to tell).
+    rate: f64,
 }
 
 impl Clock {
     /// Both clocks, now.
     pub(crate) fn now() -> Self {
         let reading = (SystemTime::now(), fastant::Instant::now());
-        Self { earlier: reading, latest: reading }
+        Self::from_readings(reading, reading)
+    }
+
+    fn from_readings(earlier: (SystemTime, fastant::Instant), latest: (SystemTime, fastant::Instant)) -> Self {
+        let counter = latest.1.saturating_duration_since(earlier.1).as_secs_f64();
+        let system = latest.0.duration_since(earlier.0).map_or(0.0, |d| d.as_secs_f64());
+        let rate = if counter > 0.005 && system > 0.0 { system / counter } else { 1.0 };
+        Self { earlier, latest, rate }
     }
 
     /// Reads both clocks again, keeping the last reading (unless it is too recent to
     /// measure the counter's rate against the system clock with).
     pub(crate) fn advance(&mut self) {
         let reading = (SystemTime::now(), fastant::Instant::now());
-        if reading.1.saturating_duration_since(self.latest.1) >= std::time::Duration::from_millis(10) {
-            self.earlier = self.latest;
-        }
-        self.latest = reading;
+        let earlier = if reading.1.saturating_duration_since(self.latest.1) >= std::time::Duration::from_millis(10) {
+            self.latest
+        } else {
+            self.earlier
+        };
+        *self = Self::from_readings(earlier, reading);
     }
 
     /// The wall-clock time of `t`.
     pub(crate) fn system_time(&self, t: fastant::Instant) -> SystemTime {
         let (base, at) = self.earlier;
-        // Seconds of system time per second of counter time, between the two readings.
-        let counter = self.latest.1.saturating_duration_since(at).as_secs_f64();
-        let system = self.latest.0.duration_since(base).map_or(0.0, |d| d.as_secs_f64());
-        let rate = if counter > 0.005 && system > 0.0 { system / counter } else { 1.0 };
         let converted = match t.checked_duration_since(at) {
-            Some(after) => base.checked_add(after.mul_f64(rate)),
-            None => base.checked_sub(at.saturating_duration_since(t).mul_f64(rate)),
+            Some(after) => base.checked_add(after.mul_f64(self.rate)),
+            None => base.checked_sub(at.saturating_duration_since(t).mul_f64(self.rate)),
         };
         converted.unwrap_or(base)
     }
@@ -439,8 +447,10 @@ where
         let cx = {
             let mut ext = span.extensions_mut();
             let Some(rec) = ext.get_mut::<SpanRecord>() else { return };
+            // The context made on the first entry, or that one again.
             let cx = rec.context();
-            rec.extra().activated.get_or_insert(cx).clone()
+            rec.extra().activated = Some(cx.clone());
+            cx
         };
         let guard = cx.attach();
         ACTIVE.with(|a| a.borrow_mut().push((id.clone(), guard)));
@@ -625,13 +635,8 @@ impl Pending {
     /// A span named `name` starting now, as a child of the current `tracing` span, when that
     /// span is recorded by tracewire's layer; `None` otherwise.
     pub(crate) fn child_of_current(name: &'static str) -> Option<Self> {
-        tracing::dispatcher::get_default(|dispatch| {
-            let current = dispatch.current_span();
+        with_current(|dispatch, parent| {
             let layer = dispatch.downcast_ref::<SpanLayer>()?;
-            let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
-            let span = recorded(registry, current.id()?)?;
-            let ext = span.extensions();
-            let parent = ext.get::<SpanRecord>()?;
             let mut record = SpanRecord::new(name, parent.sampler);
             record.child_of(parent);
             Some(Self { record, sink: layer.sink.clone() })
@@ -662,16 +667,6 @@ where
     span.scope().find(|s| s.extensions().get::<SpanRecord>().is_some())
 }
 
-/// The span `id`, or its nearest ancestor, that tracewire's layer records (the current span
-/// may be one the export filter leaves out, such as an HTTP/2 internal under
-/// `RUST_LOG=trace`).
-fn recorded<'a>(
-    registry: &'a tracing_subscriber::Registry,
-    id: &Id,
-) -> Option<SpanRef<'a, tracing_subscriber::Registry>> {
-    nearest_recorded(&registry.span(id)?)
-}
-
 /// Emits a finished span with explicit wall-clock times as a child of the span in `parent`
 /// (nothing when it has none), through tracewire's layer when the current dispatcher has
 /// one: `false` when it has not (then the caller uses the OpenTelemetry SDK).
@@ -695,18 +690,26 @@ pub(crate) fn emit(
     })
 }
 
-/// [`with_record`] for the current span (or its nearest recorded ancestor), without making a `tracing::Span` handle for it
-/// (which costs a reference count taken and given back in the registry).
-pub(crate) fn with_current_record<T>(f: impl FnOnce(&mut SpanRecord) -> T) -> Option<T> {
+/// Runs `f` with the current dispatcher and the record of the current span, or of its
+/// nearest recorded ancestor (the current span may be one the export filter leaves out, such
+/// as an HTTP/2 internal under `RUST_LOG=trace`, or one that was shed). Unlike
+/// [`with_record`] it makes no `tracing::Span` handle, which would cost a reference count
+/// taken and given back in the registry.
+fn with_current<T>(f: impl FnOnce(&tracing::Dispatch, &mut SpanRecord) -> Option<T>) -> Option<T> {
     let mut f = Some(f);
     tracing::dispatcher::get_default(|dispatch| {
         let current = dispatch.current_span();
         let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
-        let data = recorded(registry, current.id()?)?;
+        let data = nearest_recorded(&registry.span(current.id()?)?)?;
         let mut ext = data.extensions_mut();
         let rec = ext.get_mut::<SpanRecord>()?;
-        Some((f.take()?)(rec))
+        (f.take()?)(dispatch, rec)
     })
+}
+
+/// [`with_record`] for the current span, or its nearest recorded ancestor.
+pub(crate) fn with_current_record<T>(f: impl FnOnce(&mut SpanRecord) -> T) -> Option<T> {
+    with_current(|_, rec| Some(f(rec)))
 }
 
 #[cfg(test)]
@@ -737,7 +740,7 @@ mod tests {
         let wall = |us: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + Duration::from_micros(us);
         // The counter runs 0.1% slow against the system clock: 1000 ms of counter time are
         // 1001 ms of system time.
-        let clock = Clock { earlier: (wall(0), at(0)), latest: (wall(1_001_000), at(1000)) };
+        let clock = Clock::from_readings((wall(0), at(0)), (wall(1_001_000), at(1000)));
         let close = |a: SystemTime, b: SystemTime| {
             let d = a.duration_since(b).unwrap_or_else(|e| e.duration());
             assert!(d < Duration::from_micros(1), "{a:?} vs {b:?}");
@@ -749,7 +752,7 @@ mod tests {
         close(clock.system_time(at(0) - Duration::from_millis(100)), wall(0) - Duration::from_micros(100_100));
         close(clock.system_time(at(1100)), wall(1_101_100));
         // Readings too close together to measure a rate: the counter's own rate.
-        let fresh = Clock { earlier: (wall(0), at(0)), latest: (wall(1000), at(1)) };
+        let fresh = Clock::from_readings((wall(0), at(0)), (wall(1000), at(1)));
         close(fresh.system_time(at(2)), wall(2000));
     }
 

@@ -294,10 +294,6 @@ impl Pipeline {
     where
         S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
     {
-        self.span_layer()
-    }
-
-    fn span_layer(&self) -> layer::SpanLayer {
         layer::SpanLayer {
             sink: self.sink.clone(),
             overload: self.overload.clone(),
@@ -424,7 +420,7 @@ pub fn init(mut config: Config) -> Result<TelemetryGuard, Error> {
             EnvFilter::new(DEFAULT_EXPORT_FILTER)
         });
         let pipeline = Pipeline::new(&config)?;
-        let otel = pipeline.span_layer().with_filter(export);
+        let otel = pipeline.layer().with_filter(export);
         if let Err(e) = tracing_subscriber::registry().with(fmt).with(otel).try_init() {
             let _ = pipeline.shutdown();
             return Err(Error::AlreadyInitialized(e.to_string()));
