@@ -3,10 +3,13 @@
 //! and reassembles within a size cap. Every fault is a typed error that maps to a Reset
 //! reason; corrupted plaintext is never delivered.
 //!
-//! A record's plaintext starts with one flag byte (1 on the last fragment of a message,
-//! else 0), so message boundaries are authenticated: the cleartext `last_fragment` of a
-//! `Data` frame (which the relay reads for its spans) must agree with it, or the record
-//! fails authentication.
+//! Message boundaries are authenticated through the nonce: record `seq` is sealed with
+//! nonce `2 * seq + 1` when it is the last fragment of a message, else `2 * seq`. The
+//! receiver opens it with the nonce that the cleartext `last_fragment` of its `Data` frame
+//! (which the relay reads for its spans) names, so a flipped flag fails authentication.
+//! Nonces stay unique per key (each `seq` is used once), and the plaintext is the message's
+//! bytes alone: a record is sealed straight from the message and opened straight into the
+//! message being reassembled, with no staging copy on either side.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,12 +20,14 @@ use tracewire_proto::v1::{Data, ResetReason};
 /// Largest plaintext per record (Noise messages are at most 65535 bytes with the tag).
 pub const MAX_RECORD_PLAINTEXT: usize = 60 * 1024;
 const TAG: usize = 16;
-/// The authenticated flag byte in front of each record's plaintext.
-const FLAG: usize = 1;
-const LAST: u8 = 1;
-const MORE: u8 = 0;
 /// The largest valid sealed record.
-const MAX_RECORD: usize = FLAG + MAX_RECORD_PLAINTEXT + TAG;
+const MAX_RECORD: usize = MAX_RECORD_PLAINTEXT + TAG;
+
+/// The nonce of record `seq`: its sequence number and whether it ends a message (`None`
+/// for a sequence number too large to have one, which no valid record has).
+fn nonce(seq: u64, last_fragment: bool) -> Option<u64> {
+    seq.checked_mul(2).map(|n| n | u64::from(last_fragment))
+}
 
 /// Why the receiving side gives up on a session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,26 +98,22 @@ impl Sealer {
     /// [`FrameError::RecordTooLarge`] never happens for records this function makes; a
     /// cipher failure is reported as [`FrameError::DecryptFailed`] of the record.
     pub fn seal(&mut self, message: &[u8], traceparent: &str) -> Result<Vec<Data>, FrameError> {
-        let chunks: Vec<&[u8]> =
-            if message.is_empty() { vec![&[][..]] } else { message.chunks(MAX_RECORD_PLAINTEXT).collect() };
-        let last = chunks.len() - 1;
-        let mut out = Vec::with_capacity(chunks.len());
-        for (i, chunk) in chunks.into_iter().enumerate() {
+        let n = message.len().div_ceil(MAX_RECORD_PLAINTEXT).max(1);
+        // One buffer for every record of the message, split into one `Bytes` per record.
+        let mut sealed = bytes::BytesMut::zeroed(message.len() + n * TAG);
+        let mut out = Vec::with_capacity(n);
+        let mut chunks = message.chunks(MAX_RECORD_PLAINTEXT);
+        for i in 0..n {
+            let chunk = chunks.next().unwrap_or_default();
             let seq = self.next_seq;
             self.next_seq += 1;
-            let mut plain = Vec::with_capacity(FLAG + chunk.len());
-            plain.push(if i == last { LAST } else { MORE });
-            plain.extend_from_slice(chunk);
-            let mut record = vec![0u8; plain.len() + TAG];
-            let n =
-                self.transport.write_message(seq, &plain, &mut record).map_err(|_| FrameError::DecryptFailed(seq))?;
-            record.truncate(n);
-            out.push(Data {
-                seq,
-                record: record.into(),
-                last_fragment: i == last,
-                traceparent: traceparent.to_owned(),
-            });
+            let last = i + 1 == n;
+            let mut record = sealed.split_to(chunk.len() + TAG);
+            let written = nonce(seq, last)
+                .and_then(|nonce| self.transport.write_message(nonce, chunk, &mut record).ok())
+                .ok_or(FrameError::DecryptFailed(seq))?;
+            record.truncate(written);
+            out.push(Data { seq, record: record.freeze(), last_fragment: last, traceparent: traceparent.to_owned() });
         }
         Ok(out)
     }
@@ -177,24 +178,20 @@ impl Opener {
         self.pending.insert(seq, data);
         let mut out = Opened { reordered: self.pending.len().saturating_sub(1), ..Opened::default() };
         while let Some(d) = self.pending.remove(&self.next_seq) {
-            let mut plain = vec![0u8; d.record.len()];
-            let n = self
-                .transport
-                .read_message(d.seq, &d.record, &mut plain)
-                .map_err(|_| FrameError::DecryptFailed(d.seq))?;
-            // The authenticated flag must say what the cleartext one says.
-            let (flag, body) = match plain.get(..n) {
-                Some([flag, body @ ..]) if *flag == LAST || *flag == MORE => (*flag, body),
-                _ => return Err(FrameError::DecryptFailed(d.seq)),
-            };
-            if (flag == LAST) != d.last_fragment {
-                return Err(FrameError::DecryptFailed(d.seq));
-            }
-            self.next_seq += 1;
-            if self.message.len() + body.len() > self.max_message {
+            // Opened in place at the end of the message being reassembled.
+            let start = self.message.len();
+            if start + d.record.len().saturating_sub(TAG) > self.max_message {
                 return Err(FrameError::TooLarge(self.max_message));
             }
-            self.message.extend_from_slice(body);
+            self.message.resize(start + d.record.len(), 0);
+            let opened = nonce(d.seq, d.last_fragment)
+                .and_then(|nonce| self.transport.read_message(nonce, &d.record, &mut self.message[start..]).ok());
+            let Some(n) = opened else {
+                self.message.truncate(start);
+                return Err(FrameError::DecryptFailed(d.seq));
+            };
+            self.message.truncate(start + n);
+            self.next_seq += 1;
             if d.last_fragment {
                 out.messages.push(std::mem::take(&mut self.message));
             }
@@ -214,13 +211,12 @@ impl Opener {
 /// One end's halves.
 pub type Halves = (Sealer, Opener);
 
-/// A connected pair of sealer/opener states from one finished handshake (tests, benches).
+/// Both ends' transport states from one finished handshake of `config`, initiator first
+/// (tests, benches: the raw AEAD peer of the relay throughput comparison).
 #[doc(hidden)]
-pub fn pair_for_tests(
+pub fn transports_for_tests(
     config: crate::NoiseConfig,
-    window: usize,
-    max_message: usize,
-) -> Result<(Halves, Halves), crate::RelayError> {
+) -> Result<(Arc<StatelessTransportState>, Arc<StatelessTransportState>), crate::RelayError> {
     let server = crate::Keypair::generate()?;
     let params: snow::params::NoiseParams =
         config.protocol_name().parse().map_err(|e: snow::Error| crate::RelayError::Handshake(e.to_string()))?;
@@ -249,8 +245,20 @@ pub fn pair_for_tests(
         let n = from.write_message(&[], &mut buf).map_err(err)?;
         to.read_message(&buf[..n], &mut scratch).map_err(err)?;
     }
-    let i = Arc::new(i.into_stateless_transport_mode().map_err(err)?);
-    let r = Arc::new(r.into_stateless_transport_mode().map_err(err)?);
+    Ok((
+        Arc::new(i.into_stateless_transport_mode().map_err(err)?),
+        Arc::new(r.into_stateless_transport_mode().map_err(err)?),
+    ))
+}
+
+/// A connected pair of sealer/opener states from one finished handshake (tests, benches).
+#[doc(hidden)]
+pub fn pair_for_tests(
+    config: crate::NoiseConfig,
+    window: usize,
+    max_message: usize,
+) -> Result<(Halves, Halves), crate::RelayError> {
+    let (i, r) = transports_for_tests(config)?;
     Ok((
         (Sealer::new(Arc::clone(&i)), Opener::new(Arc::clone(&i), window, max_message)),
         (Sealer::new(Arc::clone(&r)), Opener::new(r, window, max_message)),

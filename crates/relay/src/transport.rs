@@ -15,9 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tracewire_context::TraceCarrier;
 use tracewire_proto::relay_service::relay_client::RelayClient;
-use tracewire_proto::v1::{
-    Envelope, Handshake, Heartbeat, Hello, RelayFrame, Reset, ResetReason, Role, relay_frame::Kind,
-};
+use tracewire_proto::v1::{Handshake, Heartbeat, Hello, RelayFrame, Reset, ResetReason, Role, relay_frame::Kind};
 use tracewire_rpc::Link;
 use tracewire_rpc::grpc::Address;
 use tracewire_telemetry::{Stage, emit_stage_span, remote_context};
@@ -212,9 +210,18 @@ fn start(ep: &RelayEndpoint, a: Attached, transport: Arc<snow::StatelessTranspor
     RelayLink { link: Link { tx: rpc_tx, rx: rpc_rx }, status }
 }
 
+/// The part of an exec `Envelope` the ends read: its trace carrier (field 2). Decoding
+/// only that skips the body (a command's output, up to the message cap) instead of copying
+/// and parsing it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EnvelopeTrace {
+    #[prost(message, optional, tag = "2")]
+    trace: Option<tracewire_proto::v1::TraceCarrier>,
+}
+
 /// The trace carrier of an encoded envelope (empty if it cannot be decoded).
 fn carrier_of(bytes: &[u8]) -> TraceCarrier {
-    Envelope::decode(bytes).ok().and_then(|e| e.trace).map(Into::into).unwrap_or_default()
+    EnvelopeTrace::decode(bytes).ok().and_then(|e| e.trace).map(Into::into).unwrap_or_default()
 }
 
 fn kv(key: &'static str, v: usize) -> KeyValue {
