@@ -31,7 +31,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .server_streaming()
         .build();
     let service = tonic_build::manual::Service::builder().name("Exec").package("tracewire.v1").method(connect).build();
-    // The relay forwards typed frames (protobuf; see `RelayCodec`).
+    // The relay's stream of typed frames (protobuf; see `RelayCodec`). The relay and its ends
+    // speak it over hyper directly (tracewire-relay's `wire`); this generated service is for
+    // other gRPC peers, and tests use its client to check that the two are compatible.
     let attach = tonic_build::manual::Method::builder()
         .name("attach")
         .route_name("Attach")

@@ -10,6 +10,7 @@ mod noise;
 mod outbound;
 mod server;
 mod transport;
+mod wire;
 
 pub use framing::{FrameError, MAX_RECORD_PLAINTEXT, Opened, Opener, Sealer};
 pub use noise::{Keypair, NoiseConfig, Pattern, Suite, prologue, public_path, read_public_key};

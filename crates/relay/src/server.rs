@@ -3,21 +3,22 @@
 //! records, and — only when a sender opts in — a cleartext traceparent for timing spans.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::outbound::{EndsSpan, Outbound};
+use http::HeaderValue;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use subtle::ConstantTimeEq;
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
-use tracewire_proto::relay_service::relay_server::{Relay, RelayServer as GrpcRelayServer};
 use tracewire_proto::v1::{Heartbeat, RelayFrame, Reset, ResetReason, Role, relay_frame::Kind};
 
 use crate::RelayError;
+use crate::outbound::{EndsSpan, Outbound};
+use crate::wire::{self, FrameBody, FrameReader};
 
 /// Relay settings.
 #[derive(Debug, Clone)]
@@ -92,7 +93,32 @@ fn slot(role: Role) -> Option<usize> {
     }
 }
 
-type FrameStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<RelayFrame, Status>> + Send + 'static>>;
+/// How long a stopping relay waits for its connections to close after resetting every
+/// session.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A gRPC response: `body`, or (`Some(code)`) only a status, in the headers.
+fn grpc_response(body: FrameBody, status: Option<(u8, &str)>) -> http::Response<FrameBody> {
+    let mut r = http::Response::new(body);
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(wire::CONTENT_TYPE));
+    if let Some((code, message)) = status {
+        r.headers_mut().extend(wire::status_trailers(code, message));
+    }
+    r
+}
+
+/// A response stream of one frame, then an OK status.
+fn one_frame(frame: RelayFrame) -> http::Response<FrameBody> {
+    let (tx, rx) = mpsc::channel(1);
+    let _ = tx.try_send(frame.into());
+    grpc_response(FrameBody::response(rx), None)
+}
+
+/// A response that is only an error status (gRPC's "trailers-only" response).
+fn status_only(code: u8, message: &str) -> http::Response<FrameBody> {
+    let (_, rx) = mpsc::channel(1);
+    grpc_response(FrameBody::request(rx), Some((code, message)))
+}
 
 impl RelayServer {
     /// A relay with these settings.
@@ -112,39 +138,81 @@ impl RelayServer {
         self.sessions.lock().map_or(0, |s| s.len())
     }
 
-    /// Serves on a bound listener until `shutdown`.
+    /// Serves on a bound listener until `shutdown`: gRPC (`tracewire.v1.Relay/Attach`)
+    /// over HTTP/2, spoken directly over hyper (see the `wire` module: records are
+    /// forwarded without being copied in user space).
     ///
     /// # Errors
-    /// When the server fails.
+    /// None at present: a failed connection ends only that connection, and a failed
+    /// accept (out of file descriptors, say) is retried.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), RelayError> {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(target: "tracewire_relay", "accepting a connection: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let me = self.clone();
+            let service = hyper::service::service_fn(move |request| {
+                let me = me.clone();
+                async move { Ok::<_, Infallible>(me.handle(request).await) }
+            });
+            let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                // 60 KiB records need HTTP/2 windows far above the 64 KiB default, or every
+                // record waits a round trip for a window update.
+                .initial_stream_window_size(WINDOW)
+                .initial_connection_window_size(WINDOW)
+                .max_frame_size(MAX_FRAME)
+                .serve_connection(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+        }
         // Going away resets every session, so both ends learn it at once (typed) instead
         // of waiting for an idle timeout.
-        let me = self.clone();
-        let shutdown = async move {
-            shutdown.await;
-            me.close_all("the relay is shutting down");
+        self.close_all("the relay is shutting down");
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+        Ok(())
+    }
+
+    /// One attachment: a Hello, then frames both ways until either side leaves.
+    async fn handle(self, request: http::Request<Incoming>) -> http::Response<FrameBody> {
+        if request.uri().path() != wire::PATH {
+            return status_only(12, "unknown method"); // UNIMPLEMENTED
+        }
+        let mut inbound = FrameReader::new(request.into_body());
+        let first = tokio::time::timeout(self.config.hello_timeout, inbound.next()).await;
+        let Ok(Some(Ok(RelayFrame { kind: Some(Kind::Hello(hello)) }))) = first else {
+            return one_frame(reset(ResetReason::Protocol, "expected Hello"));
         };
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|c| {
-            c.inspect(|c| {
-                let _ = c.set_nodelay(true);
-            })
-        });
-        tonic::transport::Server::builder()
-            // 60 KiB records need HTTP/2 windows far above the 64 KiB default, or every
-            // record waits a round trip for a window update.
-            .initial_stream_window_size(Some(WINDOW))
-            .initial_connection_window_size(Some(WINDOW))
-            .max_frame_size(Some(MAX_FRAME))
-            .add_service(
-                GrpcRelayServer::new(self).max_decoding_message_size(1 << 20).max_encoding_message_size(1 << 20),
-            )
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .map_err(|e| RelayError::Transport(e.to_string()))
+        if !self.token_ok(&hello.attach_token) {
+            return one_frame(reset(ResetReason::BadToken, "attachment refused"));
+        }
+        let Some(idx) = slot(Role::try_from(hello.role).unwrap_or(Role::Unspecified)) else {
+            return one_frame(reset(ResetReason::Protocol, "no role"));
+        };
+        let (out_rx, attached) = match self.attach_end(&hello.session_id, idx) {
+            Ok(x) => x,
+            Err(reason) => return one_frame(reset(reason, "attachment refused")),
+        };
+        let own = self.sessions.lock().ok().and_then(|s| s.get(&hello.session_id).and_then(|s| s.ends[idx].clone()));
+        let Some(own) = own else { return status_only(13, "session vanished") }; // INTERNAL
+        tokio::spawn(async move { self.forward(hello.session_id, idx, inbound, own, attached).await });
+        grpc_response(FrameBody::response(out_rx), None)
     }
 
     /// Binds `addr` and returns the listener and its address (port 0 picks a free port).
@@ -215,7 +283,7 @@ impl RelayServer {
         &self,
         session: String,
         idx: usize,
-        mut inbound: Streaming<RelayFrame>,
+        mut inbound: FrameReader<Incoming>,
         own: mpsc::Sender<Outbound>,
         attached: Arc<Notify>,
     ) {
@@ -296,38 +364,5 @@ impl RelayServer {
             }
         };
         self.detach(&session, idx, reason);
-    }
-}
-
-#[tonic::async_trait]
-impl Relay for RelayServer {
-    type AttachStream = FrameStream;
-
-    async fn attach(&self, request: Request<Streaming<RelayFrame>>) -> Result<Response<FrameStream>, Status> {
-        let mut inbound = request.into_inner();
-        let first = tokio::time::timeout(self.config.hello_timeout, inbound.next()).await;
-        let Ok(Some(Ok(RelayFrame { kind: Some(Kind::Hello(hello)) }))) = first else {
-            return Ok(Response::new(Box::pin(tokio_stream::once(Ok(reset(ResetReason::Protocol, "expected Hello"))))));
-        };
-        if !self.token_ok(&hello.attach_token) {
-            return Ok(Response::new(Box::pin(tokio_stream::once(Ok(reset(
-                ResetReason::BadToken,
-                "attachment refused",
-            ))))));
-        }
-        let Some(idx) = slot(Role::try_from(hello.role).unwrap_or(Role::Unspecified)) else {
-            return Ok(Response::new(Box::pin(tokio_stream::once(Ok(reset(ResetReason::Protocol, "no role"))))));
-        };
-        let (out_rx, attached) = match self.attach_end(&hello.session_id, idx) {
-            Ok(x) => x,
-            Err(reason) => {
-                return Ok(Response::new(Box::pin(tokio_stream::once(Ok(reset(reason, "attachment refused"))))));
-            }
-        };
-        let own = self.sessions.lock().ok().and_then(|s| s.get(&hello.session_id).and_then(|s| s.ends[idx].clone()));
-        let Some(own) = own else { return Err(Status::internal("session vanished")) };
-        let me = self.clone();
-        tokio::spawn(async move { me.forward(hello.session_id, idx, inbound, own, attached).await });
-        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx).map(|o| Ok(o.take())))))
     }
 }

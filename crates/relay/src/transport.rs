@@ -11,10 +11,7 @@ use opentelemetry::KeyValue;
 use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
 use tracewire_context::TraceCarrier;
-use tracewire_proto::relay_service::relay_client::RelayClient;
 use tracewire_proto::v1::{Handshake, Heartbeat, Hello, RelayFrame, Reset, ResetReason, Role, relay_frame::Kind};
 use tracewire_rpc::Link;
 use tracewire_rpc::grpc::Address;
@@ -23,6 +20,7 @@ use tracewire_telemetry::{Stage, emit_stage_span, remote_context};
 use crate::framing::{Opener, Sealer};
 use crate::noise::{HandshakeIo, Keypair, NoiseConfig, initiate, respond};
 use crate::outbound::{EndsSpan, Outbound};
+use crate::wire::{self, FrameBody, FrameReader};
 use crate::{FrameError, RelayError};
 
 /// How an end attaches to the relay.
@@ -83,7 +81,7 @@ impl tracewire_rpc::Transport for RelayLink {
 
 struct Attached {
     out: mpsc::Sender<Outbound>,
-    inbound: Streaming<RelayFrame>,
+    inbound: FrameReader<hyper::body::Incoming>,
 }
 
 impl HandshakeIo for Attached {
@@ -106,7 +104,7 @@ impl HandshakeIo for Attached {
                 Some(Ok(RelayFrame { kind: Some(Kind::Heartbeat(_)) })) => {}
                 Some(Ok(RelayFrame { kind: Some(Kind::Reset(r)) })) => return Err(reset_error(&r)),
                 Some(Ok(_)) => return Err(RelayError::Handshake("unexpected frame during the handshake".into())),
-                Some(Err(e)) => return Err(RelayError::Transport(e.to_string())),
+                Some(Err(e)) => return Err(e),
                 None => return Err(RelayError::Transport("the relay closed the stream".into())),
             }
         }
@@ -128,9 +126,9 @@ async fn attach(ep: &RelayEndpoint, role: Role) -> Result<Attached, RelayError> 
     let address: Address =
         ep.relay.parse().map_err(|e: tracewire_rpc::RpcError| RelayError::Transport(e.to_string()))?;
     let Address::Tcp(addr) = address else { return Err(RelayError::Transport("the relay is reached over TCP".into())) };
-    // A plain HTTP/2 (prior knowledge) client rather than tonic's `Endpoint`: tonic 0.14.5
-    // cannot raise the largest HTTP/2 frame this end accepts, which sets the frame size of
-    // the relay's hop towards this end (see `server::MAX_FRAME`).
+    // A plain HTTP/2 (prior knowledge) client speaking the relay's gRPC stream itself (see
+    // `wire`), with large frames: the largest HTTP/2 frame this end accepts sets the frame
+    // size of the relay's hop towards it (see `server::MAX_FRAME`).
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
@@ -138,23 +136,31 @@ async fn attach(ep: &RelayEndpoint, role: Role) -> Result<Attached, RelayError> 
         .http2_initial_stream_window_size(crate::server::WINDOW)
         .http2_initial_connection_window_size(crate::server::WINDOW)
         .http2_max_frame_size(crate::server::MAX_FRAME)
-        .build::<_, tonic::body::Body>(connector);
-    let origin: http::Uri =
-        format!("http://{addr}").parse().map_err(|e: http::uri::InvalidUri| RelayError::Transport(e.to_string()))?;
-    let mut client =
-        RelayClient::with_origin(http, origin).max_decoding_message_size(1 << 20).max_encoding_message_size(1 << 20);
+        .build::<_, FrameBody>(connector);
+    let uri: http::Uri = format!("http://{addr}{}", wire::PATH)
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| RelayError::Transport(e.to_string()))?;
     let (out, rx) = mpsc::channel::<Outbound>(64);
     let hello =
         Hello { session_id: ep.session.clone(), role: role.into(), attach_token: ep.token.clone().unwrap_or_default() };
     out.send(RelayFrame { kind: Some(Kind::Hello(hello)) }.into())
         .await
         .map_err(|_| RelayError::Transport("closed".into()))?;
-    let inbound = client
-        .attach(ReceiverStream::new(rx).map(Outbound::take))
-        .await
-        .map_err(|e| RelayError::Transport(format!("attach to {addr}: {e}")))?
-        .into_inner();
-    Ok(Attached { out, inbound })
+    let mut request = http::Request::new(FrameBody::request(rx));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = uri;
+    let headers = request.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(wire::CONTENT_TYPE));
+    headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    let response = http.request(request).await.map_err(|e| RelayError::Transport(format!("attach to {addr}: {e}")))?;
+    if response.status() != http::StatusCode::OK {
+        return Err(RelayError::Transport(format!("attach to {addr}: HTTP status {}", response.status())));
+    }
+    // A response that is only a status (an unknown method, say) has it in its headers.
+    if let Some(e) = wire::status_error(response.headers()) {
+        return Err(e);
+    }
+    Ok(Attached { out, inbound: FrameReader::new(response.into_body()) })
 }
 
 /// The client end: attaches as client, runs the Noise handshake pinning `server_public`,
@@ -296,7 +302,7 @@ async fn send_loop(
 }
 
 async fn recv_loop(
-    mut inbound: Streaming<RelayFrame>,
+    mut inbound: FrameReader<hyper::body::Incoming>,
     out: mpsc::Sender<Outbound>,
     mut opener: Opener,
     to_rpc: mpsc::Sender<Bytes>,
@@ -306,7 +312,7 @@ async fn recv_loop(
     let error = loop {
         let frame = match inbound.next().await {
             Some(Ok(f)) => f,
-            Some(Err(e)) => break Some(RelayError::Transport(e.to_string())),
+            Some(Err(e)) => break Some(e),
             None => {
                 break opener
                     .finish()
