@@ -57,6 +57,7 @@ macro_rules! id_impl {
             }
 
             /// Writes the id as lowercase hex into `out`, which must be twice the id's length.
+            #[inline]
             pub(crate) fn write_hex(self, out: &mut [u8]) {
                 encode_hex(&self.0, out);
             }
