@@ -24,107 +24,132 @@ fn per_span_ns(n: u64, d: Duration) -> f64 {
     d.as_nanos() as f64 / n as f64
 }
 
-/// Best (lowest) per-span time of `rounds` rounds of `n` spans; `drain` runs (untimed)
-/// after each round, so that a round never measures a backlog left by the previous one.
-fn best_of(rounds: usize, n: u64, mut f: impl FnMut(), mut drain: impl FnMut()) -> f64 {
-    (0..rounds)
-        .map(|_| {
-            let t0 = Instant::now();
-            for _ in 0..n {
-                f();
-            }
-            let ns = per_span_ns(n, t0.elapsed());
-            drain();
-            ns
-        })
-        .fold(f64::INFINITY, f64::min)
+/// Per-span time of one round of `n` spans; `drain` runs (untimed) after it, so that a
+/// round never measures a backlog left by the previous one.
+fn round(n: u64, f: &mut impl FnMut(), drain: &mut impl FnMut()) -> f64 {
+    let t0 = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    let ns = per_span_ns(n, t0.elapsed());
+    drain();
+    ns
 }
 
-/// Per-span cost of `stage_span!` through tracewire's pipeline, and its final counts.
-/// Fails if a span went uncounted, or was shed (a shed span is cheaper and would flatter the
-/// figure).
-fn tracewire_cost(context_activation: bool, rounds: usize, n: u64) -> Result<(f64, ExportSnapshot)> {
-    let mut config = Config::default();
-    config.batch.max_queue_size = 65_536;
-    config.context_activation = context_activation;
-    let delivered = Arc::new(AtomicU64::new(0));
-    let exporter = CountingExporter(Arc::clone(&delivered));
-    let pipeline = Pipeline::with_exporter(&config, Box::new(move || Ok(exporter.clone())))?;
-    let subscriber = tracing_subscriber::registry().with(pipeline.layer());
-    let ns = tracing::subscriber::with_default(subscriber, || {
-        best_of(
-            rounds,
-            n,
-            || {
-                let span = stage_span!(ProcessSpawn, process.pid = black_box(42u32));
-                let _e = span.enter();
-            },
-            || {
-                let _ = pipeline.provider().force_flush();
-            },
-        )
-    });
-    let stats = pipeline.shutdown().or_else(tracewire_telemetry::Error::into_stats)?;
-    if stats.exported + stats.dropped() != stats.emitted || stats.exported != delivered.load(Ordering::Relaxed) {
-        bail!("tracewire lost spans without counting them: {stats:?}");
+/// tracewire's `stage_span!` through its own pipeline to a counting exporter.
+struct Tracewire {
+    pipeline: Pipeline,
+    dispatch: tracing::Dispatch,
+    delivered: Arc<AtomicU64>,
+}
+
+impl Tracewire {
+    fn new(context_activation: bool) -> Result<Self> {
+        let mut config = Config::default();
+        config.batch.max_queue_size = 65_536;
+        config.context_activation = context_activation;
+        let delivered = Arc::new(AtomicU64::new(0));
+        let exporter = CountingExporter(Arc::clone(&delivered));
+        let pipeline = Pipeline::with_exporter(&config, Box::new(move || Ok(exporter.clone())))?;
+        let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(pipeline.layer()));
+        Ok(Self { pipeline, dispatch, delivered })
     }
-    if stats.dropped() > 0 {
-        bail!("spans were shed during the measurement, which would flatter it: {stats:?}");
+
+    fn round(&self, n: u64) -> f64 {
+        tracing::dispatcher::with_default(&self.dispatch, || {
+            round(
+                n,
+                &mut || {
+                    let span = stage_span!(ProcessSpawn, process.pid = black_box(42u32));
+                    let _e = span.enter();
+                },
+                &mut || {
+                    let _ = self.pipeline.provider().force_flush();
+                },
+            )
+        })
     }
-    Ok((ns, stats))
+
+    /// Shuts down; fails if a span went uncounted, or was shed (a shed span is cheaper and
+    /// would flatter the figure).
+    fn finish(self) -> Result<ExportSnapshot> {
+        drop(self.dispatch);
+        let stats = self.pipeline.shutdown().or_else(tracewire_telemetry::Error::into_stats)?;
+        if stats.exported + stats.dropped() != stats.emitted || stats.exported != self.delivered.load(Ordering::Relaxed)
+        {
+            bail!("tracewire lost spans without counting them: {stats:?}");
+        }
+        if stats.dropped() > 0 {
+            bail!("spans were shed during the measurement, which would flatter it: {stats:?}");
+        }
+        Ok(stats)
+    }
 }
 
 pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
     // Rounds no larger than tracewire's queue, drained in between: every measured span is
     // recorded in full (a shed span would be cheaper, and is checked for below).
     let n: u64 = scale.pick(50_000, 50_000);
-    let rounds = scale.pick(4, 12);
+    let rounds: u64 = scale.pick(4, 12);
 
-    let (ours, stats) = tracewire_cost(Config::default().context_activation, rounds, n)?;
+    let ours = Tracewire::new(Config::default().context_activation)?;
     // With TRACEWIRE_CONTEXT_ACTIVATION=true (OpenTelemetry's current context kept in step
     // with tracing's): reported in the note, not the ratio.
-    let (ours_activation, _) = tracewire_cost(true, rounds, n)?;
-
+    let activation = Tracewire::new(true)?;
     // tracing + tracing-opentelemetry defaults.
     let provider = sdk_provider(CountingExporter::default());
-    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"));
-    let subscriber = tracing_subscriber::registry().with(layer);
-    let tracing_otel = tracing::subscriber::with_default(subscriber, || {
-        best_of(
-            rounds,
-            n,
-            || {
-                let span = tracing::info_span!("process.spawn", process.pid = black_box(42u32));
-                let _e = span.enter();
-            },
-            || {
-                let _ = provider.force_flush();
-            },
-        )
-    });
-    let _ = provider.shutdown();
-
-    // fastrace.
+    let otel = tracing::Dispatch::new(
+        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"))),
+    );
     let reported = fastrace_reported();
     let before = reported.load(Ordering::Relaxed);
-    let fast = best_of(
-        rounds,
-        n,
-        || {
-            let span = fastrace::Span::root("process.spawn", fastrace::collector::SpanContext::random())
-                .with_property(|| ("process.pid", "42"));
-            black_box(&span);
-        },
-        fastrace::flush,
-    );
+
+    // Rounds interleave the four set-ups, best of each: every one meets the same machine
+    // states (one of this VM's vCPUs runs ~1.5x slower at times).
+    let mut best = [f64::INFINITY; 4];
+    for _ in 0..rounds {
+        let times = [
+            ours.round(n),
+            activation.round(n),
+            tracing::dispatcher::with_default(&otel, || {
+                round(
+                    n,
+                    &mut || {
+                        let span = tracing::info_span!("process.spawn", process.pid = black_box(42u32));
+                        let _e = span.enter();
+                    },
+                    &mut || {
+                        let _ = provider.force_flush();
+                    },
+                )
+            }),
+            round(
+                n,
+                &mut || {
+                    let span = fastrace::Span::root("process.spawn", fastrace::collector::SpanContext::random())
+                        .with_property(|| ("process.pid", "42"));
+                    black_box(&span);
+                },
+                &mut fastrace::flush,
+            ),
+        ];
+        for (b, t) in best.iter_mut().zip(times) {
+            *b = b.min(t);
+        }
+    }
+    let [ours_ns, ours_activation, tracing_otel, fast] = best;
+    let stats = ours.finish()?;
+    activation.finish()?;
+    drop(otel);
+    let _ = provider.shutdown();
     fastrace::flush();
     let fast_delivered = reported.load(Ordering::Relaxed) - before;
 
-    let total = n * rounds as u64;
+    let total = n * rounds;
     Ok(vec![
         Row::lower_is_better(
             "stage_span.vs_tracing_opentelemetry",
-            ours,
+            ours_ns,
             tracing_otel,
             "ns/span",
             3.0,
@@ -137,7 +162,7 @@ pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
         ),
         Row::lower_is_better(
             "stage_span.vs_fastrace",
-            ours,
+            ours_ns,
             fast,
             "ns/span",
             1.0,
