@@ -5,24 +5,23 @@
 //!
 //! Run: `cargo bench -p tracewire-benches --bench remote_exec`
 //!
-//! Latest results, 2026-11-23, `cargo bench -p tracewire-benches --bench remote_exec`
+//! Latest results, 2026-12-02, `cargo bench -p tracewire-benches --bench remote_exec`
 //! (criterion's estimate per call).
-//! Machine: 2-core AMD EPYC VM, 23 GiB, rustc 1.95.0 (59807616e 2026-04-14), bench profile.
-//! The machine was shared with other agents' builds (load average 6-8 on 2 cores): absolute
-//! figures are about 2-3x those of an idle run; compare the rows of one run with each other.
+//! Machine: 2-core AMD EPYC VM, 23 GiB, rustc 1.95.0 (59807616e 2026-04-14), bench profile,
+//! otherwise idle.
 //!
-//! | what                                   | time    | vs local spawn |
-//! |----------------------------------------|---------|----------------|
-//! | local spawn+wait `true`                | 1.93 ms |                |
-//! | remote exec `true`, direct gRPC        | 2.54 ms | 1.32x          |
-//! | remote exec `true`, via the relay      | 2.48 ms | 1.28x          |
-//! | Start -> first Output `echo hi`, direct | 2.25 ms |               |
-//! | Start -> first Output `echo hi`, relay  | 2.52 ms |               |
+//! | what                                    | time    | vs local spawn |
+//! |-----------------------------------------|---------|----------------|
+//! | local spawn+wait `true`                 | 0.96 ms |                |
+//! | remote exec `true`, direct gRPC         | 1.18 ms | 1.23x          |
+//! | remote exec `true`, via the relay       | 1.25 ms | 1.30x          |
+//! | Start -> first Output `echo hi`, direct | 1.26 ms |                |
+//! | Start -> first Output `echo hi`, relay  | 1.38 ms |                |
 //!
-//! The goal (remote <= 1.5x local) is met in this run; the relay and direct rows are within
-//! the run's noise of each other (on the idle machine `compare` has 0.86 and 0.91 ms p50
-//! against 0.63 ms local). Before the server set TCP_NODELAY on accepted connections,
-//! remote exec took 42 ms (Nagle's algorithm and delayed ACKs on small frames).
+//! The goal (remote <= 1.5x local) is met. Tracing on against off is `compare`'s
+//! (`remote_exec.*_tracing_on_vs_off`, docs/benchmarks.md). Before the server set
+//! TCP_NODELAY on accepted connections, remote exec took 42 ms (Nagle's algorithm and
+//! delayed ACKs on small frames).
 
 use std::time::{Duration, Instant};
 

@@ -17,6 +17,17 @@ use crate::{Row, Scale, percentile};
 
 static TRACING: AtomicBool = AtomicBool::new(false);
 
+/// The variants, by their index in a run's samples.
+const LOCAL: usize = 0;
+const DIRECT_OFF: usize = 1;
+const RELAY_OFF: usize = 2;
+const DIRECT_ON: usize = 3;
+const RELAY_ON: usize = 4;
+/// Direct, tracing on, to a server whose children get no trace variables
+/// (`ExecConfig::child_trace_context` off): what those variables cost.
+const DIRECT_ON_NO_CHILD_CONTEXT: usize = 5;
+const VARIANTS: usize = 6;
+
 /// Lets spans through only while [`TRACING`] is on (asked per span, never cached).
 struct Toggle;
 
@@ -58,19 +69,31 @@ pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
 
     let rt = runtime()?;
     let samples = rt.block_on(async {
-        let ExecFixture { direct, relayed, .. } = ExecFixture::start().await?;
-        let mut s: [Vec<Duration>; 5] = Default::default();
+        let ExecFixture { direct, direct_no_child_context, relayed, .. } = ExecFixture::start().await?;
+        let mut s: [Vec<Duration>; VARIANTS] = Default::default();
         for i in 0..runs + 20 {
-            let mut one = [Duration::ZERO; 5];
-            let t0 = Instant::now();
-            spawn_true_locally().await?;
-            one[0] = t0.elapsed();
-            for (k, on) in [(1, false), (2, false), (3, true), (4, true)] {
-                set_tracing(on, &pipeline);
-                let client = if k % 2 == 1 { &direct } else { &relayed };
+            let mut one = [Duration::ZERO; VARIANTS];
+            // The order rotates run by run, so that no variant always follows the same one
+            // (an exec's tail work, such as the server reaping its child, overlaps the start
+            // of the next).
+            for j in 0..VARIANTS {
+                let k = (i + j) % VARIANTS;
                 let t0 = Instant::now();
-                let root = tracewire_telemetry::stage_span!(Exec);
-                tracing::Instrument::instrument(exec_true(client), root).await?;
+                if k == LOCAL {
+                    spawn_true_locally().await?;
+                } else {
+                    let (client, on) = match k {
+                        DIRECT_OFF => (&direct, false),
+                        RELAY_OFF => (&relayed, false),
+                        DIRECT_ON => (&direct, true),
+                        RELAY_ON => (&relayed, true),
+                        DIRECT_ON_NO_CHILD_CONTEXT => (&direct_no_child_context, true),
+                        _ => unreachable!("{k} < VARIANTS"),
+                    };
+                    set_tracing(on, &pipeline);
+                    let root = tracewire_telemetry::stage_span!(Exec);
+                    tracing::Instrument::instrument(exec_true(client), root).await?;
+                }
                 one[k] = t0.elapsed();
             }
             set_tracing(false, &pipeline);
@@ -85,13 +108,13 @@ pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
     set_tracing(false, &pipeline);
     drop(rt);
     let stats = pipeline.shutdown().or_else(tracewire_telemetry::Error::into_stats)?;
-    let [local, direct_off, relay_off, direct_on, relay_on] = samples.map(ms);
+    let [local, direct_off, relay_off, direct_on, relay_on, direct_on_no_child] = samples.map(ms);
     let vs_local = |name: &str, ours: f64, note: &str| {
         let mut r = Row::lower_is_better(name, ours, local, "ms p50", 1.0 / 1.5, note);
         r.goal = "<= 1.5x local".into();
         r
     };
-    let overhead = |name: &str, on: f64, off: f64| {
+    let overhead = |name: &str, on: f64, off: f64, extra: &str| {
         let mut r = Row::lower_is_better(
             name,
             on,
@@ -99,7 +122,7 @@ pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
             "ms p50",
             0.97,
             &format!(
-                "peer = the same with tracing off; {} spans exported, {} dropped",
+                "peer = the same with tracing off; {} spans exported, {} dropped{extra}",
                 stats.exported,
                 stats.dropped()
             ),
@@ -114,7 +137,15 @@ pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
             relay_off,
             "peer = local spawn+wait; through the Noise relay; tracing off",
         ),
-        overhead("remote_exec.direct_tracing_on_vs_off", direct_on, direct_off),
-        overhead("remote_exec.relay_tracing_on_vs_off", relay_on, relay_off),
+        overhead(
+            "remote_exec.direct_tracing_on_vs_off",
+            direct_on,
+            direct_off,
+            &format!(
+                "; {:+.1}% when the child gets no TRACEPARENT (ExecConfig::child_trace_context off: {direct_on_no_child:.3} ms)",
+                (direct_on_no_child / direct_off - 1.0) * 100.0
+            ),
+        ),
+        overhead("remote_exec.relay_tracing_on_vs_off", relay_on, relay_off, ""),
     ])
 }

@@ -179,15 +179,19 @@ pub async fn spawn_true_locally() -> Result<()> {
     Ok(())
 }
 
-/// A relay and two exec-servers in this process, each serving until the runtime ends: one
-/// on loopback gRPC, one attached behind the relay (Noise IK, AES-GCM, exposing the
-/// traceparent to the relay); and a client of each.
+/// A relay and three exec-servers in this process, each serving until the runtime ends:
+/// two on loopback gRPC (the second with [`ExecConfig::child_trace_context`] off), one
+/// attached behind the relay (Noise IK, AES-GCM, exposing the traceparent to the relay);
+/// and a client of each.
 #[derive(Clone)]
 pub struct ExecFixture {
     /// The relay's address.
     pub relay: SocketAddr,
     /// A client of the exec-server on direct loopback gRPC.
     pub direct: ExecClient,
+    /// A client of an exec-server on direct loopback gRPC that gives its children no
+    /// trace variables.
+    pub direct_no_child_context: ExecClient,
     /// A client of the exec-server behind the relay.
     pub relayed: ExecClient,
 }
@@ -213,6 +217,12 @@ impl ExecFixture {
             std::future::pending(),
         ));
         let direct = ExecClient::connect(&direct_addr).await?;
+        let bound = BoundServer::bind(&"127.0.0.1:0".parse::<Address>()?).await?;
+        let plain_addr = bound.local_address().to_string();
+        let mut plain = ExecConfig::default();
+        plain.child_trace_context = false;
+        tokio::spawn(bound.run(Arc::new(ExecServer::new(plain)), ServerConfig::default(), std::future::pending()));
+        let direct_no_child_context = ExecClient::connect(&plain_addr).await?;
         let mut ep = RelayEndpoint::new(relay.to_string(), "bench-exec");
         ep.expose_traceparent = true;
         let kp = Keypair::generate()?;
@@ -227,7 +237,7 @@ impl ExecFixture {
         // Let the server attach before the client does.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let relayed = ExecClient::new(Client::new(tracewire_relay::connect(&ep, &key).await?, ClientConfig::default()));
-        Ok(Self { relay, direct, relayed })
+        Ok(Self { relay, direct, direct_no_child_context, relayed })
     }
 }
 

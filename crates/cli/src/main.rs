@@ -51,6 +51,10 @@ enum Command {
         /// Keep a client's processes running when it disconnects.
         #[arg(long)]
         keep_on_disconnect: bool,
+        /// Do not give children TRACEPARENT, TRACESTATE and BAGGAGE (saves copying the
+        /// server's environment at every spawn; the process spans are still recorded).
+        #[arg(long)]
+        no_child_trace_context: bool,
         /// Serve on a non-loopback address even though direct connections are neither
         /// authenticated nor encrypted (prefer --relay, which is both).
         #[arg(long)]
@@ -301,11 +305,20 @@ async fn run(cli: Cli) -> Result<i32> {
     }
     let telemetry = init(Config::from_env()?)?;
     let code = match cli.command {
-        Command::ExecServer { listen, keep_on_disconnect, insecure_allow_remote, relay, key, db, admin } => {
+        Command::ExecServer {
+            listen,
+            keep_on_disconnect,
+            no_child_trace_context,
+            insecure_allow_remote,
+            relay,
+            key,
+            db,
+            admin,
+        } => {
             let export = telemetry.export_stats();
             async {
                 let ep = relay.endpoint()?;
-                let h = Arc::new(handler(keep_on_disconnect, db.as_deref())?);
+                let h = Arc::new(handler(keep_on_disconnect, !no_child_trace_context, db.as_deref())?);
                 let _admin = match admin.bind().await? {
                     Some(server) => {
                         let mut monitor = tracewire_admin::Monitor::new(Arc::clone(&h), admin.config());
@@ -354,9 +367,10 @@ async fn run(cli: Cli) -> Result<i32> {
 }
 
 /// The exec-server handler the flags describe.
-fn handler(keep_on_disconnect: bool, db: Option<&std::path::Path>) -> Result<ExecServer> {
+fn handler(keep_on_disconnect: bool, child_trace_context: bool, db: Option<&std::path::Path>) -> Result<ExecServer> {
     let mut config = ExecConfig::default();
     config.kill_on_disconnect = !keep_on_disconnect;
+    config.child_trace_context = child_trace_context;
     let server = ExecServer::new(config);
     Ok(match db {
         Some(path) => {

@@ -30,8 +30,13 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start(env: &[(&str, String)]) -> Self {
+        Self::start_with(&[], env)
+    }
+
+    fn start_with(args: &[&str], env: &[(&str, String)]) -> Self {
         let mut child = Command::new(BIN)
             .args(["exec-server", "--listen", "127.0.0.1:0"])
+            .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -115,6 +120,25 @@ fn exec_streams_output_exits_with_the_code_and_shares_one_trace_with_the_server(
     assert_eq!(process.parent_id, dispatch.span_id);
     assert_eq!(find("process.exit").attr("process.exit.code"), Some("7"));
     assert!(call.attr("tracewire.net.rtt_us").is_some());
+}
+
+#[test]
+fn no_child_trace_context_leaves_the_trace_variables_out_of_the_childs_environment() {
+    let rotel = Rotel::start().unwrap();
+    let child_sees = |args: &[&str]| {
+        let server = ServerProcess::start_with(args, &otel_env(&rotel, "exec-server"));
+        let out = Command::new(BIN)
+            .args(["exec", "--server", &server.address, "--", "sh", "-c", "echo ${TRACEPARENT-unset}"])
+            .envs(otel_env(&rotel, "exec-client"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let by_default = child_sees(&[]);
+    assert!(tracewire_context::TraceParent::parse(&by_default).is_ok(), "{by_default:?}");
+    assert_eq!(child_sees(&["--no-child-trace-context"]), "unset");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use tracewire_telemetry::testing::InMemoryTelemetry;
 use tracewire_telemetry::{span_context, stage_span};
 use tracing::Instrument;
 
-use common::{argv, client, server};
+use common::{argv, client, server, server_with};
 
 fn harness() -> &'static InMemoryTelemetry {
     tracewire_telemetry::testing::install()
@@ -136,4 +136,34 @@ async fn the_child_sees_a_traceparent_in_the_clients_trace() {
     let spans = spans_of(&trace_id);
     let process = spans.iter().find(|s| s.name == "process").unwrap();
     assert_eq!(process.span_context.span_id().to_string(), parsed.parent_id.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_child_trace_context_off_the_child_gets_no_trace_variables() {
+    harness();
+    let mut config = tracewire_exec::ExecConfig::default();
+    config.child_trace_context = false;
+    let s = server_with(config, tracewire_rpc::ServerConfig::default()).await;
+    let c = client(&s).await;
+    let root = stage_span!(Exec);
+    let trace_id = span_context(&root).unwrap().trace_id.to_string();
+    // A variable the server's environment has still reaches the child: only the trace
+    // variables are left out.
+    let out = async {
+        c.start(argv(&["sh", "-c", "echo \"tp=${TRACEPARENT-unset} ts=${TRACESTATE-unset} path=${PATH:+set}\""]))
+            .await
+            .unwrap()
+            .wait_with_output()
+            .await
+            .unwrap()
+    }
+    .instrument(root)
+    .await;
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "tp=unset ts=unset path=set");
+    // The process and its spawn are still traced.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let spans = spans_of(&trace_id);
+    for name in ["process", "process.spawn", "process.exit"] {
+        assert!(spans.iter().any(|s| s.name == name), "{name} missing: {}", tree(&spans));
+    }
 }
