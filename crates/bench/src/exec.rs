@@ -142,7 +142,7 @@ pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
             direct_on,
             direct_off,
             &format!(
-                "; {:+.1}% when the child gets no TRACEPARENT (ExecConfig::child_trace_context off: {direct_on_no_child:.3} ms)",
+                "; with ExecConfig::child_trace_context off (no TRACEPARENT for the child) {:+.1}% ({direct_on_no_child:.3} ms)",
                 (direct_on_no_child / direct_off - 1.0) * 100.0
             ),
         ),
