@@ -36,7 +36,7 @@ pub struct ExecConfig {
     /// Give each child `TRACEPARENT` (and `TRACESTATE`, `BAGGAGE`) naming its `process`
     /// span, so that a traced child continues the trace. On by default. Setting any
     /// variable for a child makes the standard library copy this server's whole
-    /// environment for that spawn (with 35 variables, 1.6-2.5% of a 1.1 ms remote exec of
+    /// environment for that spawn (with 35 variables, 1.7-2.4% of a 1.1 ms remote exec of
     /// `true`: `docs/benchmarks.md`); turn it off where children never read it, or where
     /// baggage must not reach them.
     pub child_trace_context: bool,
