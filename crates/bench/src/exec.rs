@@ -17,8 +17,7 @@ use crate::{Row, Scale, percentile};
 
 static TRACING: AtomicBool = AtomicBool::new(false);
 
-/// The variants, by their index in a run's samples.
-const LOCAL: usize = 0;
+/// The variants, by their index in a run's samples; index 0 is the local spawn+wait.
 const DIRECT_OFF: usize = 1;
 const RELAY_OFF: usize = 2;
 const DIRECT_ON: usize = 3;
@@ -70,6 +69,13 @@ pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
     let rt = runtime()?;
     let samples = rt.block_on(async {
         let ExecFixture { direct, direct_no_child_context, relayed, .. } = ExecFixture::start().await?;
+        // Each variant's client and whether tracing is on; `None`: the local spawn.
+        let mut variants: [Option<(&tracewire_exec::ExecClient, bool)>; VARIANTS] = [None; VARIANTS];
+        variants[DIRECT_OFF] = Some((&direct, false));
+        variants[RELAY_OFF] = Some((&relayed, false));
+        variants[DIRECT_ON] = Some((&direct, true));
+        variants[RELAY_ON] = Some((&relayed, true));
+        variants[DIRECT_ON_NO_CHILD_CONTEXT] = Some((&direct_no_child_context, true));
         let mut s: [Vec<Duration>; VARIANTS] = Default::default();
         for i in 0..runs + 20 {
             let mut one = [Duration::ZERO; VARIANTS];
@@ -79,20 +85,12 @@ pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
             for j in 0..VARIANTS {
                 let k = (i + j) % VARIANTS;
                 let t0 = Instant::now();
-                if k == LOCAL {
-                    spawn_true_locally().await?;
-                } else {
-                    let (client, on) = match k {
-                        DIRECT_OFF => (&direct, false),
-                        RELAY_OFF => (&relayed, false),
-                        DIRECT_ON => (&direct, true),
-                        RELAY_ON => (&relayed, true),
-                        DIRECT_ON_NO_CHILD_CONTEXT => (&direct_no_child_context, true),
-                        _ => unreachable!("{k} < VARIANTS"),
-                    };
+                if let Some((client, on)) = variants[k] {
                     set_tracing(on, &pipeline);
                     let root = tracewire_telemetry::stage_span!(Exec);
                     tracing::Instrument::instrument(exec_true(client), root).await?;
+                } else {
+                    spawn_true_locally().await?;
                 }
                 one[k] = t0.elapsed();
             }

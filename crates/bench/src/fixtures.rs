@@ -203,26 +203,16 @@ impl std::fmt::Debug for ExecFixture {
 }
 
 impl ExecFixture {
-    /// Starts the relay and both servers, and connects.
+    /// Starts the relay and the three servers, and connects.
     ///
     /// # Errors
     /// When a server cannot bind or a client cannot connect.
     pub async fn start() -> Result<Self> {
         let relay = start_relay().await?;
-        let bound = BoundServer::bind(&"127.0.0.1:0".parse::<Address>()?).await?;
-        let direct_addr = bound.local_address().to_string();
-        tokio::spawn(bound.run(
-            Arc::new(ExecServer::new(ExecConfig::default())),
-            ServerConfig::default(),
-            std::future::pending(),
-        ));
-        let direct = ExecClient::connect(&direct_addr).await?;
-        let bound = BoundServer::bind(&"127.0.0.1:0".parse::<Address>()?).await?;
-        let plain_addr = bound.local_address().to_string();
+        let direct = serve_direct(ExecConfig::default()).await?;
         let mut plain = ExecConfig::default();
         plain.child_trace_context = false;
-        tokio::spawn(bound.run(Arc::new(ExecServer::new(plain)), ServerConfig::default(), std::future::pending()));
-        let direct_no_child_context = ExecClient::connect(&plain_addr).await?;
+        let direct_no_child_context = serve_direct(plain).await?;
         let mut ep = RelayEndpoint::new(relay.to_string(), "bench-exec");
         ep.expose_traceparent = true;
         let kp = Keypair::generate()?;
@@ -239,6 +229,15 @@ impl ExecFixture {
         let relayed = ExecClient::new(Client::new(tracewire_relay::connect(&ep, &key).await?, ClientConfig::default()));
         Ok(Self { relay, direct, direct_no_child_context, relayed })
     }
+}
+
+/// Starts an exec-server with `config` on a loopback port, serving until the runtime ends,
+/// and connects a client to it.
+async fn serve_direct(config: ExecConfig) -> Result<ExecClient> {
+    let bound = BoundServer::bind(&"127.0.0.1:0".parse::<Address>()?).await?;
+    let addr = bound.local_address().to_string();
+    tokio::spawn(bound.run(Arc::new(ExecServer::new(config)), ServerConfig::default(), std::future::pending()));
+    Ok(ExecClient::connect(&addr).await?)
 }
 
 // ---------------------------------------------------------------------------------------
