@@ -42,18 +42,33 @@ pub fn traceparent(data: &[u8]) {
     }
 }
 
-/// `TraceState::from_header_values`: a value is accepted only when every member obeys the
-/// grammar, keys are unique and there are at most 32; its header stays within 512
+/// `TraceState::from_header_values` against a plain model: a value is accepted exactly when
+/// every member obeys the grammar and at most 32 members were received (repeats counted);
+/// it then holds the first occurrence of each key, in order. Its header stays within 512
 /// characters and parses back to a subset, in order (the whole list when it fits).
 pub fn tracestate(data: &[u8]) {
     let values = header_values(data);
-    let Ok(ts) = TraceState::from_header_values(values.iter().map(String::as_str)) else { return };
-    assert!(ts.len() <= TRACESTATE_MAX_MEMBERS);
-    let members: Vec<(&str, &str)> = ts.iter().collect();
-    for (i, (k, v)) in members.iter().enumerate() {
-        assert!(tracestate_valid_key(k) && tracestate_valid_value(v), "{k}={v}");
-        assert!(members[..i].iter().all(|(k2, _)| k2 != k), "duplicate key {k}");
+    let received: Vec<&str> = values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|m| m.trim_matches([' ', '\t']))
+        .filter(|m| !m.is_empty())
+        .collect();
+    let valid = received.len() <= TRACESTATE_MAX_MEMBERS
+        && received
+            .iter()
+            .all(|m| m.split_once('=').is_some_and(|(k, v)| tracestate_valid_key(k) && tracestate_valid_value(v)));
+    let parsed = TraceState::from_header_values(values.iter().map(String::as_str));
+    assert_eq!(parsed.is_ok(), valid, "{values:?}: {parsed:?}");
+    let Ok(ts) = parsed else { return };
+    let mut model: Vec<(&str, &str)> = Vec::new();
+    for (k, v) in received.iter().filter_map(|m| m.split_once('=')) {
+        if model.iter().all(|(k2, _)| *k2 != k) {
+            model.push((k, v));
+        }
     }
+    let members: Vec<(&str, &str)> = ts.iter().collect();
+    assert_eq!(members, model, "{values:?}");
     let header = ts.header();
     assert!(header.len() <= TRACESTATE_SERIALIZE_BUDGET, "{} characters", header.len());
     let again = TraceState::parse(&header).unwrap_or_else(|e| panic!("{header}: {e}"));
