@@ -28,7 +28,7 @@ fn main() -> Result<()> {
     };
     match trace_id {
         Some(id) => println!("trace_id={id}"),
-        None => println!("trace_id=none (export disabled)"),
+        None => println!("trace_id=none (instrumentation compiled out or filtered)"),
     }
     // Shutdown is bounded; running out of time is reported, never a hang or a failure of
     // the program (what was not delivered is counted).

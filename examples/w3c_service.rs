@@ -63,7 +63,7 @@ fn parse_callbacks(body: &[u8]) -> Result<Vec<Callback>, String> {
 /// extraction rather than from the OpenTelemetry span context: the tracestate, whose keys the
 /// OpenTelemetry API checks by the older Level 1 grammar (it would drop some Level 2 keys),
 /// and the Level 2 `random` flag of a continued trace, which the SDK clears on spans it does
-/// not sample. Without an OpenTelemetry layer (`OTEL_SDK_DISABLED=true`), the policy of
+/// not sample. Where the span has no context (instrumentation compiled out), the policy of
 /// `tracewire_context` alone gives the same.
 fn outgoing_context(extracted: &Extracted, client_span: &tracing::Span) -> TraceContext {
     match span_context(client_span) {

@@ -127,7 +127,8 @@ impl Default for BatchConfig {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Config {
-    /// `OTEL_SDK_DISABLED=true`: no spans are exported (logging still works).
+    /// `OTEL_SDK_DISABLED=true`: no spans are recorded or exported; logging still works and
+    /// trace contexts still propagate (see [`crate::init`]).
     pub disabled: bool,
     /// `OTEL_SERVICE_NAME` (or `service.name` in the resource attributes).
     pub service_name: String,

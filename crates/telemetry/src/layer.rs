@@ -16,6 +16,11 @@
 //!   [`crate::set_parent_from`] may replace the parent before the span is entered.
 //! - Sampling follows [`Sampler`]; unsampled spans carry valid ids (so their context still
 //!   propagates, with the sampled flag off) and are never queued.
+//! - Without an export ([`SpanLayer::export`] `None`, what [`crate::init`] installs when
+//!   `OTEL_SDK_DISABLED=true`) spans are recorded and sampled the same way, so contexts,
+//!   ids and flags propagate, but nothing is ever queued (nor are fields, events or links
+//!   kept): the spans are non-recording in OpenTelemetry's terms, and there is no queue or
+//!   export worker.
 //! - A span started while the export queue is full gets no record (counted as emitted and
 //!   dropped); whatever looks for a parent (child spans, events, queue spans, the context
 //!   helpers) takes the nearest ancestor that has one.
@@ -327,6 +332,16 @@ fn is_empty(ts: &TraceState) -> bool {
 /// [`crate::Pipeline::layer`] and [`crate::init`].
 #[derive(Debug, Clone)]
 pub(crate) struct SpanLayer {
+    /// Where sampled spans go when they end; `None`: nowhere (export disabled, contexts
+    /// only).
+    pub(crate) export: Option<Export>,
+    pub(crate) sampler: Sampler,
+    pub(crate) activation: bool,
+}
+
+/// The export side of a [`SpanLayer`].
+#[derive(Debug, Clone)]
+pub(crate) struct Export {
     pub(crate) sink: Sink,
     /// Load shedding: while the export queue is full, a new span gets no record (it is
     /// counted as emitted and dropped right away); its children and events attach to the
@@ -334,8 +349,6 @@ pub(crate) struct SpanLayer {
     /// `enabled`, which would make every span callsite's interest "sometimes" and cost
     /// every span an extra call chain; the span stays visible to other layers (a log layer).
     pub(crate) overload: crate::export::Overload,
-    pub(crate) sampler: Sampler,
-    pub(crate) activation: bool,
 }
 
 thread_local! {
@@ -362,7 +375,9 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if self.overload.shed() {
+        if let Some(export) = &self.export
+            && export.overload.shed()
+        {
             return;
         }
         let Some(span) = ctx.span(id) else { return };
@@ -384,11 +399,17 @@ where
         if !continued {
             rec.new_trace();
         }
-        attrs.record(&mut Values(&mut Fields(&mut rec)));
+        // Fields, events and links only matter to the exported span.
+        if self.export.is_some() {
+            attrs.record(&mut Values(&mut Fields(&mut rec)));
+        }
         span.extensions_mut().insert(rec);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if self.export.is_none() {
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         // Visited before the span's extensions are locked: a value's `Debug` may itself
         // emit an event inside this span (tokio-rs/tracing#763).
@@ -403,6 +424,9 @@ where
     }
 
     fn on_follows_from(&self, id: &Id, follows: &Id, ctx: Context<'_, S>) {
+        if self.export.is_none() {
+            return;
+        }
         let Some(other) = ctx.span(follows) else { return };
         let Some(sc) = other.extensions().get::<SpanRecord>().map(SpanRecord::span_context) else { return };
         if let Some(span) = ctx.span(id)
@@ -413,6 +437,9 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if self.export.is_none() {
+            return;
+        }
         let Some(span) =
             Self::parent_of(event.parent(), event.is_contextual(), &ctx).and_then(|s| nearest_recorded(&s))
         else {
@@ -472,12 +499,14 @@ where
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(&id) else { return };
         let Some(mut rec) = span.extensions_mut().remove::<SpanRecord>() else { return };
-        if rec.sampled {
+        if rec.sampled
+            && let Some(export) = &self.export
+        {
             rec.end = fastant::Instant::now();
             if let Some(extra) = &mut rec.extra {
                 extra.activated = None;
             }
-            self.sink.submit(Item::Compact(rec));
+            export.sink.submit(Item::Compact(rec));
         }
     }
 }
@@ -627,7 +656,8 @@ pub(crate) fn with_record<T>(span: &tracing::Span, f: impl FnOnce(&mut SpanRecor
 #[cfg(feature = "instrument")]
 pub(crate) struct Pending {
     record: SpanRecord,
-    sink: Sink,
+    /// `None` when the layer does not export: the span is then never queued.
+    sink: Option<Sink>,
 }
 
 #[cfg(feature = "instrument")]
@@ -639,7 +669,7 @@ impl Pending {
             let layer = dispatch.downcast_ref::<SpanLayer>()?;
             let mut record = SpanRecord::new(name, parent.sampler);
             record.child_of(parent);
-            Some(Self { record, sink: layer.sink.clone() })
+            Some(Self { record, sink: layer.export.as_ref().map(|e| e.sink.clone()) })
         })
     }
 
@@ -650,12 +680,10 @@ impl Pending {
 
     /// Ends the span now, with `attributes`, and queues it for export (if sampled).
     pub(crate) fn finish(mut self, attributes: &[KeyValue]) {
-        if !self.record.sampled {
-            return;
-        }
+        let Some(sink) = self.sink.take().filter(|_| self.record.sampled) else { return };
         self.record.end = fastant::Instant::now();
         self.record.attributes.extend(attributes.iter().cloned());
-        self.sink.submit(Item::Compact(self.record));
+        sink.submit(Item::Compact(self.record));
     }
 }
 
@@ -668,8 +696,9 @@ where
 }
 
 /// Emits a finished span with explicit wall-clock times as a child of the span in `parent`
-/// (nothing when it has none), through tracewire's layer when the current dispatcher has
-/// one: `false` when it has not (then the caller uses the OpenTelemetry SDK).
+/// (nothing when it has none, or when the layer does not export), through tracewire's layer
+/// when the current dispatcher has one: `false` when it has not (then the caller uses the
+/// OpenTelemetry SDK).
 #[cfg(feature = "instrument")]
 pub(crate) fn emit(
     name: &'static str,
@@ -680,11 +709,12 @@ pub(crate) fn emit(
 ) -> bool {
     tracing::dispatcher::get_default(|dispatch| {
         let Some(layer) = dispatch.downcast_ref::<SpanLayer>() else { return false };
+        let Some(export) = &layer.export else { return true };
         let mut record = SpanRecord::new(name, layer.sampler);
         if record.child_of_span_context(parent.span().span_context()) && record.sampled {
             record.extra().wall = Some((start, end));
             record.attributes.extend(attributes.iter().cloned());
-            layer.sink.submit(Item::Compact(record));
+            export.sink.submit(Item::Compact(record));
         }
         true
     })

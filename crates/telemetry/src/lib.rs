@@ -295,8 +295,7 @@ impl Pipeline {
         S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
     {
         layer::SpanLayer {
-            sink: self.sink.clone(),
-            overload: self.overload.clone(),
+            export: Some(layer::Export { sink: self.sink.clone(), overload: self.overload.clone() }),
             sampler: self.sampler,
             activation: self.context_activation,
         }
@@ -360,7 +359,8 @@ impl TelemetryGuard {
         })
     }
 
-    /// A handle on the export counters, for metrics endpoints.
+    /// A handle on the export counters, for metrics endpoints; `None` when export is
+    /// disabled (there is no pipeline to count).
     pub fn export_stats(&self) -> Option<ExportStats> {
         self.pipeline.as_ref().map(Pipeline::stats)
     }
@@ -393,6 +393,13 @@ impl Drop for TelemetryGuard {
 /// `TRACEWIRE_EXPORT_FILTER`, default [`DEFAULT_EXPORT_FILTER`]), the global tracer provider
 /// and tracewire-context's propagator. Configuration warnings are logged once installed.
 ///
+/// With [`Config::disabled`] (`OTEL_SDK_DISABLED=true`) nothing is exported: no tracer
+/// provider, queue, export worker or connection, and [`TelemetryGuard::stats`] stays zero.
+/// Contexts still propagate, as with OpenTelemetry's API without an SDK: spans are
+/// non-recording but have ids, an incoming context is continued (its trace id, flags,
+/// tracestate and baggage), and [`inject_current`] writes the current span's context. A
+/// trace started here gets ids and a sampled flag as with export on.
+///
 /// # Errors
 /// [`Error::AlreadyInitialized`] when a global subscriber exists; [`Error::Pipeline`] when
 /// export cannot start.
@@ -410,15 +417,24 @@ pub fn init(mut config: Config) -> Result<TelemetryGuard, Error> {
         config.propagators.baggage,
     );
 
+    let export_filter = config.export_filter.as_deref().unwrap_or(DEFAULT_EXPORT_FILTER);
+    let export = EnvFilter::try_new(export_filter).unwrap_or_else(|e| {
+        warnings.push(format!("TRACEWIRE_EXPORT_FILTER: {e}; using {DEFAULT_EXPORT_FILTER}"));
+        EnvFilter::new(DEFAULT_EXPORT_FILTER)
+    });
     let guard = if config.disabled {
-        tracing_subscriber::registry().with(fmt).try_init().map_err(|e| Error::AlreadyInitialized(e.to_string()))?;
+        // As OpenTelemetry's API without an SDK: nothing is recorded or exported (no queue,
+        // no worker, no connection), but spans still carry contexts, so an incoming context
+        // is continued and propagated to envelopes and children.
+        let contexts_only =
+            layer::SpanLayer { export: None, sampler: config.sampler, activation: config.context_activation };
+        tracing_subscriber::registry()
+            .with(fmt)
+            .with(contexts_only.with_filter(export))
+            .try_init()
+            .map_err(|e| Error::AlreadyInitialized(e.to_string()))?;
         TelemetryGuard { pipeline: None, done: false }
     } else {
-        let export_filter = config.export_filter.as_deref().unwrap_or(DEFAULT_EXPORT_FILTER);
-        let export = EnvFilter::try_new(export_filter).unwrap_or_else(|e| {
-            warnings.push(format!("TRACEWIRE_EXPORT_FILTER: {e}; using {DEFAULT_EXPORT_FILTER}"));
-            EnvFilter::new(DEFAULT_EXPORT_FILTER)
-        });
         let pipeline = Pipeline::new(&config)?;
         let otel = pipeline.layer().with_filter(export);
         if let Err(e) = tracing_subscriber::registry().with(fmt).with(otel).try_init() {
