@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracewire_context::TraceCarrier;
 use tracewire_proto::v1::{
     Ack, Exited, Notification, Output, ProcessInfo, Processes, Request, Response, Start, Started, Stream, exited,
@@ -24,7 +24,10 @@ use tracing::Instrument;
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct ExecConfig {
-    /// Kill a client's processes when its connection ends.
+    /// Kill a client's processes when the client goes away (a reset, a lost connection,
+    /// a dropped call). A client that only half-closes (sends no more requests) is not
+    /// gone: its processes run to the end and their output and Exited are delivered
+    /// before its stream ends.
     pub kill_on_disconnect: bool,
     /// Largest output chunk pushed at once, in bytes.
     pub chunk_size: usize,
@@ -162,8 +165,36 @@ pub struct ExecServer {
     config: ExecConfig,
     next_id: AtomicU64,
     procs: Arc<Mutex<HashMap<u64, Proc>>>,
-    conns: Mutex<HashMap<u64, Connection>>,
+    conns: Mutex<HashMap<u64, Tracked>>,
     store: Option<Store>,
+    /// Set by [`ExecServer::stop_accepting`]: Start is refused.
+    stopping: AtomicBool,
+    /// Open connections plus live process tasks, for [`ExecServer::idle`].
+    busy: Arc<watch::Sender<usize>>,
+}
+
+/// A connection the server holds, and its work in progress: the waiter of each process
+/// it started holds a receiver of `work` until that process's Exited is queued, so
+/// `work.closed()` resolves once all of it was handed to the connection.
+struct Tracked {
+    conn: Connection,
+    work: watch::Sender<()>,
+}
+
+/// One unit of [`ExecServer::idle`]'s count, given back when dropped.
+struct BusyGuard(Arc<watch::Sender<usize>>);
+
+impl BusyGuard {
+    fn new(busy: &Arc<watch::Sender<usize>>) -> Self {
+        busy.send_modify(|n| *n += 1);
+        Self(Arc::clone(busy))
+    }
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl std::fmt::Debug for ExecServer {
@@ -186,7 +217,46 @@ fn not_found(process_id: u64) -> RpcError {
 impl ExecServer {
     /// A server with these settings.
     pub fn new(config: ExecConfig) -> Self {
-        Self { config, next_id: AtomicU64::new(1), procs: Arc::default(), conns: Mutex::default(), store: None }
+        Self {
+            config,
+            next_id: AtomicU64::new(1),
+            procs: Arc::default(),
+            conns: Mutex::default(),
+            store: None,
+            stopping: AtomicBool::new(false),
+            busy: Arc::new(watch::Sender::new(0)),
+        }
+    }
+
+    /// Starts a graceful stop: every later Start is answered `CLOSED` ("the exec-server
+    /// is shutting down"); running processes, their output and every other request go on.
+    pub fn stop_accepting(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// Kills (SIGKILL) every process the server holds, whatever its connection; each one's
+    /// Exited is still sent. Returns how many were asked to die.
+    pub fn kill_all(&self) -> usize {
+        let Ok(procs) = self.procs.lock() else { return 0 };
+        procs.values().filter(|p| p.control.try_send(Control::Kill).is_ok()).count()
+    }
+
+    /// Resolves once no connection is open and every process's task has ended (its
+    /// Exited handed to the connection, its spans closed). With
+    /// [`ExecServer::stop_accepting`], the wait of a graceful stop:
+    ///
+    /// ```
+    /// use tracewire_exec::{ExecConfig, ExecServer};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let server = ExecServer::new(ExecConfig::default());
+    /// server.stop_accepting();
+    /// server.idle().await; // nothing running: at once
+    /// # });
+    /// ```
+    pub async fn idle(&self) {
+        let mut rx = self.busy.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     /// Persists every process's metadata (start, then end) in `store`, off the request
@@ -254,8 +324,8 @@ impl ExecServer {
             .conns
             .lock()
             .map(|c| {
-                c.values().fold((c.len(), 0, 0), |(n, d, q), conn| {
-                    (n, d + conn.dispatch_queue_depth(), q + conn.delivery_queue_depth())
+                c.values().fold((c.len(), 0, 0), |(n, d, q), t| {
+                    (n, d + t.conn.dispatch_queue_depth(), q + t.conn.delivery_queue_depth())
                 })
             })
             .unwrap_or_default();
@@ -279,6 +349,9 @@ impl ExecServer {
         let Some(program) = s.argv.first().cloned() else {
             return Err(RpcError::remote(ErrorCode::InvalidRequest, "argv is empty"));
         };
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(RpcError::remote(ErrorCode::Closed, "the exec-server is shutting down"));
+        }
         if self.running() >= self.config.max_processes {
             return Err(RpcError::remote(ErrorCode::Overloaded, "too many processes"));
         }
@@ -424,6 +497,7 @@ impl ExecServer {
         }
         let waiter = Waiter {
             process_id,
+            _work: self.conns.lock().ok().and_then(|c| c.get(&conn.id()).map(|t| t.work.subscribe())),
             conn: conn.clone(),
             carrier,
             started,
@@ -433,7 +507,12 @@ impl ExecServer {
             store: self.store.clone().map(|s| (s, record)),
             activity,
         };
-        tokio::spawn(waiter.run(child, control_rx, readers).instrument(process_span));
+        // Held until the process span is dropped: `idle` then knows its spans are closed.
+        let busy = BusyGuard::new(&self.busy);
+        tokio::spawn(async move {
+            waiter.run(child, control_rx, readers).instrument(process_span).await;
+            drop(busy);
+        });
         Ok(Response { result: Some(response::Result::Started(Started { process_id, pid })) })
     }
 }
@@ -495,6 +574,8 @@ impl Reader {
 
 struct Waiter {
     process_id: u64,
+    /// Held until Exited is queued: the connection's work in progress ([`Tracked`]).
+    _work: Option<watch::Receiver<()>>,
     conn: Connection,
     carrier: TraceCarrier,
     started: Instant,
@@ -649,7 +730,19 @@ impl Handler for ExecServer {
 
     fn connected(&self, conn: &Connection) {
         if let Ok(mut conns) = self.conns.lock() {
-            conns.insert(conn.id(), conn.clone());
+            conns.insert(conn.id(), Tracked { conn: conn.clone(), work: watch::Sender::new(()) });
+        }
+        self.busy.send_modify(|n| *n += 1);
+    }
+
+    /// The client sends no more requests: its processes run to the end, and this resolves
+    /// once each one's Exited is queued for the client.
+    fn finish(&self, conn: &Connection) -> impl std::future::Future<Output = ()> + Send {
+        let work = self.conns.lock().ok().and_then(|c| c.get(&conn.id()).map(|t| t.work.clone()));
+        async move {
+            if let Some(work) = work {
+                work.closed().await;
+            }
         }
     }
 
@@ -657,11 +750,13 @@ impl Handler for ExecServer {
         if let Ok(mut conns) = self.conns.lock() {
             conns.remove(&conn.id());
         }
-        let Ok(procs) = self.procs.lock() else { return };
-        for p in procs.values().filter(|p| p.conn == conn.id()) {
-            if self.config.kill_on_disconnect {
-                let _ = p.control.try_send(Control::Kill);
+        if let Ok(procs) = self.procs.lock() {
+            for p in procs.values().filter(|p| p.conn == conn.id()) {
+                if self.config.kill_on_disconnect {
+                    let _ = p.control.try_send(Control::Kill);
+                }
             }
         }
+        self.busy.send_modify(|n| *n = n.saturating_sub(1));
     }
 }

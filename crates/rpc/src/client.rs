@@ -37,7 +37,9 @@ impl Default for ClientConfig {
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Envelope>>>>;
 
-/// An RPC client over one link. Cheap to clone; calls may run concurrently.
+/// An RPC client over one link. Cheap to clone; calls may run concurrently. Dropping the
+/// last clone closes the connection both ways: the peer sees it go away (not a
+/// half-close), so a server cancels what the connection started.
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -52,6 +54,15 @@ struct Inner {
     notifications: Mutex<Option<mpsc::Receiver<Queued<Envelope>>>>,
     config: ClientConfig,
     closed: tokio::sync::watch::Receiver<bool>,
+    reader: tokio::task::AbortHandle,
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: stop reading, which drops the link's receiving side (over
+    /// gRPC that resets the stream, and the server cancels the connection's work).
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 /// Removes a call from the pending map when the call ends or is dropped (cancellation).
@@ -75,7 +86,7 @@ impl Client {
         let pending: Pending = Arc::default();
         let (note_tx, note_rx) = mpsc::channel(config.notification_buffer.max(1));
         let (closed_tx, closed_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(read_loop(link.rx, Arc::clone(&pending), note_tx, closed_tx));
+        let reader = tokio::spawn(read_loop(link.rx, Arc::clone(&pending), note_tx, closed_tx)).abort_handle();
         Self {
             inner: Arc::new(Inner {
                 tx: link.tx,
@@ -85,6 +96,7 @@ impl Client {
                 notifications: Mutex::new(Some(note_rx)),
                 config,
                 closed: closed_rx,
+                reader,
             }),
         }
     }

@@ -1,6 +1,10 @@
 //! The gRPC transport: service `tracewire.v1.Exec`, method `Connect`, one bidirectional
 //! stream of envelopes per connection, over TCP or a Unix socket. The stream's metadata
 //! carries the caller's `traceparent` too.
+//!
+//! The client ending its request stream (a half-close) means "no more requests": the
+//! server finishes the connection's work, delivers it, and ends the response stream with
+//! status OK. A reset (the client dropping the call) or a lost connection cancels the work.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -18,7 +22,7 @@ use tracewire_proto::exec_service::exec_server::{Exec, ExecServer};
 use tracing::Instrument;
 
 use crate::RpcError;
-use crate::server::{Handler, ServerConfig, serve};
+use crate::server::{Handler, ServerConfig, serve_until};
 use crate::transport::Link;
 
 /// Frames buffered per direction between a gRPC stream and its link.
@@ -82,14 +86,42 @@ impl<H: Handler> Exec for Service<H> {
         let mut inbound = request.into_inner();
         let (in_tx, in_rx) = mpsc::channel::<Bytes>(LINK_BUFFER);
         let (out_tx, out_rx) = mpsc::channel::<Bytes>(LINK_BUFFER);
+        let (reset_tx, reset_rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
-            while let Some(Ok(frame)) = inbound.next().await {
-                if in_tx.send(frame.0).await.is_err() {
-                    break;
+            let stopped = in_tx.closed();
+            tokio::pin!(stopped);
+            loop {
+                tokio::select! {
+                    next = inbound.message() => match next {
+                        Ok(Some(frame)) => {
+                            if in_tx.send(frame.0).await.is_err() {
+                                break;
+                            }
+                        }
+                        // The client half-closed: no more requests, the responses go on.
+                        Ok(None) => break,
+                        // A reset or a lost connection: the client is gone.
+                        Err(_) => {
+                            let _ = reset_tx.send(());
+                            break;
+                        }
+                    },
+                    // The connection was cancelled: stop reading.
+                    () = &mut stopped => break,
                 }
             }
         });
-        tokio::spawn(serve(Link { tx: out_tx, rx: in_rx }, Arc::clone(&self.handler), self.config).instrument(span));
+        // A reset cancels the connection; a clean end of the requests does not.
+        let reset = async move {
+            if reset_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::spawn(
+            serve_until(Link { tx: out_tx, rx: in_rx }, Arc::clone(&self.handler), self.config, reset).instrument(span),
+        );
+        // A client that drops the call resets the stream, and the server drops this stream
+        // (so the connection's outgoing channel closes, which cancels it too).
         let out = ReceiverStream::new(out_rx).map(|b| Ok(Frame(b)));
         Ok(Response::new(Box::pin(out)))
     }
@@ -139,7 +171,10 @@ impl BoundServer {
         &self.local
     }
 
-    /// Serves `handler` until `shutdown` resolves.
+    /// Serves `handler` until `shutdown` resolves, then stops gracefully: the listener is
+    /// closed at once (a client arriving later is refused, instead of waiting in its
+    /// backlog), every connection is told to go away (HTTP/2 GOAWAY), and this returns once
+    /// their streams have ended. Bound that wait yourself if clients may stay.
     ///
     /// # Errors
     /// When the server fails.
@@ -153,6 +188,9 @@ impl BoundServer {
             .max_decoding_message_size(GRPC_MAX_MESSAGE)
             .max_encoding_message_size(GRPC_MAX_MESSAGE);
         let router = tonic::transport::Server::builder().add_service(svc);
+        // tonic keeps its incoming stream (so the listening socket) until every connection
+        // has ended; connections come through a channel instead, which ends, and drops the
+        // listener, at `shutdown`. tonic then stops as if signalled.
         let result = match self.listener {
             Listener::Tcp(l) => {
                 // Small frames (a Start, an Output line) must not wait for Nagle's algorithm.
@@ -161,12 +199,15 @@ impl BoundServer {
                         let _ = c.set_nodelay(true);
                     })
                 });
-                router.serve_with_incoming_shutdown(incoming, shutdown).await
+                let (tx, rx) = mpsc::channel(1);
+                let serve = router.serve_with_incoming_shutdown(ReceiverStream::new(rx), std::future::pending());
+                tokio::join!(accept_until(incoming, tx, shutdown), serve).1
             }
             Listener::Unix(l, path) => {
-                let r = router
-                    .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(l), shutdown)
-                    .await;
+                let (tx, rx) = mpsc::channel(1);
+                let serve = router.serve_with_incoming_shutdown(ReceiverStream::new(rx), std::future::pending());
+                let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
+                let r = tokio::join!(accept_until(incoming, tx, shutdown), serve).1;
                 let _ = std::fs::remove_file(path);
                 r
             }
@@ -175,8 +216,37 @@ impl BoundServer {
     }
 }
 
+/// Passes `listener`'s connections to `tx` until `shutdown` resolves, then drops both (the
+/// listening socket closes, the receiving stream ends).
+async fn accept_until<C>(
+    listener: impl tokio_stream::Stream<Item = std::io::Result<C>>,
+    tx: mpsc::Sender<std::io::Result<C>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut listener = std::pin::pin!(listener);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            conn = listener.next() => match conn {
+                Some(conn) => {
+                    if tx.send(conn).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+}
+
 /// Connects to a gRPC exec server and opens one `Connect` stream, as a [`Link`]. The
 /// current span's context is sent in the stream's metadata.
+///
+/// Dropping the link's `tx` half-closes the stream ("no more requests"): the server still
+/// finishes what was started and delivers it, then ends the stream, so `rx` yields the
+/// rest and then `None`. Dropping `rx` resets the stream, which cancels the connection's
+/// work on the server.
 ///
 /// # Errors
 /// [`RpcError::Transport`] when the server cannot be reached.
@@ -209,9 +279,21 @@ pub async fn connect(address: &Address) -> Result<Link, RpcError> {
         client.connect(request).await.map_err(|e| RpcError::Transport(format!("open stream: {e}")))?.into_inner();
     let (in_tx, in_rx) = mpsc::channel::<Bytes>(LINK_BUFFER);
     tokio::spawn(async move {
-        while let Some(Ok(frame)) = inbound.next().await {
-            if in_tx.send(frame.0).await.is_err() {
-                break;
+        let dropped = in_tx.closed();
+        tokio::pin!(dropped);
+        loop {
+            tokio::select! {
+                next = inbound.message() => match next {
+                    Ok(Some(frame)) => {
+                        if in_tx.send(frame.0).await.is_err() {
+                            break;
+                        }
+                    }
+                    _ => break,
+                },
+                // Nobody reads the responses any more: dropping the stream resets it, which
+                // cancels the connection on the server.
+                () = &mut dropped => break,
             }
         }
     });

@@ -11,9 +11,11 @@
 //! - [`serve`]: the server dispatcher: a bounded queue (`rpc.queue` spans), worker tasks
 //!   (`rpc.dispatch` spans, children of the request's context), method routing to a
 //!   [`Handler`], notifications pushed through a bounded delivery queue
-//!   (`terminal.queue`, `terminal.deliver`).
+//!   (`terminal.queue`, `terminal.deliver`). A peer that stops sending (a half-close) still
+//!   gets the work it started ([`Handler::finish`]); a peer that goes away cancels it.
 //! - A missing or malformed trace carrier starts a new root trace and is counted, never an
-//!   error; an undecodable, oversized or unknown request gets a typed error response and the
+//!   error; a response carries the context the server used, never a value it refused. An
+//!   undecodable, oversized or unknown request gets a typed error response and the
 //!   connection survives.
 //!
 //! ```

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use bytes::Bytes;
 use prost::Message;
 use tokio::sync::mpsc;
-use tracewire_context::TraceCarrier;
+use tracewire_context::{Extracted, TraceCarrier, TraceContext, extract};
 use tracewire_proto::v1::{Envelope, Notification, Request, Response, Timing, envelope::Body, response};
-use tracewire_telemetry::{Queued, Stage, remote_context, set_parent_from, stage_span};
+use tracewire_telemetry::{Queued, Stage, inject_span, remote_context, set_parent_from, stage_span};
 use tracing::Instrument;
 
 use crate::timing::unix_nanos;
@@ -49,7 +49,21 @@ pub trait Handler: Send + Sync + 'static {
         let _ = conn;
     }
 
-    /// Called once when a connection ends (after its last request was handled).
+    /// Called once the peer has sent its last request (it half-closed its side, the gRPC
+    /// way of saying "no more requests") and every request has been answered. The
+    /// connection stays open, delivering notifications, until the returned future
+    /// completes: a handler finishes here the work the connection started (the exec-server
+    /// waits for its processes' `Exited`). When the peer goes away meanwhile (a reset, a
+    /// disconnect, a dropped call), the future is dropped. [`Handler::disconnected`]
+    /// follows either way. The default finishes at once.
+    fn finish(&self, conn: &Connection) -> impl Future<Output = ()> + Send {
+        let _ = conn;
+        std::future::ready(())
+    }
+
+    /// Called once when a connection ends: after its last request was handled and
+    /// [`Handler::finish`] completed, or as soon as the peer went away (which cancels the
+    /// connection's work).
     fn disconnected(&self, conn: &Connection) {
         let _ = conn;
     }
@@ -176,16 +190,38 @@ pub fn decode_incoming(frame: Bytes, max_envelope_bytes: usize) -> Incoming {
             env.id,
             ErrorCode::UnknownMethod,
             "unknown or missing method",
-            Some(carrier),
+            rejection_carrier(carrier),
         )),
-        _ => Incoming::Reject(error_envelope(env.id, ErrorCode::InvalidRequest, "expected a request", Some(carrier))),
+        _ => Incoming::Reject(error_envelope(
+            env.id,
+            ErrorCode::InvalidRequest,
+            "expected a request",
+            rejection_carrier(carrier),
+        )),
     }
 }
 
-/// Serves one connection until the peer goes away: decodes requests, queues them for
-/// the workers, answers each, and delivers notifications. Returns once the connection is
+/// Serves one connection: decodes requests, queues them for the workers, answers each,
+/// and delivers notifications.
+///
+/// The end of the incoming frames (the peer's half-close) means "no more requests": the
+/// connection answers what it received, lets the handler finish its work
+/// ([`Handler::finish`]), delivers everything queued, then closes its outgoing side.
+/// The peer going away (the transport dropping its end of the outgoing frames) cancels
+/// instead: [`Handler::disconnected`] is called at once. Returns once the connection is
 /// closed and every request has been answered.
 pub async fn serve<H: Handler>(transport: impl Transport, handler: Arc<H>, config: ServerConfig) {
+    serve_until(transport, handler, config, std::future::pending()).await;
+}
+
+/// [`serve`], also cancelled when `cancel` resolves (a transport that learns of a reset
+/// apart from its channels, as the gRPC transport does).
+pub(crate) async fn serve_until<H: Handler>(
+    transport: impl Transport,
+    handler: Arc<H>,
+    config: ServerConfig,
+    cancel: impl Future<Output = ()> + Send,
+) {
     let link = transport.into_link();
     let (out_tx, out_rx) = mpsc::channel::<Outgoing>(config.delivery_queue.max(1));
     let conn = Connection {
@@ -194,6 +230,14 @@ pub async fn serve<H: Handler>(transport: impl Transport, handler: Arc<H>, confi
         queued: Arc::new(AtomicUsize::new(0)),
     };
     handler.connected(&conn);
+    // The peer is gone once nobody takes the outgoing frames (or the transport says so).
+    let peer = link.tx.clone();
+    let mut gone = Box::pin(async move {
+        tokio::select! {
+            () = peer.closed() => {}
+            () = cancel => {}
+        }
+    });
     let writer = tokio::spawn(write_loop(out_rx, link.tx));
 
     let (job_tx, job_rx) = mpsc::channel::<Queued<Job>>(config.dispatch_queue.max(1));
@@ -212,7 +256,17 @@ pub async fn serve<H: Handler>(transport: impl Transport, handler: Arc<H>, confi
     }
 
     let mut rx = link.rx;
-    while let Some(frame) = rx.recv().await {
+    let mut cancelled = false;
+    loop {
+        let frame = tokio::select! {
+            biased;
+            () = &mut gone => {
+                cancelled = true;
+                break;
+            }
+            frame = rx.recv() => frame,
+        };
+        let Some(frame) = frame else { break };
         let t1 = unix_nanos();
         let (id, carrier, request) = match decode_incoming(frame, config.max_envelope_bytes) {
             Incoming::Request { id, carrier, request } => (id, carrier, request),
@@ -231,10 +285,19 @@ pub async fn serve<H: Handler>(transport: impl Transport, handler: Arc<H>, confi
             break;
         }
     }
+    drop(rx);
     drop(job_tx);
     for w in workers {
         let _ = w.await;
     }
+    if !cancelled {
+        // A half-close: the work goes on until it is done or the peer leaves.
+        tokio::select! {
+            () = handler.finish(&conn) => {}
+            () = &mut gone => {}
+        }
+    }
+    drop(gone);
     handler.disconnected(&conn);
     drop(conn);
     let _ = writer.await;
@@ -248,7 +311,7 @@ async fn dispatch<H: Handler>(job: Job, handler: &H, conn: &Connection) {
         rpc.request.id = job.id,
         error.type = tracing::field::Empty,
     );
-    set_parent_from(&span, &job.carrier);
+    let extracted = set_parent_from(&span, &job.carrier);
     let result = handler.handle(job.request, conn).instrument(span.clone()).await;
     let response = match result {
         Ok(r) => r,
@@ -265,11 +328,41 @@ async fn dispatch<H: Handler>(job: Job, handler: &H, conn: &Connection) {
     };
     let env = Envelope {
         id: job.id,
-        trace: Some(job.carrier.into()),
+        trace: Some(response_carrier(job.carrier, extracted, &span).into()),
         timing: Some(Timing { client_send_unix_nanos: 0, server_recv_unix_nanos: job.t1, server_send_unix_nanos: 0 }),
         body: Some(Body::Response(response)),
     };
     let _ = conn.out.send(Outgoing::Response(env)).await;
+}
+
+/// The carrier of a response: the context the server used for the request, never a
+/// value it refused. A continued context is the caller's, as the policy read it (version
+/// `00`, known flags, the tracestate and the baggage members it kept); a missing or invalid
+/// one is replaced by the new root the request ran in (`span`'s context), without the
+/// refused header values. The request's strings are reused.
+fn response_carrier(mut carrier: TraceCarrier, ex: Extracted, span: &tracing::Span) -> TraceCarrier {
+    carrier.traceparent.clear();
+    carrier.tracestate.clear();
+    carrier.baggage.clear();
+    let Extracted { context, remote_parent, started, baggage, .. } = ex;
+    match remote_parent {
+        Some(parent) if started.is_none() => {
+            // A carrier refuses none of its own fields.
+            let _ = TraceContext { span_id: parent, ..context }.inject(Some(&baggage), &mut carrier);
+        }
+        // Writes nothing when the span has no context (telemetry off).
+        _ => {
+            let _ = inject_span(span, &mut carrier);
+        }
+    }
+    carrier
+}
+
+/// The carrier of an error answered before dispatch: the caller's context when it is
+/// valid (as [`response_carrier`] writes it), else none, since no span was started.
+fn rejection_carrier(carrier: TraceCarrier) -> Option<TraceCarrier> {
+    let ex = extract(&carrier);
+    ex.continued().then(|| response_carrier(carrier, ex, &tracing::Span::none()))
 }
 
 async fn write_loop(mut out: mpsc::Receiver<Outgoing>, tx: mpsc::Sender<Bytes>) {

@@ -4,13 +4,18 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 /// One bidirectional connection carrying encoded envelopes: frames to send, frames
-/// received. Closing either channel closes the connection. Both channels are bounded, so
-/// a slow peer applies backpressure instead of growing memory.
+/// received. Both channels are bounded, so a slow peer applies backpressure instead of
+/// growing memory.
+///
+/// The two directions end apart: dropping `tx` says "nothing more from me" (a half-close;
+/// the peer may go on sending), while dropping `rx` says "I am gone" (a transport closes
+/// the connection or resets the stream). A transport ends `rx` when the peer half-closed
+/// or left, and closes `tx`'s receiving side when the peer left.
 #[derive(Debug)]
 pub struct Link {
     /// Frames to the peer.
     pub tx: mpsc::Sender<Bytes>,
-    /// Frames from the peer; `None` once the peer is gone.
+    /// Frames from the peer; `None` once the peer sends no more.
     pub rx: mpsc::Receiver<Bytes>,
 }
 
