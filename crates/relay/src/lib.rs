@@ -12,10 +12,12 @@ mod server;
 mod transport;
 mod wire;
 
+use tracewire_proto::v1::ResetReason;
+
 pub use framing::{FrameError, MAX_RECORD_PLAINTEXT, Opened, Opener, Sealer};
 pub use noise::{Keypair, NoiseConfig, Pattern, Suite, prologue, public_path, read_public_key};
 pub use server::{RelayConfig, RelayServer, Tap};
-pub use transport::{RelayEndpoint, RelayLink, accept, connect, serve_via_relay};
+pub use transport::{RelayEndpoint, RelayLink, RelayListener, accept, connect, serve_via_relay};
 
 /// A relay failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,4 +46,21 @@ pub enum RelayError {
     /// The relay connection failed or ended.
     #[error("relay transport: {0}")]
     Transport(String),
+}
+
+impl RelayError {
+    /// Whether trying again later may succeed without changing anything: the session was
+    /// at its limit of clients (`Reset(SESSION_FULL)`), or no server was attached to it
+    /// yet (`Reset(PEER_GONE)` before the handshake completed).
+    ///
+    /// ```
+    /// use tracewire_proto::v1::ResetReason;
+    /// use tracewire_relay::RelayError;
+    /// let full = RelayError::Reset { reason: ResetReason::SessionFull, detail: String::new() };
+    /// assert!(full.is_retryable());
+    /// assert!(!RelayError::WrongKey.is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Reset { reason: ResetReason::SessionFull | ResetReason::PeerGone, .. })
+    }
 }

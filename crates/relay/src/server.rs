@@ -1,10 +1,20 @@
-//! The relay server: pairs a client and a server by session id and forwards their frames.
-//! It holds no keys; it sees Hello, handshake messages (public by design), ciphertext
-//! records, and — only when a sender opts in — a cleartext traceparent for timing spans.
+//! The relay server: pairs the clients of a session with its server by session id and
+//! forwards their frames. One server attachment serves many clients, each on its own
+//! virtual stream (`RelayFrame.stream`, assigned here). It holds no keys; it sees Hello,
+//! handshake messages (public by design), ciphertext records, and — only when a sender
+//! opts in — a cleartext traceparent for timing spans.
+//!
+//! Every attachment has its own id, unique per relay and never reused: a client's id is
+//! its stream id, a server's its generation. The session table is the only authority on
+//! who is attached: a task forwards a frame only while its own id is in the table, and
+//! takes only its own entry out of it. Taking an entry out (dropping its [`End`]) tells its
+//! task to stop; its queued frames (a Reset saying why, typically) are flushed before its
+//! response ends.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -12,7 +22,9 @@ use http::HeaderValue;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use subtle::ConstantTimeEq;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc::error::SendTimeoutError;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_stream::StreamExt;
 use tracewire_proto::v1::{Heartbeat, RelayFrame, Reset, ResetReason, Role, relay_frame::Kind};
 
@@ -27,14 +39,22 @@ pub struct RelayConfig {
     /// Attachments must present this token (compared in constant time). `None`: open relay
     /// (only sensible on loopback).
     pub token: Option<String>,
-    /// Frames buffered per direction of a session; a full buffer makes the sender wait.
+    /// Frames buffered per direction of an attachment; a full buffer makes the sender wait.
     pub session_buffer: usize,
     /// How often the relay sends each end a heartbeat.
     pub heartbeat: Duration,
-    /// An end that sends nothing (not even heartbeats) for this long is closed.
+    /// An end that sends no frame at all (heartbeats included) for this long is reset with
+    /// `IDLE`. Only frames the end sends count, never the relay's own heartbeats. It also
+    /// bounds how long a client's first frame waits for a server to attach, and how long a
+    /// client may take nothing while its server has frames for it (then it is reset with
+    /// `IDLE`, so that one stalled client holds up the session's other clients for at
+    /// most this long).
     pub idle_timeout: Duration,
     /// How long an attachment may take to say Hello.
     pub hello_timeout: Duration,
+    /// Clients one session serves at once. One more is refused with `Reset(SESSION_FULL)`,
+    /// which is retryable ([`RelayError::is_retryable`]).
+    pub max_clients_per_session: usize,
 }
 
 impl Default for RelayConfig {
@@ -45,6 +65,7 @@ impl Default for RelayConfig {
             heartbeat: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             hello_timeout: Duration::from_secs(5),
+            max_clients_per_session: 64,
         }
     }
 }
@@ -61,10 +82,55 @@ pub(crate) const MAX_FRAME: u32 = 256 << 10;
 /// sees plaintext).
 pub type Tap = Arc<dyn Fn(&RelayFrame) + Send + Sync>;
 
+/// One attachment in the session table. Dropping it (once it is taken out of the table)
+/// stops its task, which then lets its response end after the frames already queued.
+struct End {
+    id: u64,
+    tx: mpsc::Sender<Outbound>,
+    _stop: oneshot::Sender<()>,
+    /// For a client: the server attachment its frames go to, fixed by its first forwarded
+    /// frame (0: none yet). A client never reaches a later server.
+    server: u64,
+}
+
 #[derive(Default)]
 struct Session {
-    ends: [Option<mpsc::Sender<Outbound>>; 2],
+    server: Option<End>,
+    clients: HashMap<u64, End>,
+    /// Notified when a server attaches.
     attached: Arc<Notify>,
+}
+
+impl Session {
+    fn is_empty(&self) -> bool {
+        self.server.is_none() && self.clients.is_empty()
+    }
+}
+
+/// What an attachment's task holds.
+struct Attachment {
+    session: String,
+    id: u64,
+    inbound: FrameReader<Incoming>,
+    own: mpsc::Sender<Outbound>,
+    stop: oneshot::Receiver<()>,
+    attached: Arc<Notify>,
+}
+
+/// Where a client's frame goes.
+enum Route {
+    Server(mpsc::Sender<Outbound>),
+    /// No server attached yet.
+    Waiting,
+    /// The client is no longer in the table (or its server left): forward nothing.
+    Retired,
+}
+
+/// Where a server's frame for a stream goes.
+enum Target {
+    Client(mpsc::Sender<Outbound>),
+    /// The server resets the stream: its last frame; the client is out of the table.
+    Last(End),
 }
 
 /// The relay.
@@ -72,6 +138,7 @@ struct Session {
 pub struct RelayServer {
     config: Arc<RelayConfig>,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
+    next_id: Arc<AtomicU64>,
     tap: Option<Tap>,
 }
 
@@ -82,15 +149,11 @@ impl std::fmt::Debug for RelayServer {
 }
 
 fn reset(reason: ResetReason, detail: impl Into<String>) -> RelayFrame {
-    RelayFrame { kind: Some(Kind::Reset(Reset { reason: reason.into(), detail: detail.into() })) }
+    RelayFrame { kind: Some(Kind::Reset(Reset { reason: reason.into(), detail: detail.into() })), stream: 0 }
 }
 
-fn slot(role: Role) -> Option<usize> {
-    match role {
-        Role::Client => Some(0),
-        Role::Server => Some(1),
-        Role::Unspecified => None,
-    }
+fn heartbeat() -> Outbound {
+    RelayFrame { kind: Some(Kind::Heartbeat(Heartbeat {})), stream: 0 }.into()
 }
 
 /// How long a stopping relay waits for its connections to close after resetting every
@@ -120,10 +183,42 @@ fn status_only(code: u8, message: &str) -> http::Response<FrameBody> {
     grpc_response(FrameBody::request(rx), Some((code, message)))
 }
 
+/// A heartbeat interval whose first tick is one period away.
+fn ticks(period: Duration) -> tokio::time::Interval {
+    let mut i = tokio::time::interval_at(Instant::now() + period, period);
+    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    i
+}
+
+/// The `relay.forward` span a forwarded frame ends when it is taken for the wire (for
+/// the last record of a message that carries a traceparent); `start` is the message's
+/// first record's arrival, kept per direction (and per stream).
+fn forward_span(frame: &RelayFrame, start: &mut Option<SystemTime>, received: SystemTime) -> Option<EndsSpan> {
+    let Some(Kind::Data(d)) = &frame.kind else { return None };
+    if d.traceparent.is_empty() {
+        return None;
+    }
+    let first = *start.get_or_insert(received);
+    if !d.last_fragment {
+        return None;
+    }
+    *start = None;
+    let (parent, _) = tracewire_telemetry::remote_context(&[("traceparent", d.traceparent.as_str())]);
+    Some(EndsSpan {
+        stage: tracewire_telemetry::Stage::RelayForward,
+        start: first,
+        parent,
+        attributes: vec![opentelemetry::KeyValue::new(
+            "tracewire.bytes",
+            i64::try_from(d.record.len()).unwrap_or(i64::MAX),
+        )],
+    })
+}
+
 impl RelayServer {
     /// A relay with these settings.
     pub fn new(config: RelayConfig) -> Self {
-        Self { config: Arc::new(config), sessions: Arc::default(), tap: None }
+        Self { config: Arc::new(config), sessions: Arc::default(), next_id: Arc::new(AtomicU64::new(1)), tap: None }
     }
 
     /// Calls `tap` with every frame received and forwarded.
@@ -136,6 +231,11 @@ impl RelayServer {
     /// Sessions with at least one end attached.
     pub fn sessions(&self) -> usize {
         self.sessions.lock().map_or(0, |s| s.len())
+    }
+
+    /// Clients attached to `session` (0 for an unknown session).
+    pub fn clients(&self, session: &str) -> usize {
+        self.sessions.lock().ok().and_then(|s| s.get(session).map(|s| s.clients.len())).unwrap_or(0)
     }
 
     /// Serves on a bound listener until `shutdown`: gRPC (`tracewire.v1.Relay/Attach`)
@@ -196,22 +296,28 @@ impl RelayServer {
         }
         let mut inbound = FrameReader::new(request.into_body());
         let first = tokio::time::timeout(self.config.hello_timeout, inbound.next()).await;
-        let Ok(Some(Ok(RelayFrame { kind: Some(Kind::Hello(hello)) }))) = first else {
+        let Ok(Some(Ok(RelayFrame { kind: Some(Kind::Hello(hello)), .. }))) = first else {
             return one_frame(reset(ResetReason::Protocol, "expected Hello"));
         };
         if !self.token_ok(&hello.attach_token) {
             return one_frame(reset(ResetReason::BadToken, "attachment refused"));
         }
-        let Some(idx) = slot(Role::try_from(hello.role).unwrap_or(Role::Unspecified)) else {
+        let role = Role::try_from(hello.role).unwrap_or(Role::Unspecified);
+        if role == Role::Unspecified {
             return one_frame(reset(ResetReason::Protocol, "no role"));
-        };
-        let (out_rx, attached) = match self.attach_end(&hello.session_id, idx) {
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (own, out_rx) = mpsc::channel(self.config.session_buffer.max(1));
+        let (stop_tx, stop) = oneshot::channel();
+        let end = End { id, tx: own.clone(), _stop: stop_tx, server: 0 };
+        let attached = match self.attach_end(&hello.session_id, role, end) {
             Ok(x) => x,
-            Err(reason) => return one_frame(reset(reason, "attachment refused")),
+            Err((reason, detail)) => return one_frame(reset(reason, detail)),
         };
-        let own = self.sessions.lock().ok().and_then(|s| s.get(&hello.session_id).and_then(|s| s.ends[idx].clone()));
-        let Some(own) = own else { return status_only(13, "session vanished") }; // INTERNAL
-        tokio::spawn(async move { self.forward(hello.session_id, idx, inbound, own, attached).await });
+        let a = Attachment { session: hello.session_id, id, inbound, own, stop, attached };
+        tokio::spawn(
+            async move { if role == Role::Server { self.run_server(a).await } else { self.run_client(a).await } },
+        );
         grpc_response(FrameBody::response(out_rx), None)
     }
 
@@ -234,8 +340,8 @@ impl RelayServer {
             Err(_) => return,
         };
         for s in sessions {
-            for end in s.ends.into_iter().flatten() {
-                let _ = end.try_send(reset(ResetReason::PeerGone, detail).into());
+            for end in s.server.into_iter().chain(s.clients.into_values()) {
+                let _ = end.tx.try_send(reset(ResetReason::PeerGone, detail).into());
             }
         }
     }
@@ -247,122 +353,258 @@ impl RelayServer {
         }
     }
 
-    /// Registers an end; returns its outbound receiver.
-    fn attach_end(&self, session: &str, idx: usize) -> Result<(mpsc::Receiver<Outbound>, Arc<Notify>), ResetReason> {
-        let mut sessions = self.sessions.lock().map_err(|_| ResetReason::Protocol)?;
+    /// Puts an attachment in the table; returns the session's "a server attached" signal.
+    fn attach_end(&self, session: &str, role: Role, end: End) -> Result<Arc<Notify>, (ResetReason, &'static str)> {
+        let mut sessions = self.sessions.lock().map_err(|_| (ResetReason::Protocol, "the relay failed"))?;
         let s = sessions.entry(session.to_owned()).or_default();
-        if s.ends[idx].is_some() {
-            return Err(ResetReason::RoleTaken);
+        if role == Role::Server {
+            if s.server.is_some() {
+                return Err((ResetReason::RoleTaken, "the session already has a server"));
+            }
+            s.server = Some(end);
+            s.attached.notify_waiters();
+        } else {
+            if s.clients.len() >= self.config.max_clients_per_session {
+                return Err((ResetReason::SessionFull, "the session serves its limit of clients; retry later"));
+            }
+            s.clients.insert(end.id, end);
         }
-        let (tx, rx) = mpsc::channel(self.config.session_buffer.max(1));
-        s.ends[idx] = Some(tx);
-        s.attached.notify_waiters();
-        Ok((rx, Arc::clone(&s.attached)))
+        Ok(Arc::clone(&s.attached))
     }
 
-    fn peer(&self, session: &str, idx: usize) -> Option<mpsc::Sender<Outbound>> {
-        self.sessions.lock().ok()?.get(session)?.ends[1 - idx].clone()
+    /// Where client `id`'s frames go now; binds it to the current server on its first frame.
+    fn route(&self, session: &str, id: u64) -> Route {
+        let Ok(mut sessions) = self.sessions.lock() else { return Route::Retired };
+        let Some(s) = sessions.get_mut(session) else { return Route::Retired };
+        let server = s.server.as_ref().map(|e| (e.id, e.tx.clone()));
+        let Some(client) = s.clients.get_mut(&id) else { return Route::Retired };
+        match server {
+            None if client.server == 0 => Route::Waiting,
+            Some((sid, tx)) if client.server == 0 || client.server == sid => {
+                client.server = sid;
+                Route::Server(tx)
+            }
+            _ => Route::Retired,
+        }
     }
 
-    /// Detaches an end: the peer is told, and the session is removed.
-    fn detach(&self, session: &str, idx: usize, reason: ResetReason) {
-        let peer = {
+    /// Where server `id`'s frame for `stream` goes (`Err`: this server is no longer the
+    /// session's). A Reset takes the client out of the table.
+    fn target(&self, session: &str, id: u64, stream: u64, last: bool) -> Result<Option<Target>, ()> {
+        let Ok(mut sessions) = self.sessions.lock() else { return Err(()) };
+        let Some(s) = sessions.get_mut(session) else { return Err(()) };
+        if s.server.as_ref().map(|e| e.id) != Some(id) {
+            return Err(());
+        }
+        match s.clients.get(&stream) {
+            Some(c) if c.server == id && last => Ok(s.clients.remove(&stream).map(Target::Last)),
+            Some(c) if c.server == id => Ok(Some(Target::Client(c.tx.clone()))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Takes client `id` out of the table, if it is still there; returns its server's
+    /// sender (when it had reached the current server) so the caller can tell it.
+    fn detach_client(&self, session: &str, id: u64) -> Option<mpsc::Sender<Outbound>> {
+        let Ok(mut sessions) = self.sessions.lock() else { return None };
+        let s = sessions.get_mut(session)?;
+        let end = s.clients.remove(&id)?;
+        let server = s.server.as_ref().filter(|srv| srv.id == end.server).map(|srv| srv.tx.clone());
+        if s.is_empty() {
+            sessions.remove(session);
+        }
+        drop(sessions);
+        drop(end);
+        server
+    }
+
+    /// Takes server `id` out of the table, if it is still the session's, with every client
+    /// it served; they are told and their streams closed.
+    fn detach_server(&self, session: &str, id: u64) {
+        let clients: Vec<End> = {
             let Ok(mut sessions) = self.sessions.lock() else { return };
             let Some(s) = sessions.get_mut(session) else { return };
-            s.ends[idx] = None;
-            let peer = s.ends[1 - idx].take();
-            sessions.remove(session);
-            peer
+            if s.server.as_ref().map(|e| e.id) != Some(id) {
+                return;
+            }
+            s.server = None;
+            let ids: Vec<u64> = s.clients.values().filter(|c| c.server == id).map(|c| c.id).collect();
+            let clients = ids.iter().filter_map(|i| s.clients.remove(i)).collect();
+            if s.is_empty() {
+                sessions.remove(session);
+            }
+            clients
         };
-        if let Some(p) = peer {
-            let _ = p.try_send(reset(reason, "the other end left the session").into());
+        for c in clients {
+            let _ = c.tx.try_send(reset(ResetReason::PeerGone, "the server left the session").into());
         }
     }
 
-    async fn forward(
-        &self,
-        session: String,
-        idx: usize,
-        mut inbound: FrameReader<Incoming>,
-        own: mpsc::Sender<Outbound>,
-        attached: Arc<Notify>,
-    ) {
+    /// A client attachment: its frames go to the session's server, tagged with its stream.
+    async fn run_client(&self, mut a: Attachment) {
         let cfg = Arc::clone(&self.config);
-        let mut heartbeat = tokio::time::interval(cfg.heartbeat);
-        heartbeat.tick().await;
+        let mut heartbeats = ticks(cfg.heartbeat);
+        let idle = tokio::time::sleep(cfg.idle_timeout);
+        tokio::pin!(idle);
         let mut message_start: Option<SystemTime> = None;
-        let reason = loop {
+        // Why this client's stream ends, for the server (`None`: the server knows).
+        let told: Option<&str> = loop {
             let frame = tokio::select! {
-                f = tokio::time::timeout(cfg.idle_timeout, inbound.next()) => f,
-                _ = heartbeat.tick() => {
-                    let _ = own.try_send(RelayFrame { kind: Some(Kind::Heartbeat(Heartbeat {})) }.into());
+                biased;
+                _ = &mut a.stop => break None,
+                f = a.inbound.next() => f,
+                _ = heartbeats.tick() => {
+                    let _ = a.own.try_send(heartbeat());
                     continue;
                 }
-            };
-            let frame = match frame {
-                Err(_) => {
-                    let _ = own.try_send(reset(ResetReason::Idle, "idle").into());
-                    break ResetReason::Idle;
+                () = &mut idle => {
+                    let _ = a.own.try_send(reset(ResetReason::Idle, "no frame from this client for the idle timeout").into());
+                    break Some("the client was idle");
                 }
-                Ok(None | Some(Err(_))) => break ResetReason::PeerGone,
-                Ok(Some(Ok(f))) => f,
             };
+            // Idleness counts from the last frame this client sent.
+            idle.as_mut().reset(Instant::now() + cfg.idle_timeout);
+            let Some(Ok(mut frame)) = frame else { break Some("the client left") };
             if let Some(tap) = &self.tap {
                 tap(&frame);
             }
             match &frame.kind {
                 Some(Kind::Heartbeat(_)) => continue,
                 Some(Kind::Hello(_)) | None => {
-                    let _ = own.try_send(reset(ResetReason::Protocol, "unexpected frame").into());
-                    break ResetReason::Protocol;
+                    let _ = a.own.try_send(reset(ResetReason::Protocol, "unexpected frame").into());
+                    break Some("the client broke the protocol");
                 }
                 _ => {}
             }
             let received = SystemTime::now();
-            // Wait for the peer to attach (bounded by the idle timeout).
-            let peer = loop {
-                if let Some(p) = self.peer(&session, idx) {
-                    break Some(p);
+            let last = matches!(frame.kind, Some(Kind::Reset(_)));
+            // The session's server (waiting for one to attach, bounded by the idle timeout).
+            let give_up = Instant::now() + cfg.idle_timeout;
+            let server = loop {
+                let attached = a.attached.notified();
+                tokio::pin!(attached);
+                attached.as_mut().enable();
+                match self.route(&a.session, a.id) {
+                    Route::Server(tx) => break Some(tx),
+                    Route::Retired => break None,
+                    Route::Waiting => {}
                 }
-                if tokio::time::timeout(cfg.idle_timeout, attached.notified()).await.is_err() {
-                    break None;
+                tokio::select! {
+                    biased;
+                    _ = &mut a.stop => break None,
+                    () = attached => {}
+                    () = tokio::time::sleep_until(give_up) => {
+                        let _ = a.own.try_send(reset(ResetReason::PeerGone, "no server attached").into());
+                        break None;
+                    }
                 }
             };
-            let Some(peer) = peer else {
-                let _ = own.try_send(reset(ResetReason::PeerGone, "no peer attached").into());
-                break ResetReason::PeerGone;
-            };
-            let timing = match &frame.kind {
-                Some(Kind::Data(d)) if !d.traceparent.is_empty() => {
-                    let start = *message_start.get_or_insert(received);
-                    Some((start, d.last_fragment, d.traceparent.clone(), d.record.len()))
-                }
-                _ => None,
-            };
+            let Some(server) = server else { break Some("the client left") };
+            frame.stream = a.id;
             if let Some(tap) = &self.tap {
                 tap(&frame);
             }
-            // relay.forward ends when the stream to the peer takes the message's last frame.
-            let ends = match timing {
-                Some((start, true, traceparent, bytes)) => {
-                    message_start = None;
-                    let (parent, _) = tracewire_telemetry::remote_context(&[("traceparent", traceparent.as_str())]);
-                    Some(EndsSpan {
-                        stage: tracewire_telemetry::Stage::RelayForward,
-                        start,
-                        parent,
-                        attributes: vec![opentelemetry::KeyValue::new(
-                            "tracewire.bytes",
-                            i64::try_from(bytes).unwrap_or(i64::MAX),
-                        )],
-                    })
-                }
-                _ => None,
+            let ends = forward_span(&frame, &mut message_start, received);
+            let sent = tokio::select! {
+                biased;
+                _ = &mut a.stop => break None,
+                sent = server.send(Outbound { frame, ends }) => sent,
             };
-            if peer.send(Outbound { frame, ends }).await.is_err() {
-                break ResetReason::PeerGone;
+            if sent.is_err() {
+                let _ = a.own.try_send(reset(ResetReason::PeerGone, "the server left the session").into());
+                break None;
+            }
+            if last {
+                break None; // the client reset its stream; the server has the Reset
             }
         };
-        self.detach(&session, idx, reason);
+        if let (Some(server), Some(detail)) = (self.detach_client(&a.session, a.id), told) {
+            let mut frame = reset(ResetReason::PeerGone, detail);
+            frame.stream = a.id;
+            let _ = server.try_send(frame.into());
+        }
+    }
+
+    /// A server attachment: its frames go to the client whose stream they name.
+    async fn run_server(&self, mut a: Attachment) {
+        let cfg = Arc::clone(&self.config);
+        let mut heartbeats = ticks(cfg.heartbeat);
+        let idle = tokio::time::sleep(cfg.idle_timeout);
+        tokio::pin!(idle);
+        let mut message_start: HashMap<u64, SystemTime> = HashMap::new();
+        loop {
+            let frame = tokio::select! {
+                biased;
+                _ = &mut a.stop => break,
+                f = a.inbound.next() => f,
+                _ = heartbeats.tick() => {
+                    let _ = a.own.try_send(heartbeat());
+                    continue;
+                }
+                () = &mut idle => {
+                    let _ = a.own.try_send(reset(ResetReason::Idle, "no frame from this server for the idle timeout").into());
+                    break;
+                }
+            };
+            idle.as_mut().reset(Instant::now() + cfg.idle_timeout);
+            let Some(Ok(mut frame)) = frame else { break };
+            if let Some(tap) = &self.tap {
+                tap(&frame);
+            }
+            match &frame.kind {
+                Some(Kind::Heartbeat(_)) => continue,
+                Some(Kind::Hello(_)) | None => {
+                    let _ = a.own.try_send(reset(ResetReason::Protocol, "unexpected frame").into());
+                    break;
+                }
+                _ if frame.stream == 0 => {
+                    let _ = a.own.try_send(reset(ResetReason::Protocol, "a frame for no stream").into());
+                    break;
+                }
+                _ => {}
+            }
+            let received = SystemTime::now();
+            let stream = frame.stream;
+            let last = matches!(frame.kind, Some(Kind::Reset(_)));
+            let target = match self.target(&a.session, a.id, stream, last) {
+                Err(()) => break,
+                Ok(None) => continue, // a stream that already ended
+                Ok(Some(t)) => t,
+            };
+            frame.stream = 0;
+            if let Some(tap) = &self.tap {
+                tap(&frame);
+            }
+            let mut start = message_start.remove(&stream);
+            let ends = forward_span(&frame, &mut start, received);
+            if let Some(s) = start {
+                message_start.insert(stream, s);
+            }
+            let (tx, end) = match target {
+                Target::Client(tx) => (tx, None),
+                Target::Last(end) => {
+                    message_start.remove(&stream);
+                    (end.tx.clone(), Some(end))
+                }
+            };
+            // A client that takes nothing for the idle timeout is reset, so that it cannot
+            // hold up the other clients of the session for longer.
+            let sent = tokio::select! {
+                biased;
+                _ = &mut a.stop => break,
+                sent = tx.send_timeout(Outbound { frame, ends }, cfg.idle_timeout) => sent,
+            };
+            drop(end); // after its last frame: the client's stream closes
+            if let Err(SendTimeoutError::Timeout(_)) = sent
+                && self.detach_client(&a.session, stream).is_some()
+            {
+                let _ = tx.try_send(reset(ResetReason::Idle, "the client took nothing for the idle timeout").into());
+                let mut frame = reset(ResetReason::PeerGone, "the client stopped reading");
+                frame.stream = stream;
+                let _ = a.own.try_send(frame.into());
+                message_start.remove(&stream);
+            }
+        }
+        self.detach_server(&a.session, a.id);
     }
 }

@@ -1,6 +1,14 @@
 //! The relay as a transport of the exec RPC: attach, handshake, then encrypted framing,
 //! with one set of stage spans per message (children of the envelope's trace context).
+//!
+//! A client attaches once per session it opens. A server attaches once per session it
+//! serves and demultiplexes its clients by stream id: each client gets its own Noise
+//! handshake, its own sealer and opener, and its own [`RelayLink`] ([`RelayListener`]).
+//!
+//! Each direction of a stream ends with a `Close` frame when the RPC layer stops sending
+//! (a half-close); a stream closed both ways ends without a Reset.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -10,9 +18,12 @@ use hyper_util::rt::TokioExecutor;
 use opentelemetry::KeyValue;
 use prost::Message;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tracewire_context::TraceCarrier;
-use tracewire_proto::v1::{Handshake, Heartbeat, Hello, RelayFrame, Reset, ResetReason, Role, relay_frame::Kind};
+use tracewire_proto::v1::{
+    Close, Handshake, Heartbeat, Hello, RelayFrame, Reset, ResetReason, Role, relay_frame::Kind,
+};
 use tracewire_rpc::Link;
 use tracewire_rpc::grpc::Address;
 use tracewire_telemetry::{Stage, emit_stage_span, remote_context};
@@ -43,7 +54,8 @@ pub struct RelayEndpoint {
     /// emit `relay.forward` spans. Exposes timing metadata only, never content. Off by
     /// default.
     pub expose_traceparent: bool,
-    /// How often this end sends a heartbeat.
+    /// How often this end sends a heartbeat: well under the relay's idle timeout, which
+    /// resets an end that sends nothing for that long.
     pub heartbeat: Duration,
 }
 
@@ -64,6 +76,11 @@ impl RelayEndpoint {
 }
 
 /// A session through the relay: the link the RPC layer uses, and why it ended.
+///
+/// Dropping `link.tx` is a half-close: this end sends `Close` after its last message and
+/// goes on receiving; `link.rx` ends (`None`, with `status` still `None`) once the peer has
+/// closed its side too. Dropping `link.rx` ends the stream at once (the peer learns it
+/// with a Reset, or by the client leaving the relay).
 #[derive(Debug)]
 pub struct RelayLink {
     /// Encoded envelopes both ways.
@@ -79,14 +96,21 @@ impl tracewire_rpc::Transport for RelayLink {
     }
 }
 
-struct Attached {
+/// Frames from the relay: a client's attachment, or one virtual stream of a server's.
+trait Inbound: Stream<Item = Result<RelayFrame, RelayError>> + Unpin + Send + 'static {}
+impl<T: Stream<Item = Result<RelayFrame, RelayError>> + Unpin + Send + 'static> Inbound for T {}
+
+/// One stream of frames through the relay: `stream` tags what this end sends (0 on a
+/// client's attachment).
+struct Attached<S> {
     out: mpsc::Sender<Outbound>,
-    inbound: FrameReader<hyper::body::Incoming>,
+    stream: u64,
+    inbound: S,
 }
 
-impl HandshakeIo for Attached {
+impl<S: Inbound> HandshakeIo for Attached<S> {
     async fn send(&mut self, message: Vec<u8>) -> Result<(), RelayError> {
-        let f = RelayFrame { kind: Some(Kind::Handshake(Handshake { message: message.into() })) };
+        let f = frame(Kind::Handshake(Handshake { message: message.into() }), self.stream);
         if self.out.send(f.into()).await.is_ok() {
             return Ok(());
         }
@@ -100,9 +124,9 @@ impl HandshakeIo for Attached {
     async fn recv(&mut self) -> Result<Vec<u8>, RelayError> {
         loop {
             match self.inbound.next().await {
-                Some(Ok(RelayFrame { kind: Some(Kind::Handshake(h)) })) => return Ok(h.message.to_vec()),
-                Some(Ok(RelayFrame { kind: Some(Kind::Heartbeat(_)) })) => {}
-                Some(Ok(RelayFrame { kind: Some(Kind::Reset(r)) })) => return Err(reset_error(&r)),
+                Some(Ok(RelayFrame { kind: Some(Kind::Handshake(h)), .. })) => return Ok(h.message.to_vec()),
+                Some(Ok(RelayFrame { kind: Some(Kind::Heartbeat(_)), .. })) => {}
+                Some(Ok(RelayFrame { kind: Some(Kind::Reset(r)), .. })) => return Err(reset_error(&r)),
                 Some(Ok(_)) => return Err(RelayError::Handshake("unexpected frame during the handshake".into())),
                 Some(Err(e)) => return Err(e),
                 None => return Err(RelayError::Transport("the relay closed the stream".into())),
@@ -118,11 +142,19 @@ fn reset_error(r: &Reset) -> RelayError {
     }
 }
 
-fn reset_frame(reason: ResetReason, detail: String) -> RelayFrame {
-    RelayFrame { kind: Some(Kind::Reset(Reset { reason: reason.into(), detail })) }
+fn frame(kind: Kind, stream: u64) -> RelayFrame {
+    RelayFrame { kind: Some(kind), stream }
 }
 
-async fn attach(ep: &RelayEndpoint, role: Role) -> Result<Attached, RelayError> {
+fn reset_frame(reason: ResetReason, detail: String, stream: u64) -> RelayFrame {
+    frame(Kind::Reset(Reset { reason: reason.into(), detail }), stream)
+}
+
+/// How long an end whose stream ended keeps reading, so that the relay receives what it
+/// queued last (a Reset saying why) before the HTTP/2 stream closes.
+const LINGER: Duration = Duration::from_secs(2);
+
+async fn attach(ep: &RelayEndpoint, role: Role) -> Result<Attached<FrameReader<hyper::body::Incoming>>, RelayError> {
     let address: Address =
         ep.relay.parse().map_err(|e: tracewire_rpc::RpcError| RelayError::Transport(e.to_string()))?;
     let Address::Tcp(addr) = address else { return Err(RelayError::Transport("the relay is reached over TCP".into())) };
@@ -143,9 +175,7 @@ async fn attach(ep: &RelayEndpoint, role: Role) -> Result<Attached, RelayError> 
     let (out, rx) = mpsc::channel::<Outbound>(64);
     let hello =
         Hello { session_id: ep.session.clone(), role: role.into(), attach_token: ep.token.clone().unwrap_or_default() };
-    out.send(RelayFrame { kind: Some(Kind::Hello(hello)) }.into())
-        .await
-        .map_err(|_| RelayError::Transport("closed".into()))?;
+    out.send(frame(Kind::Hello(hello), 0).into()).await.map_err(|_| RelayError::Transport("closed".into()))?;
     let mut request = http::Request::new(FrameBody::request(rx));
     *request.method_mut() = http::Method::POST;
     *request.uri_mut() = uri;
@@ -160,59 +190,252 @@ async fn attach(ep: &RelayEndpoint, role: Role) -> Result<Attached, RelayError> 
     if let Some(e) = wire::status_error(response.headers()) {
         return Err(e);
     }
-    Ok(Attached { out, inbound: FrameReader::new(response.into_body()) })
+    Ok(Attached { out, stream: 0, inbound: FrameReader::new(response.into_body()) })
 }
 
 /// The client end: attaches as client, runs the Noise handshake pinning `server_public`,
 /// and returns the encrypted link.
 ///
+/// Many clients may use one session at once, each with its own handshake and keys. A
+/// session at its limit of clients refuses one more with `Reset(SESSION_FULL)`:
+/// [`RelayError::is_retryable`] says that trying again later may work.
+///
 /// # Errors
-/// [`RelayError::WrongKey`], [`RelayError::Handshake`], [`RelayError::Reset`] (e.g. a bad
-/// token), [`RelayError::Transport`].
+/// [`RelayError::WrongKey`], [`RelayError::Handshake`], [`RelayError::Reset`] (a bad
+/// token, a full session, a server that failed the handshake), [`RelayError::Transport`].
 pub async fn connect(ep: &RelayEndpoint, server_public: &[u8; 32]) -> Result<RelayLink, RelayError> {
     let mut a = attach(ep, Role::Client).await?;
     let transport = initiate(ep.noise, &ep.session, server_public, &mut a).await?;
-    Ok(start(ep, a, Arc::new(transport)))
+    Ok(start(ep, a, Arc::new(transport), Side::Client { heartbeat: ep.heartbeat }))
 }
 
-/// The server end: attaches as server, waits for a client's handshake, and returns the
-/// encrypted link. A client that fails the handshake is reset.
+/// The server end of one client: attaches as server, waits for a client's handshake, and
+/// returns the encrypted link. A client that fails the handshake is reset, and the next
+/// one is waited for. The attachment serves only this client (others are refused) and
+/// ends with it; [`RelayListener`] serves many.
 ///
 /// # Errors
-/// As [`connect`].
+/// As [`RelayListener::accept`].
 pub async fn accept(ep: &RelayEndpoint, keypair: &Keypair) -> Result<RelayLink, RelayError> {
-    let mut a = attach(ep, Role::Server).await?;
-    match respond(ep.noise, &ep.session, keypair, &mut a).await {
-        Ok(t) => Ok(start(ep, a, Arc::new(t))),
+    RelayListener::bind(ep, keypair).await?.accept().await
+}
+
+/// The server end of a session: one attachment to the relay that serves every client of
+/// the session, each on its own virtual stream with its own Noise handshake.
+///
+/// Dropping the listener refuses further clients; the attachment ends when the links it
+/// gave out have ended.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), tracewire_relay::RelayError> {
+/// use tracewire_relay::{Keypair, RelayEndpoint, RelayListener};
+/// let ep = RelayEndpoint::new("127.0.0.1:7080", "S");
+/// let keypair = Keypair::generate()?;
+/// let mut listener = RelayListener::bind(&ep, &keypair).await?;
+/// loop {
+///     let link = listener.accept().await?; // one client, after its handshake
+///     tokio::spawn(async move {
+///         // serve it, e.g. tracewire_rpc::serve(link, handler, config)
+///         drop(link);
+///     });
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct RelayListener {
+    links: mpsc::Receiver<RelayLink>,
+    ended: watch::Receiver<Option<RelayError>>,
+    demux: tokio::task::AbortHandle,
+}
+
+impl RelayListener {
+    /// Attaches to the relay as the server of `ep.session`.
+    ///
+    /// # Errors
+    /// [`RelayError::Transport`] when the relay cannot be reached. A refusal by the relay
+    /// (a bad token, a session that already has a server) is the error of the first
+    /// [`accept`](Self::accept).
+    pub async fn bind(ep: &RelayEndpoint, keypair: &Keypair) -> Result<Self, RelayError> {
+        let a = attach(ep, Role::Server).await?;
+        let (links_tx, links) = mpsc::channel(16);
+        let (ended_tx, ended) = watch::channel(None);
+        let demux = tokio::spawn(demux(ep.clone(), keypair.clone(), a, links_tx, ended_tx)).abort_handle();
+        Ok(Self { links, ended, demux })
+    }
+
+    /// The next client whose handshake succeeded. Clients that fail theirs are reset
+    /// (`HANDSHAKE_FAILED`) and never returned.
+    ///
+    /// # Errors
+    /// Why the attachment ended: [`RelayError::Reset`] from the relay (`BAD_TOKEN`,
+    /// `ROLE_TAKEN`, `IDLE`, `PEER_GONE` when it shuts down), [`RelayError::Transport`].
+    /// Attach again ([`bind`](Self::bind)) to go on serving.
+    pub async fn accept(&mut self) -> Result<RelayLink, RelayError> {
+        if let Some(link) = self.links.recv().await {
+            return Ok(link);
+        }
+        let _ = self.ended.wait_for(Option::is_some).await;
+        Err(self.ended.borrow().clone().unwrap_or_else(|| RelayError::Transport("the relay closed the stream".into())))
+    }
+}
+
+/// Ends the attachment of a listener at once, with every stream it carries.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The server's attachment: routes frames from the relay to the virtual stream they name,
+/// starting a handshake for each new one. Returns when the relay ends the attachment, or
+/// when neither a listener nor a stream is left.
+async fn demux(
+    ep: RelayEndpoint,
+    keypair: Keypair,
+    a: Attached<FrameReader<hyper::body::Incoming>>,
+    links: mpsc::Sender<RelayLink>,
+    ended: watch::Sender<Option<RelayError>>,
+) {
+    let Attached { out, mut inbound, .. } = a;
+    let keypair = Arc::new(keypair);
+    let mut streams: HashMap<u64, mpsc::Sender<RelayFrame>> = HashMap::new();
+    let (gone_tx, mut gone) = mpsc::unbounded_channel::<u64>();
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + ep.heartbeat, ep.heartbeat);
+    let error = loop {
+        let f = tokio::select! {
+            biased;
+            f = inbound.next() => f,
+            Some(id) = gone.recv() => {
+                streams.remove(&id);
+                if streams.is_empty() && links.is_closed() { break None }
+                continue;
+            }
+            () = links.closed(), if streams.is_empty() => break None,
+            _ = tick.tick() => {
+                let _ = out.try_send(frame(Kind::Heartbeat(Heartbeat {}), 0).into());
+                continue;
+            }
+        };
+        let f = match f {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => break Some(e),
+            None => break Some(RelayError::Transport("the relay closed the stream".into())),
+        };
+        let stream = f.stream;
+        match &f.kind {
+            Some(Kind::Heartbeat(_)) => continue,
+            Some(Kind::Reset(r)) if stream == 0 => break Some(reset_error(r)),
+            _ if stream == 0 => continue,
+            _ => {}
+        }
+        if let Some(tx) = streams.get(&stream) {
+            let last = matches!(f.kind, Some(Kind::Reset(_)));
+            if tx.send(f).await.is_err() || last {
+                streams.remove(&stream);
+            }
+            continue;
+        }
+        // An unknown stream: a new client when it opens with a handshake. (Stream ids are
+        // assigned at attach time, so new streams need not arrive in the order of their
+        // ids.) Anything else is a frame of a stream that has ended here, which the relay
+        // retires, or a client that broke the protocol.
+        let refusal = match f.kind {
+            Some(Kind::Reset(_)) => continue,
+            Some(Kind::Handshake(_)) if links.is_closed() => {
+                Some((ResetReason::PeerGone, "the server accepts no more clients"))
+            }
+            Some(Kind::Handshake(_)) => None,
+            _ => Some((ResetReason::Protocol, "a stream must start with a handshake")),
+        };
+        if let Some((reason, detail)) = refusal {
+            let _ = out.send(reset_frame(reason, detail.into(), stream).into()).await;
+            continue;
+        }
+        // Room for a whole reorder window, so that one stream rarely holds up the others.
+        let (tx, rx) = mpsc::channel(ep.window.max(1) + 16);
+        let _ = tx.try_send(f);
+        streams.insert(stream, tx);
+        let io = Attached { out: out.clone(), stream, inbound: ReceiverStream::new(rx).map(Ok) };
+        tokio::spawn(handshake(ep.clone(), Arc::clone(&keypair), io, links.clone(), gone_tx.clone()));
+    };
+    if let Some(e) = &error {
+        tracing::debug!(target: "tracewire_relay", session = %ep.session, "the server attachment ended: {e}");
+    }
+    ended.send_replace(error.or_else(|| Some(RelayError::Transport("the attachment closed".into()))));
+}
+
+/// The server side of one virtual stream's handshake; the link goes to the listener.
+async fn handshake<S: Inbound>(
+    ep: RelayEndpoint,
+    keypair: Arc<Keypair>,
+    mut io: Attached<S>,
+    links: mpsc::Sender<RelayLink>,
+    gone: mpsc::UnboundedSender<u64>,
+) {
+    match respond(ep.noise, &ep.session, &keypair, &mut io).await {
+        Ok(t) => {
+            let link = start(&ep, io, Arc::new(t), Side::Virtual { gone });
+            // A listener dropped meanwhile: the link drops, and its stream closes.
+            let _ = links.send(link).await;
+        }
         Err(e) => {
-            // Tell the client why, and let the relay deliver it before we hang up.
-            let Attached { out, mut inbound } = a;
-            let _ = out.send(reset_frame(ResetReason::HandshakeFailed, e.to_string()).into()).await;
-            drop(out);
-            let _ =
-                tokio::time::timeout(Duration::from_secs(2), async { while inbound.next().await.is_some() {} }).await;
-            Err(e)
+            // Tell the client why (the relay delivers it before closing its stream);
+            // nothing to say to a client that is already gone.
+            if !matches!(e, RelayError::Reset { .. }) {
+                let _ = io.out.send(reset_frame(ResetReason::HandshakeFailed, e.to_string(), io.stream).into()).await;
+            }
+            tracing::debug!(target: "tracewire_relay", session = %ep.session, stream = io.stream, "handshake failed: {e}");
+            let _ = gone.send(io.stream);
         }
     }
 }
 
-fn start(ep: &RelayEndpoint, a: Attached, transport: Arc<snow::StatelessTransportState>) -> RelayLink {
+/// Which kind of stream a link runs on.
+enum Side {
+    /// A client's own attachment: it heartbeats, and its HTTP/2 stream ends with it.
+    Client { heartbeat: Duration },
+    /// A virtual stream of a server's attachment: ending it is a Reset for that stream.
+    Virtual { gone: mpsc::UnboundedSender<u64> },
+}
+
+/// The state both loops of one stream share.
+struct Shared {
+    status: watch::Sender<Option<RelayError>>,
+    /// Either loop ending stops the other.
+    closing: watch::Sender<bool>,
+    /// This end sent its `Close`: the RPC layer sends no more messages (a half-close).
+    sent_close: watch::Sender<bool>,
+}
+
+fn start<S: Inbound>(
+    ep: &RelayEndpoint,
+    a: Attached<S>,
+    transport: Arc<snow::StatelessTransportState>,
+    kind: Side,
+) -> RelayLink {
     let (to_rpc, rpc_rx) = mpsc::channel::<Bytes>(64);
     let (rpc_tx, from_rpc) = mpsc::channel::<Bytes>(64);
     let (status_tx, status) = watch::channel(None);
-    let status_tx = Arc::new(status_tx);
+    let shared =
+        Arc::new(Shared { status: status_tx, closing: watch::channel(false).0, sent_close: watch::channel(false).0 });
     let sealer = Sealer::new(Arc::clone(&transport));
     let opener = Opener::new(transport, ep.window, ep.max_message);
+    let heartbeat = match &kind {
+        Side::Client { heartbeat } => Some(*heartbeat),
+        Side::Virtual { .. } => None,
+    };
     tokio::spawn(send_loop(
         from_rpc,
         a.out.clone(),
+        a.stream,
         sealer,
         ep.expose_traceparent,
-        ep.heartbeat,
-        Arc::clone(&status_tx),
-        status.clone(),
+        heartbeat,
+        Arc::clone(&shared),
     ));
-    tokio::spawn(recv_loop(a.inbound, a.out, opener, to_rpc, status_tx));
+    tokio::spawn(recv_loop(a, opener, to_rpc, shared, kind));
     RelayLink { link: Link { tx: rpc_tx, rx: rpc_rx }, status }
 }
 
@@ -234,28 +457,47 @@ fn kv(key: &'static str, v: usize) -> KeyValue {
     KeyValue::new(key, i64::try_from(v).unwrap_or(i64::MAX))
 }
 
+async fn closing(shared: &Shared) {
+    let mut rx = shared.closing.subscribe();
+    let _ = rx.wait_for(|c| *c).await;
+}
+
 async fn send_loop(
     mut from_rpc: mpsc::Receiver<Bytes>,
     out: mpsc::Sender<Outbound>,
+    stream: u64,
     mut sealer: Sealer,
     expose: bool,
-    heartbeat: Duration,
-    status: Arc<watch::Sender<Option<RelayError>>>,
-    mut ended: watch::Receiver<Option<RelayError>>,
+    heartbeat: Option<Duration>,
+    shared: Arc<Shared>,
 ) {
-    let mut tick = tokio::time::interval(heartbeat);
-    tick.tick().await;
+    let mut tick = heartbeat.map(|h| tokio::time::interval_at(tokio::time::Instant::now() + h, h));
+    // Until the RPC layer half-closes; heartbeats go on after that, until the stream ends.
+    let mut open = true;
     loop {
         let message = tokio::select! {
-            m = from_rpc.recv() => m,
-            // The receiving side ended the session: stop, so the stream to the relay closes.
-            _ = async { ended.wait_for(Option::is_some).await.map(|_| ()) } => break,
-            _ = tick.tick() => {
-                if out.send(RelayFrame { kind: Some(Kind::Heartbeat(Heartbeat {})) }.into()).await.is_err() { break; }
+            m = from_rpc.recv(), if open => m,
+            // The receiving side ended the stream: stop, so the stream to the relay closes.
+            () = closing(&shared) => break,
+            _ = async { if let Some(t) = tick.as_mut() { t.tick().await } else { std::future::pending().await } } => {
+                if out.send(frame(Kind::Heartbeat(Heartbeat {}), stream).into()).await.is_err() { break; }
                 continue;
             }
         };
-        let Some(message) = message else { break };
+        let Some(message) = message else {
+            // The RPC layer sends no more (it dropped its sender): say so after the last
+            // record, and go on receiving. The stream ends once the peer has closed too.
+            open = false;
+            if out.send(frame(Kind::Close(Close {}), stream).into()).await.is_err() {
+                shared.status.send_if_modified(|s| {
+                    s.get_or_insert(RelayError::Transport("the relay closed the stream".into()));
+                    true
+                });
+                break;
+            }
+            shared.sent_close.send_replace(true);
+            continue;
+        };
         let t0 = SystemTime::now();
         let carrier = carrier_of(&message);
         let (parent, _) = remote_context(&carrier);
@@ -264,7 +506,7 @@ async fn send_loop(
         let frames = match sealer.seal(&message, traceparent) {
             Ok(f) => f,
             Err(e) => {
-                let _ = status.send(Some(e.into()));
+                shared.status.send_replace(Some(e.into()));
                 break;
             }
         };
@@ -287,7 +529,7 @@ async fn send_loop(
         for (i, f) in frames.into_iter().enumerate() {
             let ends = if i + 1 == n { send_span.take() } else { None };
             if let Err(mpsc::error::SendError(unsent)) =
-                out.send(Outbound { frame: RelayFrame { kind: Some(Kind::Data(f)) }, ends }).await
+                out.send(Outbound { frame: frame(Kind::Data(f), stream), ends }).await
             {
                 unsent.take(); // ends relay.send at the failure
                 failed = true;
@@ -295,39 +537,81 @@ async fn send_loop(
             }
         }
         if failed {
-            let _ = status.send(Some(RelayError::Transport("the relay closed the stream".into())));
+            shared.status.send_if_modified(|s| {
+                s.get_or_insert(RelayError::Transport("the relay closed the stream".into()));
+                true
+            });
             break;
         }
     }
+    shared.closing.send_replace(true);
 }
 
-async fn recv_loop(
-    mut inbound: FrameReader<hyper::body::Incoming>,
-    out: mpsc::Sender<Outbound>,
+/// How a stream's receiving side ended.
+enum Ended {
+    /// The relay or the peer reset it, or the relay closed it: nothing more to say.
+    ByPeer(Option<RelayError>),
+    /// This end found a fault and queued a Reset saying why.
+    Fault(RelayError),
+    /// This end closed it (the RPC layer dropped its link, or the sending side stopped).
+    Locally,
+    /// Both directions were closed (`Close` sent and received): a clean end.
+    Closed,
+}
+
+async fn recv_loop<S: Inbound>(
+    a: Attached<S>,
     mut opener: Opener,
     to_rpc: mpsc::Sender<Bytes>,
-    status: Arc<watch::Sender<Option<RelayError>>>,
+    shared: Arc<Shared>,
+    kind: Side,
 ) {
+    let Attached { out, stream, mut inbound } = a;
     let mut first_seen: Option<(SystemTime, u64)> = None;
-    let error = loop {
-        let frame = match inbound.next().await {
+    // `None` once the peer closed its direction: the RPC link's incoming side has ended.
+    let mut to_rpc = Some(to_rpc);
+    let mut sent_close = shared.sent_close.subscribe();
+    let ended = 'recv: loop {
+        let peer_closed = to_rpc.is_none();
+        let frame = tokio::select! {
+            biased;
+            _ = sent_close.wait_for(|sent| *sent), if peer_closed => break Ended::Closed,
+            f = inbound.next() => f,
+            () = closing(&shared) => break Ended::Locally,
+            () = async { if let Some(t) = &to_rpc { t.closed().await } else { std::future::pending().await } } => {
+                break Ended::Locally;
+            }
+        };
+        let frame = match frame {
             Some(Ok(f)) => f,
-            Some(Err(e)) => break Some(e),
+            Some(Err(e)) => break Ended::ByPeer(Some(e)),
             None => {
-                break opener
-                    .finish()
-                    .err()
-                    .map(RelayError::from)
-                    .or(Some(RelayError::Transport("the relay closed the stream".into())));
+                break Ended::ByPeer(
+                    opener
+                        .finish()
+                        .err()
+                        .map(RelayError::from)
+                        .or(Some(RelayError::Transport("the relay closed the stream".into()))),
+                );
             }
         };
         let data = match frame.kind {
-            Some(Kind::Data(d)) => d,
+            Some(Kind::Data(d)) if !peer_closed => d,
             Some(Kind::Heartbeat(_) | Kind::Ack(_)) => continue,
-            Some(Kind::Reset(r)) => break Some(reset_error(&r)),
+            Some(Kind::Reset(r)) => break Ended::ByPeer(Some(reset_error(&r))),
+            Some(Kind::Close(_)) if !peer_closed => {
+                // The peer sent its last message: a Close that cuts one is a fault.
+                if let Err(e) = opener.finish() {
+                    let _ = out.send(reset_frame(e.reset_reason(), e.to_string(), stream).into()).await;
+                    break Ended::Fault(e.into());
+                }
+                // The RPC link's incoming side ends (`None`); its outgoing side goes on.
+                to_rpc = None;
+                continue;
+            }
             _ => {
-                let _ = out.send(reset_frame(ResetReason::Protocol, "unexpected frame".into()).into()).await;
-                break Some(RelayError::Frame(FrameError::Truncated));
+                let _ = out.send(reset_frame(ResetReason::Protocol, "unexpected frame".into(), stream).into()).await;
+                break Ended::Fault(RelayError::Frame(FrameError::Truncated));
             }
         };
         let arrived = SystemTime::now();
@@ -338,8 +622,8 @@ async fn recv_loop(
             Ok(o) => o,
             Err(e) => {
                 // Tell the peer why, then stop: nothing after a fault is trusted.
-                let _ = out.send(reset_frame(e.reset_reason(), e.to_string()).into()).await;
-                break Some(e.into());
+                let _ = out.send(reset_frame(e.reset_reason(), e.to_string(), stream).into()).await;
+                break Ended::Fault(e.into());
             }
         };
         let t_opened = SystemTime::now();
@@ -372,17 +656,58 @@ async fn recv_loop(
             );
             emit_stage_span(Stage::RelayDecrypt, t_open, t_opened, &parent, &[kv("tracewire.bytes", len)]);
             emit_stage_span(Stage::RelayDecode, t_decode, t_decoded, &parent, &[kv("tracewire.bytes", len)]);
-            if to_rpc.send(Bytes::from(message)).await.is_err() {
-                return;
+            let Some(tx) = &to_rpc else { break 'recv Ended::Locally };
+            if tx.send(Bytes::from(message)).await.is_err() {
+                break 'recv Ended::Locally;
             }
         }
     };
-    let _ = status.send(error);
+    let clean = matches!(ended, Ended::Closed);
+    let (error, linger) = match ended {
+        Ended::ByPeer(e) => (e, false),
+        Ended::Fault(e) => (Some(e), true),
+        Ended::Locally | Ended::Closed => (None, true),
+    };
+    if let Some(e) = error {
+        shared.status.send_if_modified(|s| {
+            if s.is_some() {
+                return false;
+            }
+            *s = Some(e);
+            true
+        });
+    }
+    shared.closing.send_replace(true);
+    drop(to_rpc);
+    match kind {
+        Side::Client { .. } if linger => {
+            // Close the sending side (the request body ends once the sending loop has let
+            // go too) and keep reading until the relay closes the stream, so that what
+            // was queued last, a Reset especially, reaches it: dropping the stream now
+            // would cancel it with the Reset still buffered.
+            drop(out);
+            let _ = tokio::time::timeout(LINGER, async { while inbound.next().await.is_some() {} }).await;
+        }
+        Side::Client { .. } => {}
+        Side::Virtual { gone } => {
+            // The attachment goes on: a Reset for this stream tells the relay (and the
+            // client) that it ended here; the relay then retires the stream. After a clean
+            // end there is nothing to say: the client ends its attachment.
+            if linger && !clean && shared.status.borrow().is_none() {
+                let _ = out
+                    .send(reset_frame(ResetReason::PeerGone, "the server closed the stream".into(), stream).into())
+                    .await;
+            }
+            let _ = gone.send(stream);
+        }
+    }
 }
 
-/// Serves `handler` through the relay: attaches as the server of `ep.session`, serves the
-/// client that completes the handshake, and attaches again when it leaves (one client at
-/// a time per session). Returns only when `shutdown` resolves.
+/// Serves `handler` through the relay: attaches as the server of `ep.session` and serves
+/// every client of the session at once, each on its own virtual stream with its own
+/// handshake and keys. When the relay ends the attachment (it restarts, say), attaches
+/// again. Returns only when `shutdown` resolves; the attachment and every stream it
+/// carries end then.
 pub async fn serve_via_relay<H: tracewire_rpc::Handler>(
     ep: RelayEndpoint,
     keypair: Keypair,
@@ -391,14 +716,29 @@ pub async fn serve_via_relay<H: tracewire_rpc::Handler>(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let run = async {
+        let mut served = tokio::task::JoinSet::new();
         loop {
-            match accept(&ep, &keypair).await {
-                Ok(link) => tracewire_rpc::serve(link, Arc::clone(&handler), config).await,
+            match RelayListener::bind(&ep, &keypair).await {
+                Ok(mut listener) => {
+                    let _attachment = AbortOnDrop(listener.demux.clone());
+                    loop {
+                        match listener.accept().await {
+                            Ok(link) => {
+                                served.spawn(tracewire_rpc::serve(link, Arc::clone(&handler), config));
+                                while served.try_join_next().is_some() {}
+                            }
+                            Err(e) => {
+                                tracing::warn!(target: "tracewire_relay", session = %ep.session, "relay attachment ended: {e}");
+                                break;
+                            }
+                        }
+                    }
+                }
                 Err(e) => {
-                    tracing::warn!(target: "tracewire_relay", session = %ep.session, "relay session failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tracing::warn!(target: "tracewire_relay", session = %ep.session, "attaching to the relay: {e}");
                 }
             }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
     tokio::select! {

@@ -43,21 +43,29 @@ pub(crate) const CONTENT_TYPE: &str = "application/grpc";
 pub(crate) const MAX_MESSAGE: usize = 1 << 20;
 /// gRPC's length prefix: a compression flag and a big-endian `u32` length.
 const PREFIX: usize = 5;
-/// `RelayFrame.data` and `Data.record` (see `proto/tracewire/v1/relay.proto`).
+/// `RelayFrame.data`, `RelayFrame.stream` and `Data.record` (see
+/// `proto/tracewire/v1/relay.proto`).
 const FRAME_DATA_TAG: u32 = 3;
+const FRAME_STREAM_TAG: u32 = 7;
 const DATA_RECORD_TAG: u32 = 2;
 
 /// Encodes `frame` as one gRPC message: the bytes to send first and, for a `Data` frame
 /// with a record, the record itself (the same buffer, not a copy) to send right after.
 pub(crate) fn encode(frame: RelayFrame) -> (Bytes, Option<Bytes>) {
+    let stream = frame.stream;
     match frame.kind {
         Some(Kind::Data(Data { seq, record, last_fragment, traceparent })) if !record.is_empty() => {
             let others = Data { seq, record: Bytes::new(), last_fragment, traceparent };
             let record_field = key_len(DATA_RECORD_TAG) + encoded_len_varint(record.len() as u64);
             let data_len = others.encoded_len() + record_field + record.len();
-            let frame_len = key_len(FRAME_DATA_TAG) + encoded_len_varint(data_len as u64) + data_len;
+            let stream_len = if stream == 0 { 0 } else { key_len(FRAME_STREAM_TAG) + encoded_len_varint(stream) };
+            let frame_len = stream_len + key_len(FRAME_DATA_TAG) + encoded_len_varint(data_len as u64) + data_len;
             let mut head = BytesMut::with_capacity(PREFIX + frame_len - record.len());
             put_prefix(&mut head, frame_len);
+            if stream != 0 {
+                encode_key(FRAME_STREAM_TAG, WireType::Varint, &mut head);
+                encode_varint(stream, &mut head);
+            }
             encode_key(FRAME_DATA_TAG, WireType::LengthDelimited, &mut head);
             encode_varint(data_len as u64, &mut head);
             // A `BytesMut` grows as needed: encoding into it cannot fail.
@@ -67,7 +75,7 @@ pub(crate) fn encode(frame: RelayFrame) -> (Bytes, Option<Bytes>) {
             (head.freeze(), Some(record))
         }
         kind => {
-            let frame = RelayFrame { kind };
+            let frame = RelayFrame { kind, stream };
             let mut buf = BytesMut::with_capacity(PREFIX + frame.encoded_len());
             put_prefix(&mut buf, frame.encoded_len());
             let _ = frame.encode(&mut buf);
@@ -322,7 +330,7 @@ impl Buf for Rope {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tracewire_proto::v1::{Handshake, Heartbeat, Reset};
+    use tracewire_proto::v1::{Close, Handshake, Heartbeat, Reset};
 
     fn frames() -> Vec<RelayFrame> {
         let data = |seq, record: &[u8], last_fragment, traceparent: &str| RelayFrame {
@@ -332,16 +340,24 @@ mod tests {
                 last_fragment,
                 traceparent: traceparent.into(),
             })),
+            stream: 0,
         };
+        let on_stream = |stream, frame: RelayFrame| RelayFrame { stream, ..frame };
         vec![
             data(0, &[1, 2, 3], false, ""),
             data(7, &[9; 70_000], true, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
             data(3, &[], true, ""),
             data(u64::MAX, &[0], false, "x"),
-            RelayFrame { kind: Some(Kind::Handshake(Handshake { message: Bytes::from_static(b"hs") })) },
-            RelayFrame { kind: Some(Kind::Heartbeat(Heartbeat {})) },
-            RelayFrame { kind: Some(Kind::Reset(Reset { reason: 3, detail: "why".into() })) },
-            RelayFrame { kind: None },
+            on_stream(1, data(4, &[8; 300], true, "")),
+            on_stream(u64::MAX, data(5, &[8; 70_000], false, "")),
+            RelayFrame { kind: Some(Kind::Handshake(Handshake { message: Bytes::from_static(b"hs") })), stream: 0 },
+            RelayFrame { kind: Some(Kind::Handshake(Handshake { message: Bytes::from_static(b"hs") })), stream: 9 },
+            RelayFrame { kind: Some(Kind::Heartbeat(Heartbeat {})), stream: 0 },
+            RelayFrame { kind: Some(Kind::Reset(Reset { reason: 3, detail: "why".into() })), stream: 0 },
+            RelayFrame { kind: Some(Kind::Reset(Reset { reason: 2, detail: String::new() })), stream: 300 },
+            RelayFrame { kind: Some(Kind::Close(Close {})), stream: 0 },
+            RelayFrame { kind: Some(Kind::Close(Close {})), stream: 12 },
+            RelayFrame { kind: None, stream: 0 },
         ]
     }
 
@@ -374,6 +390,7 @@ mod tests {
                 last_fragment: true,
                 traceparent: String::new(),
             })),
+            stream: 3,
         };
         let (_, sent) = encode(frame);
         assert_eq!(sent.unwrap().as_ptr(), record.as_ptr());
@@ -419,13 +436,14 @@ mod tests {
                 last_fragment: true,
                 traceparent: String::new(),
             })),
+            stream: 0,
         };
         let (head, record) = encode(frame);
         let payload = record.unwrap().to_vec();
         let payload = Bytes::from(payload);
         let start = payload.as_ptr();
         let got = read_all(vec![Ok(Frame::data(head)), Ok(Frame::data(payload))]);
-        let Ok(RelayFrame { kind: Some(Kind::Data(d)) }) = &got[0] else { panic!("{got:?}") };
+        let Ok(RelayFrame { kind: Some(Kind::Data(d)), .. }) = &got[0] else { panic!("{got:?}") };
         assert_eq!(d.record.as_ptr(), start, "the record was copied");
     }
 

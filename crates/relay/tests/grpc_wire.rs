@@ -1,6 +1,7 @@
 //! The relay speaks gRPC itself (over hyper, without tonic's server): a stock tonic client
 //! generated from `relay.proto` attaches to it, and frames cross it byte for byte, both
-//! ways, whatever their size; an unknown method gets gRPC's UNIMPLEMENTED.
+//! ways, whatever their size (on the client's virtual stream at the server's side); an
+//! unknown method gets gRPC's UNIMPLEMENTED.
 
 use bytes::Bytes;
 use tokio_stream::StreamExt;
@@ -26,7 +27,7 @@ type Attached = (tokio::sync::mpsc::Sender<RelayFrame>, tonic::Streaming<RelayFr
 async fn attach(channel: &Channel, session: &str, role: Role) -> Attached {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let hello = Hello { session_id: session.into(), role: role.into(), attach_token: String::new() };
-    tx.send(RelayFrame { kind: Some(Kind::Hello(hello)) }).await.unwrap();
+    tx.send(RelayFrame { kind: Some(Kind::Hello(hello)), stream: 0 }).await.unwrap();
     let mut client = RelayClient::new(channel.clone()).max_decoding_message_size(1 << 20);
     let inbound = client.attach(ReceiverStream::new(rx)).await.unwrap().into_inner();
     (tx, inbound)
@@ -41,6 +42,7 @@ fn data(seq: u64, len: usize, last_fragment: bool, traceparent: &str) -> RelayFr
             last_fragment,
             traceparent: traceparent.into(),
         })),
+        stream: 0,
     }
 }
 
@@ -65,10 +67,16 @@ async fn a_tonic_client_attaches_and_frames_cross_intact_both_ways() {
         data(2, 0, true, ""),
         data(3, 200_000, false, "x"),
     ];
+    let mut stream = None;
     for f in &frames {
         client_tx.send(f.clone()).await.unwrap();
-        assert_eq!(&next(&mut server_rx).await, f);
-        server_tx.send(f.clone()).await.unwrap();
+        // The server receives the client's frames on the client's virtual stream...
+        let got = next(&mut server_rx).await;
+        assert_ne!(got.stream, 0, "a client's frame reaches the server tagged with its stream");
+        assert_eq!(*stream.get_or_insert(got.stream), got.stream, "one stream per client");
+        assert_eq!(&RelayFrame { stream: 0, ..got.clone() }, f);
+        // ...and answers on it; the client sees the frame as the server sent it, untagged.
+        server_tx.send(RelayFrame { stream: got.stream, ..f.clone() }).await.unwrap();
         assert_eq!(&next(&mut client_rx).await, f);
     }
     let _ = stop.send(());
