@@ -1,6 +1,6 @@
 //! The embedded OTLP trace receiver: gRPC (`TraceService/Export`) and HTTP
-//! (`POST /v1/traces`, protobuf or JSON), into a bounded in-memory store and, optionally,
-//! a SQLite database ([`SpanStore::with_db`]).
+//! (`POST /v1/traces`, protobuf or JSON), each plain or gzip-compressed, into a bounded
+//! in-memory store and, optionally, a SQLite database ([`SpanStore::with_db`]).
 //!
 //! With a database, a request is acknowledged only once its spans are queued for the
 //! database; when the database queue stays full the exporter is told to retry (gRPC
@@ -33,6 +33,8 @@ use tonic::{Request, Response, Status};
 
 use crate::SpanRecord;
 use crate::otlp::EncodedRequest;
+
+mod encoding;
 
 /// Spans received, bounded: beyond the capacity the oldest are dropped (from memory) and
 /// counted. With a database, every acknowledged span is also persisted.
@@ -422,7 +424,7 @@ where
         Box::pin(async move {
             let mut grpc = tonic::server::Grpc::new(EncodedCodec)
                 .apply_compression_config(accept, tonic::codec::EnabledCompressionEncodings::default())
-                .apply_max_message_size_config(Some(64 << 20), None);
+                .apply_max_message_size_config(Some(MAX_REQUEST_BYTES), None);
             Ok(grpc.unary(export, req).await)
         })
     }
@@ -475,49 +477,134 @@ pub async fn serve_grpc(
         .map_err(|e| ReceiverError::Io(e.to_string()))
 }
 
+/// The largest export request taken, in bytes: the message of an OTLP/gRPC call, and an
+/// OTLP/HTTP body both as sent and once decompressed (OTLP specification, "OTLP/HTTP
+/// Request": "The server MUST limit the size of the request body when parsing it,
+/// including after decompression"). Over it, OTLP/HTTP answers 413; OTLP/gRPC answers
+/// tonic's `OUT_OF_RANGE` (as sent) or `RESOURCE_EXHAUSTED` (once decompressed).
+pub const MAX_REQUEST_BYTES: usize = 64 << 20;
+
+/// Why an OTLP/HTTP export failed, as its status code says it (OTLP specification,
+/// "OTLP/HTTP Response", "Failures").
+#[derive(Debug)]
+enum Failure {
+    /// 400: the body cannot be decoded ("Bad Data"; not to be retried).
+    BadData(String),
+    /// 413: the body is over [`MAX_REQUEST_BYTES`], as sent or decompressed ("OTLP/HTTP
+    /// Request"; not to be retried).
+    TooLarge(String),
+    /// 415: a content coding the receiver does not decode; the answer's `Accept-Encoding`
+    /// lists those it does (RFC 9110 sections 15.5.16 and 12.5.3).
+    UnsupportedEncoding(String),
+    /// 503 with `Retry-After`: the database cannot take the batch now ("OTLP/HTTP
+    /// Throttling"; to be retried).
+    Unavailable(String),
+}
+
+/// `google.rpc.Status`, the body of every OTLP/HTTP failure ("Failures": "The response body
+/// for all HTTP 4xx and HTTP 5xx responses MUST be a Protobuf-encoded Status message").
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    /// The gRPC code of the same failure (OTLP does not use it; clients may log it).
+    #[prost(int32, tag = "1")]
+    code: i32,
+    /// For the sender's developers.
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+impl From<encoding::BodyError> for Failure {
+    fn from(e: encoding::BodyError) -> Self {
+        match e {
+            encoding::BodyError::Unsupported(_) => Self::UnsupportedEncoding(e.to_string()),
+            encoding::BodyError::TooLarge { .. } => Self::TooLarge(e.to_string()),
+            encoding::BodyError::Corrupt(_) | encoding::BodyError::Read(_) => Self::BadData(e.to_string()),
+        }
+    }
+}
+
+impl Failure {
+    /// The answer, its body a `Status` in the request's encoding (protobuf, or JSON for a
+    /// JSON request: "The server MUST use the same "Content-Type" in the response as it
+    /// received in the request").
+    fn respond(self, json: bool) -> axum::response::Response {
+        let (status, code, message) = match self {
+            Self::BadData(m) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, m),
+            Self::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, tonic::Code::ResourceExhausted, m),
+            Self::UnsupportedEncoding(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, tonic::Code::Unimplemented, m),
+            Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable, m),
+        };
+        let body = RpcStatus { code: code as i32, message };
+        let mut response = if json {
+            let text = serde_json::json!({ "code": body.code, "message": body.message }).to_string();
+            (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
+        } else {
+            (status, [(header::CONTENT_TYPE, "application/x-protobuf")], body.encode_to_vec()).into_response()
+        };
+        match status {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                response
+                    .headers_mut()
+                    .insert(header::ACCEPT_ENCODING, header::HeaderValue::from_static(encoding::ACCEPTED));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
 async fn http_export(
     axum::extract::State(store): axum::extract::State<Arc<SpanStore>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> axum::response::Response {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let ingested = if json {
-        match serde_json::from_slice::<ExportTraceServiceRequest>(&body) {
-            Ok(r) => Ok(store.ingest(r).await),
-            Err(e) => Err(e.to_string()),
-        }
-    } else {
-        match EncodedRequest::new(body) {
-            Ok(r) => Ok(store.ingest_encoded(r).await),
-            Err(e) => Err(e.to_string()),
-        }
-    };
-    match ingested {
-        Ok(ingested) => {
-            if let Err(e) = ingested {
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    [(header::RETRY_AFTER, "1")],
-                    format!("the span database cannot take this batch now ({e}); retry"),
-                )
-                    .into_response();
-            }
+    match export_body(&store, &headers, body, json).await {
+        Ok(()) if json => ([(header::CONTENT_TYPE, "application/json")], "{}").into_response(),
+        Ok(()) => {
             let response = ExportTraceServiceResponse { partial_success: None };
-            if json {
-                ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
-            } else {
-                ([(header::CONTENT_TYPE, "application/x-protobuf")], response.encode_to_vec()).into_response()
-            }
+            ([(header::CONTENT_TYPE, "application/x-protobuf")], response.encode_to_vec()).into_response()
         }
-        Err(e) => (StatusCode::BAD_REQUEST, format!("cannot decode the export request: {e}")).into_response(),
+        Err(failure) => failure.respond(json),
     }
 }
 
-/// Serves OTLP/HTTP (`POST /v1/traces`, `application/x-protobuf` or `application/json`)
-/// on `listener` until `shutdown`.
+/// Reads, decodes and ingests one OTLP/HTTP body.
+async fn export_body(
+    store: &SpanStore,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    json: bool,
+) -> Result<(), Failure> {
+    let body = encoding::read(headers, body, MAX_REQUEST_BYTES).await?;
+    let bad = |e: &dyn std::fmt::Display| Failure::BadData(format!("cannot decode the export request: {e}"));
+    let ingested = if json {
+        let request = serde_json::from_slice::<ExportTraceServiceRequest>(&body).map_err(|e| bad(&e))?;
+        store.ingest(request).await
+    } else {
+        store.ingest_encoded(EncodedRequest::new(body).map_err(|e| bad(&e))?).await
+    };
+    ingested
+        .map(drop)
+        .map_err(|e| Failure::Unavailable(format!("the span database cannot take this batch now ({e}); retry")))
+}
+
+/// Serves OTLP/HTTP (`POST /v1/traces`, `application/x-protobuf` or `application/json`,
+/// as it is or gzip-compressed: `Content-Encoding: gzip`) on `listener` until `shutdown`.
+///
+/// Answers as the OTLP specification says ("OTLP/HTTP Response"): 200 with an
+/// `ExportTraceServiceResponse`; 400 for a body that cannot be decoded (corrupt gzip
+/// included); 413 for a body over [`MAX_REQUEST_BYTES`] as sent or once decompressed (a
+/// compressed body is inflated as it arrives and abandoned at the limit); 415, with
+/// `Accept-Encoding`, for any content coding other than gzip and identity; 503 with
+/// `Retry-After` when the database cannot take the batch. Failures carry a
+/// `google.rpc.Status` in the request's encoding.
 ///
 /// # Errors
 /// When serving fails.
@@ -526,9 +613,6 @@ pub async fn serve_http(
     store: Arc<SpanStore>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ReceiverError> {
-    let app = axum::Router::new()
-        .route("/v1/traces", axum::routing::post(http_export))
-        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
-        .with_state(store);
+    let app = axum::Router::new().route("/v1/traces", axum::routing::post(http_export)).with_state(store);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(|e| ReceiverError::Io(e.to_string()))
 }

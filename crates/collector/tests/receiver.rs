@@ -1,9 +1,11 @@
 //! The embedded receiver with real senders: the OpenTelemetry Python SDK over gRPC and
-//! HTTP/protobuf, OTLP/JSON, and rotel-agent forwarding over OTLP.
+//! HTTP/protobuf (plain and gzip), OTLP/JSON, and rotel-agent forwarding over OTLP/gRPC and
+//! OTLP/HTTP with gzip.
 
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracewire_collector::SpanRecord;
@@ -30,8 +32,14 @@ async fn receiver_with(store: SpanStore) -> Receiver {
 }
 
 fn emit(protocol: &str, endpoint: &str) -> Vec<serde_json::Value> {
+    emit_with(protocol, endpoint, 1, &[])
+}
+
+/// Runs `emit.py`: a parent and `children` child spans with the Python SDK, its exporter
+/// configured by `env`; returns what it sent.
+fn emit_with(protocol: &str, endpoint: &str, children: usize, env: &[(&str, &str)]) -> Vec<serde_json::Value> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/emit.py");
-    let out = run_python(&script, &[protocol, endpoint], &[]).unwrap();
+    let out = run_python(&script, &[protocol, endpoint, &children.to_string()], env).unwrap();
     serde_json::from_str(out.trim()).unwrap()
 }
 
@@ -56,6 +64,9 @@ fn check(sent: &[serde_json::Value], got: &[SpanRecord], service: &str) {
         assert_eq!(r.start_ns, s["start_ns"].as_i64().unwrap());
         assert_eq!(r.end_ns, s["end_ns"].as_i64().unwrap());
         assert_eq!(r.service, service);
+        for (key, value) in s["attributes"].as_object().unwrap() {
+            assert_eq!(r.attributes.get(key).map(String::as_str), value.as_str(), "{key} of {r:?}");
+        }
     }
     let parent = got.iter().find(|g| g.name == "parent").unwrap();
     assert_eq!(parent.attributes.get("n").map(String::as_str), Some("7"));
@@ -316,4 +327,153 @@ fn the_bound_is_exact_across_requests_and_within_one() {
         assert_eq!(got, want);
         assert_eq!((store.received(), store.dropped()), (9, 4));
     }
+}
+
+/// A loopback TCP relay in front of a receiver that keeps a copy of every byte each way: what
+/// a sender put on the wire (its `Content-Encoding`) and what it was answered.
+struct Tap {
+    addr: SocketAddr,
+    up: Arc<Mutex<Vec<u8>>>,
+    down: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Tap {
+    async fn start(target: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target = target.trim_start_matches("http://").to_owned();
+        let (up, down) = (Arc::default(), Arc::default());
+        let (u, d) = (Arc::clone(&up), Arc::clone(&down));
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else { continue };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(Self::pipe(client_read, server_write, Arc::clone(&u)));
+                tokio::spawn(Self::pipe(server_read, client_write, Arc::clone(&d)));
+            }
+        });
+        Self { addr, up, down }
+    }
+
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        copy: Arc<Mutex<Vec<u8>>>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0; 64 << 10];
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            copy.lock().unwrap().extend_from_slice(&buf[..n]);
+            if to.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Everything senders wrote, lowercased (header names are case-insensitive).
+    fn sent(&self) -> String {
+        String::from_utf8_lossy(&self.up.lock().unwrap()).to_ascii_lowercase()
+    }
+
+    /// The status lines of every answer (each answer's body runs into the next status line).
+    fn answers(&self) -> Vec<String> {
+        let down = String::from_utf8_lossy(&self.down.lock().unwrap()).into_owned();
+        down.match_indices("HTTP/1.1 ")
+            .map(|(at, _)| down[at..].split("\r\n").next().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+/// OTLP specification, "Protocol Details": "All server components MUST support the following
+/// transport compression options: No compression [...] Gzip compression"; "OTLP/HTTP
+/// Request": "The client MAY gzip the content and in that case MUST include
+/// "Content-Encoding: gzip" request header". The Python SDK's HTTP exporter, as configured by
+/// OTEL_EXPORTER_OTLP_COMPRESSION, plain and gzip: every span arrives, exactly once, with its
+/// attributes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_http_exporter_with_and_without_gzip_delivers_every_span() {
+    for compression in ["none", "gzip"] {
+        let r = receiver().await;
+        let tap = Tap::start(&r.http).await;
+        let env = [("OTEL_EXPORTER_OTLP_COMPRESSION", compression)];
+        let sent = emit_with("http", &format!("{}/v1/traces", tap.url()), 9, &env);
+        assert_eq!(sent.len(), 10);
+        let got = wait_for(&r.store, sent[0]["trace_id"].as_str().unwrap(), sent.len()).await;
+        check(&sent, &got, "py-http");
+        // The exporter exported span by span, and has exited: nothing more is coming.
+        assert_eq!((r.store.received(), r.store.snapshot().len()), (10, 10), "{compression}");
+        let wire = tap.sent();
+        assert_eq!(wire.contains("content-encoding: gzip"), compression == "gzip", "{compression}: {wire:.400}");
+        assert!(tap.answers().iter().all(|a| a.starts_with("HTTP/1.1 200")), "{:?}", tap.answers());
+    }
+}
+
+/// An encoding OTLP does not list (the Python SDK also offers `deflate`) is refused with 415
+/// (RFC 9110 section 15.5.16, "415 Unsupported Media Type": "If the problem was caused by an
+/// unsupported content coding, the Accept-Encoding response header field ought to be
+/// used"), which the exporter does not retry (OTLP specification, "Retryable Response
+/// Codes"), and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_with_deflate_is_answered_415_and_nothing_is_stored() {
+    let r = receiver().await;
+    let tap = Tap::start(&r.http).await;
+    let env = [("OTEL_EXPORTER_OTLP_COMPRESSION", "deflate")];
+    let sent = emit_with("http", &format!("{}/v1/traces", tap.url()), 1, &env);
+    assert_eq!(sent.len(), 2);
+    assert!(tap.sent().contains("content-encoding: deflate"), "{:.400}", tap.sent());
+    // One request per span (the SDK's simple processor), each refused once, not retried.
+    assert_eq!(tap.answers(), ["HTTP/1.1 415 Unsupported Media Type"; 2]);
+    let down = String::from_utf8_lossy(&tap.down.lock().unwrap()).to_ascii_lowercase();
+    assert!(down.contains("accept-encoding: gzip, identity"), "{down}");
+    assert_eq!((r.store.received(), r.store.snapshot().len()), (0, 0));
+}
+
+/// rotel-agent forwarding over OTLP/HTTP with `--otlp-exporter-compression gzip` (what
+/// collectors send by default): every span the SDK sent arrives once, with its attributes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotel_agent_forwards_over_otlp_http_with_gzip_intact() {
+    let r = receiver().await;
+    let tap = Tap::start(&r.http).await;
+    let (gp, hp) = (tracewire_testkit::free_port(), tracewire_testkit::free_port());
+    let agent = tracewire_testkit::rotel_agent().unwrap();
+    let dir = tracewire_testkit::TempDir::new("tw-rotel-http").unwrap();
+    let mut child = std::process::Command::new(agent)
+        .args([
+            "start",
+            "--otlp-grpc-endpoint",
+            &format!("127.0.0.1:{gp}"),
+            "--otlp-http-endpoint",
+            &format!("127.0.0.1:{hp}"),
+        ])
+        .args(["--exporter", "otlp", "--otlp-exporter-endpoint", &tap.url()])
+        .args(["--otlp-exporter-protocol", "http", "--otlp-exporter-compression", "gzip"])
+        .args(["--batch-timeout", "100ms"])
+        .arg("--pid-file")
+        .arg(dir.path().join("rotel.pid"))
+        .stdout(std::fs::File::create(dir.path().join("rotel.out")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("rotel.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", gp)).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = emit_with("grpc", &format!("http://127.0.0.1:{gp}"), 29, &[]);
+    assert_eq!(sent.len(), 30);
+    let got = wait_for(&r.store, sent[0]["trace_id"].as_str().unwrap(), sent.len()).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(dir.path().join("rotel.log")).unwrap_or_default()
+        + &std::fs::read_to_string(dir.path().join("rotel.out")).unwrap_or_default();
+    assert_eq!(got.len(), sent.len(), "answers {:?}; rotel-agent log:\n{log}", tap.answers());
+    check(&sent, &got, "py-grpc");
+    assert_eq!(r.store.received(), 30, "each span once");
+    assert!(tap.sent().contains("content-encoding: gzip"), "{:.400}", tap.sent());
+    assert!(tap.answers().iter().all(|a| a.starts_with("HTTP/1.1 200")), "{:?}", tap.answers());
 }
