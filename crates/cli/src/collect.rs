@@ -11,6 +11,8 @@ use anyhow::{Context, Result};
 use tracewire_collector::Slo;
 use tracewire_collector::receiver::{SpanStore, bind, serve_grpc, serve_http};
 
+use crate::shutdown::Stop;
+
 /// What `collect` was asked to do.
 pub(crate) struct Options {
     pub(crate) grpc: SocketAddr,
@@ -21,23 +23,13 @@ pub(crate) struct Options {
     pub(crate) slos: Vec<Slo>,
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn stop_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
-}
+/// How long the receivers get, once stopped, to finish the exports in flight.
+const RECEIVER_GRACE: Duration = Duration::from_secs(5);
 
-pub(crate) async fn run(o: Options) -> Result<i32> {
+/// Collects until `stop`: then the receivers stop accepting and finish the exports in
+/// flight (within [`RECEIVER_GRACE`]), the database commits everything acknowledged, and
+/// the report is written.
+pub(crate) async fn run(o: Options, stop: Stop) -> Result<i32> {
     let mut store = SpanStore::new(o.memory);
     if let Some(path) = &o.db {
         store =
@@ -46,12 +38,8 @@ pub(crate) async fn run(o: Options) -> Result<i32> {
     let store = Arc::new(store);
     let (gl, grpc) = bind(o.grpc).await?;
     let (hl, http) = bind(o.http).await?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let grpc_task = tokio::spawn(serve_grpc(gl, Arc::clone(&store), stopped(stop_rx.clone())));
-    let http_task = tokio::spawn(serve_http(hl, Arc::clone(&store), stopped(stop_rx)));
+    let mut grpc_task = tokio::spawn(serve_grpc(gl, Arc::clone(&store), stop.future()));
+    let mut http_task = tokio::spawn(serve_http(hl, Arc::clone(&store), stop.future()));
     // Tests and scripts read this line to learn the bound addresses (port 0 works).
     println!(
         "collecting OTLP/gRPC on {grpc}, OTLP/HTTP on http://{http}/v1/traces{}",
@@ -60,7 +48,7 @@ pub(crate) async fn run(o: Options) -> Result<i32> {
     std::io::stdout().flush()?;
 
     // Progress once a second until asked to stop.
-    let signal = stop_signal();
+    let signal = stop.requested();
     tokio::pin!(signal);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let (mut last, mut last_at) = (0u64, Instant::now());
@@ -81,9 +69,20 @@ pub(crate) async fn run(o: Options) -> Result<i32> {
         }
     }
     let _ = writeln!(stderr);
-    let _ = stop_tx.send(true);
-    grpc_task.await?.context("OTLP/gRPC receiver")?;
-    http_task.await?.context("OTLP/HTTP receiver")?;
+    // Both stopped accepting at the signal; an exporter that keeps its stream open past
+    // the grace is cut off (what it sent before was acknowledged only once kept).
+    let deadline = tokio::time::Instant::now() + RECEIVER_GRACE;
+    for (task, name) in [(&mut grpc_task, "OTLP/gRPC receiver"), (&mut http_task, "OTLP/HTTP receiver")] {
+        if let Ok(served) = tokio::time::timeout_at(deadline, &mut *task).await {
+            served?.context(name)?;
+        } else {
+            task.abort();
+            eprintln!(
+                "tracewire: {name}: exports still in flight after {} s; stopping anyway",
+                RECEIVER_GRACE.as_secs()
+            );
+        }
+    }
     finish(&store, o.db.as_deref(), o.out.as_deref(), &o.slos).await
 }
 

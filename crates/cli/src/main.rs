@@ -16,6 +16,8 @@
 //! ```
 //!
 //! Both export spans with tracewire-telemetry, configured by the `OTEL_*` variables.
+//! `exec-server`, `relay` and `collect` serve until SIGINT or SIGTERM, then stop gracefully
+//! (`shutdown.rs`); a second signal exits at once.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -33,6 +35,7 @@ use tracing::Instrument;
 mod collect;
 mod demo;
 mod report;
+mod shutdown;
 
 #[derive(Parser)]
 #[command(name = "tracewire", version, about = "Distributed tracing for remote execution")]
@@ -43,7 +46,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run an exec-server.
+    /// Run an exec-server. SIGINT or SIGTERM stops it gracefully: no new connections or
+    /// processes, the running ones get --drain-timeout-ms to finish (then they are killed),
+    /// telemetry is flushed (within TRACEWIRE_SHUTDOWN_TIMEOUT_MS), exit status 0. A second
+    /// signal exits at once (130 for SIGINT, 143 for SIGTERM).
     ExecServer {
         /// Address to listen on: HOST:PORT (an IP address) or unix:PATH.
         #[arg(long, default_value = "127.0.0.1:7070")]
@@ -69,6 +75,10 @@ enum Command {
         db: Option<std::path::PathBuf>,
         #[command(flatten)]
         admin: AdminArgs,
+        /// On SIGINT or SIGTERM, how long running processes and connected clients get to
+        /// finish before the processes are killed (also TRACEWIRE_DRAIN_TIMEOUT_MS).
+        #[arg(long, value_name = "MS", env = "TRACEWIRE_DRAIN_TIMEOUT_MS", default_value_t = shutdown::DEFAULT_DRAIN_MS)]
+        drain_timeout_ms: u64,
     },
     /// The main job: an embedded collector, a relay, an exec-server and a client in one
     /// process; runs N remote execs, then says where the time went and writes
@@ -89,7 +99,9 @@ enum Command {
         slo: SloArgs,
     },
     /// Receive OTLP spans (gRPC and HTTP, protobuf or JSON) until SIGINT/SIGTERM, keeping
-    /// them in memory and, with --db, in SQLite for `tracewire report`.
+    /// them in memory and, with --db, in SQLite for `tracewire report`. On the signal it
+    /// stops accepting, gives exports in flight up to 5 s, commits what it received to the
+    /// database, then writes the report (with --out). A second signal exits at once.
     Collect {
         /// OTLP/gRPC address (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:4317")]
@@ -130,6 +142,9 @@ enum Command {
         out: std::path::PathBuf,
     },
     /// Run a relay: pairs clients and exec-servers by session and forwards ciphertext.
+    /// SIGINT or SIGTERM stops it gracefully: no new attachments, every session reset
+    /// (both ends told), connections closed within 5 s, telemetry flushed, exit status 0.
+    /// A second signal exits at once.
     Relay {
         /// Address to listen on (HOST:PORT).
         #[arg(long, default_value = "127.0.0.1:7080")]
@@ -138,9 +153,21 @@ enum Command {
         /// non-loopback address.
         #[arg(long, env = "TRACEWIRE_RELAY_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Reset an end (Reset IDLE) that sends no frame, not even a heartbeat, for this
+        /// many milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        idle_timeout_ms: u64,
+        /// Clients one session serves at once; one more gets a retryable
+        /// Reset(SESSION_FULL).
+        #[arg(long, default_value_t = 64)]
+        max_clients: usize,
     },
     /// Run a command on an exec-server, streaming its output; exits with its exit code
-    /// (128 + signal when a signal ended it).
+    /// (128 + signal when a signal ended it). Continues the trace of a `TRACEPARENT` (with
+    /// `TRACESTATE`, `BAGGAGE`) in its environment. Through a relay, a retryable refusal
+    /// (the session serves its limit of clients, or no exec-server is attached yet) is
+    /// retried after 50 ms, doubling up to 1 s (jittered), for at most 10 s in all; then
+    /// exec fails naming the reason.
     Exec {
         /// The exec-server: HOST:PORT or unix:PATH.
         #[arg(long, default_value = "127.0.0.1:7070")]
@@ -277,7 +304,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // Work still running (a connection past its grace, a blocking read of stdin, a CPU
+    // profile) does not hold up the exit.
+    runtime.shutdown_timeout(shutdown::KILL_GRACE);
+    match result {
         Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
         Err(e) => {
             eprintln!("tracewire: {e:#}");
@@ -298,7 +329,8 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Collect { grpc, http, db, memory, out, slo } => {
             let slos = slo.load()?;
-            return collect::run(collect::Options { grpc, http, db, memory, out, slos }).await;
+            let stop = shutdown::listen()?;
+            return collect::run(collect::Options { grpc, http, db, memory, out, slos }, stop).await;
         }
         Command::Report { db, out, slo } => return report::from_db(&db, &slo.load()?, &out).await,
         _ => {}
@@ -314,20 +346,22 @@ async fn run(cli: Cli) -> Result<i32> {
             key,
             db,
             admin,
+            drain_timeout_ms,
         } => {
             let export = telemetry.export_stats();
+            let drain = std::time::Duration::from_millis(drain_timeout_ms);
             async {
+                // Before anything is bound: from here on a signal stops the server gracefully.
+                let stop = shutdown::listen()?;
                 let ep = relay.endpoint()?;
                 let h = Arc::new(handler(keep_on_disconnect, !no_child_trace_context, db.as_deref())?);
-                let _admin = match admin.bind().await? {
+                let admin = match admin.bind().await? {
                     Some(server) => {
                         let mut monitor = tracewire_admin::Monitor::new(Arc::clone(&h), admin.config());
                         if let Some(stats) = export {
                             monitor = monitor.with_export_stats(stats);
                         }
-                        let shutdown = async {
-                            let _ = tokio::signal::ctrl_c().await;
-                        };
+                        let shutdown = stop.future();
                         Some(AbortOnDrop(tokio::spawn(async move {
                             if let Err(e) = server.serve(monitor, shutdown).await {
                                 eprintln!("tracewire: {e}");
@@ -336,10 +370,17 @@ async fn run(cli: Cli) -> Result<i32> {
                     }
                     None => None,
                 };
-                match ep {
-                    Some(ep) => exec_server_via_relay(ep, key, h).await,
-                    None => exec_server(&listen, h, insecure_allow_remote).await,
+                let served = match ep {
+                    Some(ep) => exec_server_via_relay(ep, key, Arc::clone(&h), &stop, drain).await,
+                    None => exec_server(&listen, Arc::clone(&h), insecure_allow_remote, &stop, drain).await,
+                };
+                // The admin listener stopped accepting at the signal; its requests in
+                // flight (a CPU profile, say) get a short grace, then are dropped.
+                if let Some(mut admin) = admin {
+                    let _ = tokio::time::timeout(shutdown::KILL_GRACE, &mut admin.0).await;
                 }
+                shutdown::flush_store(&h).await;
+                served
             }
             .await
             .map(|()| 0)
@@ -358,7 +399,9 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Keygen { out } => keygen(&out).map(|()| 0),
         Command::Demo { .. } | Command::Collect { .. } | Command::Report { .. } => Ok(0),
-        Command::Relay { listen, token } => relay(&listen, token).await.map(|()| 0),
+        Command::Relay { listen, token, idle_timeout_ms, max_clients } => {
+            relay(&listen, token, std::time::Duration::from_millis(idle_timeout_ms), max_clients).await.map(|()| 0)
+        }
     };
     if let Err(tracewire_telemetry::Error::Shutdown { reason, stats, .. }) = telemetry.shutdown() {
         eprintln!("tracewire: telemetry shutdown: {reason} ({} spans dropped)", stats.dropped());
@@ -389,7 +432,15 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn exec_server(listen: &str, handler: Arc<ExecServer>, insecure_allow_remote: bool) -> Result<()> {
+/// Serves directly until a stop is requested, then stops gracefully: no new connections,
+/// [`shutdown::drain`], then the gRPC server's own stop (bounded).
+async fn exec_server(
+    listen: &str,
+    handler: Arc<ExecServer>,
+    insecure_allow_remote: bool,
+    stop: &shutdown::Stop,
+    drain: std::time::Duration,
+) -> Result<()> {
     let address: Address = listen.parse()?;
     if let Address::Tcp(a) = &address
         && !a.ip().is_loopback()
@@ -405,10 +456,19 @@ async fn exec_server(listen: &str, handler: Arc<ExecServer>, insecure_allow_remo
     // Tests and scripts read this line to learn the bound address (port 0 works).
     println!("listening on {}", bound.local_address());
     std::io::stdout().flush()?;
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    bound.run(handler, ServerConfig::default(), shutdown).await?;
+    // Its own task, so that it keeps closing connections while the processes drain.
+    let mut server = tokio::spawn(bound.run(Arc::clone(&handler), ServerConfig::default(), stop.future()));
+    tokio::select! {
+        served = &mut server => return Ok(served??),
+        () = stop.requested() => {}
+    }
+    // Idle, the server's connections are closing (told to at the signal): a short grace.
+    // Otherwise the clients left over are cut off now.
+    let grace = if shutdown::drain(&handler, drain).await { shutdown::KILL_GRACE } else { std::time::Duration::ZERO };
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(served) => served??,
+        Err(_) => server.abort(),
+    }
     Ok(())
 }
 
@@ -435,10 +495,50 @@ impl Target {
             }
             Self::Relay(ep, key_path) => {
                 let key = tracewire_relay::read_public_key(key_path)?;
-                let link = tracewire_relay::connect(ep, &key).await.with_context(|| format!("connecting to {self}"))?;
+                let link = connect_retrying(ep, &key).await.with_context(|| format!("connecting to {self}"))?;
                 Ok(ExecClient::new(tracewire_rpc::Client::new(link, tracewire_rpc::ClientConfig::default())))
             }
         }
+    }
+}
+
+/// The first wait before attaching again after a retryable refusal; it doubles up to
+/// [`RETRY_MAX_DELAY`], each wait jittered (between half and all of it).
+const RETRY_FIRST_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+/// The longest wait between two attempts.
+const RETRY_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long `tracewire exec --relay` keeps retrying a retryable refusal in all.
+const RETRY_TOTAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// [`tracewire_relay::connect`], retrying a refusal that may succeed later
+/// ([`tracewire_relay::RelayError::is_retryable`]: the session is at its limit of clients,
+/// or no exec-server is attached yet) with a jittered, doubling, bounded backoff.
+async fn connect_retrying(ep: &tracewire_relay::RelayEndpoint, key: &[u8; 32]) -> Result<tracewire_relay::RelayLink> {
+    use std::hash::{BuildHasher, Hasher};
+    let give_up = tokio::time::Instant::now() + RETRY_TOTAL;
+    let mut delay = RETRY_FIRST_DELAY;
+    let mut attempts = 1u32;
+    loop {
+        let error = match tracewire_relay::connect(ep, key).await {
+            Ok(link) => return Ok(link),
+            Err(e) if e.is_retryable() => e,
+            Err(e) => return Err(e.into()),
+        };
+        // Between half and all of `delay`, so that clients refused together spread out.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(attempts);
+        let permille = u32::try_from(h.finish() % 1000).unwrap_or(0);
+        let jittered = delay / 2 + delay.mul_f64(f64::from(permille) / 2000.0);
+        if tokio::time::Instant::now() + jittered > give_up {
+            return Err(anyhow::Error::new(error).context(format!(
+                "the relay refused {attempts} times in {:.1} s (retryable; retried for at most {} s)",
+                (tokio::time::Instant::now() + RETRY_TOTAL - give_up).as_secs_f64(),
+                RETRY_TOTAL.as_secs()
+            )));
+        }
+        tokio::time::sleep(jittered).await;
+        delay = (delay * 2).min(RETRY_MAX_DELAY);
+        attempts += 1;
     }
 }
 
@@ -449,7 +549,14 @@ fn keygen(out: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-async fn relay(listen: &str, token: Option<String>) -> Result<()> {
+async fn relay(
+    listen: &str,
+    token: Option<String>,
+    idle_timeout: std::time::Duration,
+    max_clients: usize,
+) -> Result<()> {
+    // Before anything is bound: from here on a signal stops the relay gracefully.
+    let stop = shutdown::listen()?;
     let addr: std::net::SocketAddr = listen.parse().with_context(|| format!("{listen:?} is not HOST:PORT"))?;
     if token.is_none() && !addr.ip().is_loopback() {
         bail!("refusing to run an open relay on {addr}: give --token (or TRACEWIRE_RELAY_TOKEN)");
@@ -459,10 +566,11 @@ async fn relay(listen: &str, token: Option<String>) -> Result<()> {
     std::io::stdout().flush()?;
     let mut config = tracewire_relay::RelayConfig::default();
     config.token = token;
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    tracewire_relay::RelayServer::new(config).serve(listener, shutdown).await?;
+    config.idle_timeout = idle_timeout;
+    config.max_clients_per_session = max_clients;
+    // The relay's own graceful stop: no new attachments, every session reset, its
+    // connections closed within a bound.
+    tracewire_relay::RelayServer::new(config).serve(listener, stop.requested()).await?;
     Ok(())
 }
 
@@ -470,15 +578,19 @@ async fn exec_server_via_relay(
     ep: tracewire_relay::RelayEndpoint,
     key: Option<std::path::PathBuf>,
     handler: Arc<ExecServer>,
+    stop: &shutdown::Stop,
+    drain: std::time::Duration,
 ) -> Result<()> {
     let key = key.context("--relay needs --key (the server's private key)")?;
     let keypair = tracewire_relay::Keypair::read(&key)?;
     println!("serving session {} via {}", ep.session, ep.relay);
     std::io::stdout().flush()?;
+    // Serving goes on while the processes drain; new Starts are refused meanwhile.
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        stop.requested().await;
+        let _ = shutdown::drain(&handler, drain).await;
     };
-    tracewire_relay::serve_via_relay(ep, keypair, handler, ServerConfig::default(), shutdown).await;
+    tracewire_relay::serve_via_relay(ep, keypair, Arc::clone(&handler), ServerConfig::default(), shutdown).await;
     Ok(())
 }
 
@@ -493,11 +605,18 @@ async fn exec(
         bail!("no command given (put it after --)");
     }
     let root = stage_span!(Exec, process.command_args = command.join(" ").as_str());
+    // A caller that runs `tracewire exec` inside its own trace passes it in the environment
+    // (`TRACEPARENT`, `TRACESTATE`, `BAGGAGE`, as tracewire gives every child it starts):
+    // the exec continues it. Without a `TRACEPARENT` the exec starts its own trace.
+    let env = tracewire_context::EnvCarrier::from_process();
+    if tracewire_context::Carrier::get(&env, tracewire_context::TRACEPARENT).is_some() {
+        tracewire_telemetry::set_parent_from(&root, &env);
+    }
     async move {
         if print_trace_id {
             match current_trace_id() {
                 Some(id) => eprintln!("trace_id={id}"),
-                None => eprintln!("trace_id=none (telemetry disabled)"),
+                None => eprintln!("trace_id=none (instrumentation compiled out or filtered)"),
             }
         }
         let connect = stage_span!(RpcConnect, server.address = target.to_string().as_str());
