@@ -1,33 +1,21 @@
-//! The relay against raw AEAD, in the same run: streaming 60 KiB records client -> relay
-//! -> server (Noise over gRPC; both ends and the relay in this process) against a raw Noise
-//! seal+open of the same record with the same suite (snow, ring resolver); and the
-//! handshake (both ends attach, Noise IK). Set-up: `tracewire_bench::fixtures::{RelayStream,
-//! RawAead}`.
+//! The relay against plain TCP forwarding, in the same run: streaming 60 KiB records client
+//! -> relay -> server (Noise over gRPC; both ends and the relay in this process), per
+//! suite, against the same bytes through the same two loopback hops with no encryption, no
+//! framing and no HTTP/2 (a forwarding task between two TCP connections); a raw Noise
+//! seal+open of the same record (snow, ring resolver) for reference; and the handshake
+//! (both ends attach, Noise IK). Set-up: `tracewire_bench::fixtures::{RelayStream,
+//! tcp_two_hops, RawAead}`.
 //!
 //! Run: `cargo bench -p tracewire-benches --bench relay`
 //!
-//! Latest results, 2026-12-02 (the relay and both ends speak gRPC over hyper directly,
-//! `crates/relay/src/wire.rs`), `cargo bench -p tracewire-benches --bench relay`
-//! (criterion's estimate per 60 KiB record), snow 0.10 (ring).
-//! Machine: 2-core AMD EPYC VM, 23 GiB, rustc 1.95.0 (59807616e 2026-04-14), bench profile,
-//! otherwise idle.
-//!
-//! | measure                              | through the relay | raw seal+open | ratio |
-//! |--------------------------------------|-------------------|---------------|-------|
-//! | stream, AES-GCM, 60 KiB records      | 1.20 GiB/s        | 3.63 GiB/s    | 33%   |
-//! | stream, ChaChaPoly, 60 KiB records   | 821 MiB/s         | 1.01 GiB/s    | 79%   |
-//! | handshake (attach both ends, IK)     | 1.96 ms           |               |       |
-//!
-//! ChaChaPoly meets the 70% goal; AES-GCM cannot over TCP here: two plain loopback TCP
-//! hops with no encryption and no framing move about 1.9 GB/s on this machine
-//! (`compare`'s note), under half of raw AES-GCM, and the relay reaches 50-70% of that
-//! ceiling (docs/benchmarks.md, "What limits the goals not met"). Before the direct hyper
-//! wire: 750 MiB/s and 563 MiB/s.
+//! Latest results: `tracewire-bench compare`, docs/benchmarks.md: AES-GCM 30% and
+//! ChaChaPoly 22% of plain TCP forwarding (goal 80%, not met; CPU 4.87 and 6.77 ns/B against
+//! 1.49).
 
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use tracewire_bench::fixtures::{RawAead, RelayStream, runtime, start_relay};
+use tracewire_bench::fixtures::{RawAead, RelayStream, runtime, start_relay, tcp_two_hops};
 use tracewire_relay::{MAX_RECORD_PLAINTEXT, Suite};
 
 fn throughput(c: &mut Criterion) {
@@ -35,6 +23,16 @@ fn throughput(c: &mut Criterion) {
     let relay = rt.block_on(start_relay()).expect("relay");
     let mut g = c.benchmark_group("relay_stream");
     g.throughput(Throughput::Bytes(MAX_RECORD_PLAINTEXT as u64));
+    g.bench_function("plain_tcp_two_hops", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let n = usize::try_from(iters).expect("iterations fit in usize");
+                let t0 = Instant::now();
+                tcp_two_hops(n).await.expect("TCP forwarding");
+                t0.elapsed()
+            })
+        });
+    });
     for suite in [Suite::AesGcm, Suite::ChaChaPoly] {
         let mut aead = RawAead::new(suite).expect("Noise session");
         g.bench_function(format!("raw_aead_seal_open/{suite:?}"), |b| {

@@ -5,23 +5,10 @@
 //!
 //! Run: `cargo bench -p tracewire-benches --bench remote_exec`
 //!
-//! Latest results, 2026-12-02, `cargo bench -p tracewire-benches --bench remote_exec`
-//! (criterion's estimate per call).
-//! Machine: 2-core AMD EPYC VM, 23 GiB, rustc 1.95.0 (59807616e 2026-04-14), bench profile,
-//! otherwise idle.
-//!
-//! | what                                    | time    | vs local spawn |
-//! |-----------------------------------------|---------|----------------|
-//! | local spawn+wait `true`                 | 0.96 ms |                |
-//! | remote exec `true`, direct gRPC         | 1.18 ms | 1.23x          |
-//! | remote exec `true`, via the relay       | 1.25 ms | 1.30x          |
-//! | Start -> first Output `echo hi`, direct | 1.26 ms |                |
-//! | Start -> first Output `echo hi`, relay  | 1.38 ms |                |
-//!
-//! The goal (remote <= 1.5x local) is met. Tracing on against off is `compare`'s
-//! (`remote_exec.*_tracing_on_vs_off`, docs/benchmarks.md). Before the server set
-//! TCP_NODELAY on accepted connections, remote exec took 42 ms (Nagle's algorithm and
-//! delayed ACKs on small frames).
+//! The goals are `tracewire-bench compare`'s rows (docs/benchmarks.md), p50 of all
+//! variants interleaved: direct 1.60x local and via the relay 1.76x (goal <= 1.5x, not met
+//! on that shared machine); tracing on against off, direct +11.8% and via the relay +13.7%
+//! (goal <= 3%, not met).
 
 use std::time::{Duration, Instant};
 

@@ -1,44 +1,35 @@
-//! Caller-side append cost of tracewire-store against a synchronous insert+commit per
-//! record (same SQLite settings: WAL, `synchronous=FULL`), in the same run. Appends are
-//! timed in rounds of 16,384 (under the 65,536-record queue, so `append` measures
-//! queueing, not waiting for room) with an untimed flush between. Set-up:
+//! tracewire-store at its default settings (a 4,096-record queue) against SQLite on the
+//! caller's thread with the same settings (WAL, `synchronous=FULL`), table, statement and
+//! values, per record, in the same run: `append` (queueing; the writer commits in batches), a synchronous insert+commit per
+//! record, and a batched commit (100 records per transaction); and appends made durable
+//! (appends, then a flush barrier), the work of the batched peer. Set-up:
 //! `tracewire_bench::fixtures::{open_store, SyncDb, process_record}`.
 //!
 //! Run: `cargo bench -p tracewire-benches --bench store`
 //!
-//! Latest results, 2026-11-23, `cargo bench -p tracewire-benches --bench store`
-//! (criterion's estimate per record), local disk, SQLite 3 (bundled).
-//! Machine: 2-core AMD EPYC VM, 23 GiB, rustc 1.95.0 (59807616e 2026-04-14), bench profile.
-//! The machine was shared with other agents' builds (load average 6-8 on 2 cores): absolute
-//! figures are about 2-3x those of an idle run; compare the rows of one run with each other.
-//! The disk was shared too: fsyncs took 20-30x their idle time.
-//!
-//! | operation                          | per record |
-//! |------------------------------------|------------|
-//! | synchronous insert+commit          | 4.92 ms    |
-//! | tracewire-store `append`           | 1.23 us    |
-//!
-//! Ratio 4,000x on the mean. The goal (>= 50x at p99) is `tracewire-bench compare`'s row
-//! `store_append.p99` (criterion has no tails): 206x on the idle machine (1.37 us against
-//! 283 us).
+//! Criterion gives means, not tails: the goals are `tracewire-bench compare`'s rows
+//! (docs/benchmarks.md): `store.append_p99` 430x lower than a per-record commit (goal 50x,
+//! met), `store.durable_per_s` 3.13x the batched peer (goal 1x, met).
 
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use tracewire_bench::fixtures::{SyncDb, open_store, process_record};
+use tracewire_store::StoreConfig;
 
-/// Appends per round: well under the store's queue (65,536 here), so that `append` measures
-/// queueing, not waiting for room; the writer catches up (a flush, untimed) between rounds.
-const ROUND: u64 = 16_384;
+/// Records per round of `append` (the default queue's size: appends beyond it wait, as
+/// they would in use); the writer catches up (a flush, untimed) between rounds.
+const ROUND: u64 = 4_096;
 
 fn bench(c: &mut Criterion) {
     let dir = tracewire_testkit::TempDir::new("tw-store-bench").expect("temp dir");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-    let mut g = c.benchmark_group("store_append");
+    let mut g = c.benchmark_group("store_per_record");
 
-    // tracewire-store: append returns once the record is queued; the writer batches.
-    let store = rt.block_on(async { open_store(&dir.path().join("store.db"), 65_536) }).expect("store");
+    let queue = StoreConfig::default().queue;
+    let store = rt.block_on(async { open_store(&dir.path().join("store.db"), queue) }).expect("store");
     let mut next = 0u64;
+    // tracewire-store: append returns once the record is queued; the writer batches.
     g.bench_function("tracewire/append", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
@@ -59,14 +50,44 @@ fn bench(c: &mut Criterion) {
             })
         });
     });
+    // tracewire-store: appends and the flush barrier that makes them durable, per record.
+    g.bench_function("tracewire/append_durable", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let t0 = Instant::now();
+                for _ in 0..iters {
+                    store.append(process_record(next)).await.expect("append");
+                    next += 1;
+                }
+                store.flush().await.expect("flush");
+                t0.elapsed()
+            })
+        });
+    });
 
     // Peer: one transaction (and fsync) per record on the caller's thread, same settings.
     let db = SyncDb::open(&dir.path().join("sync.db")).expect("SQLite");
     let mut next = 0u64;
-    g.bench_function("sqlite_sync/insert_commit", |b| {
+    g.bench_function("sqlite/insert_commit_each", |b| {
         b.iter(|| {
             db.insert(next).expect("insert");
             next += 1;
+        });
+    });
+    // Peer: 100 records per transaction, per record.
+    let batched = SyncDb::open(&dir.path().join("batched.db")).expect("SQLite");
+    let mut next = 0u64;
+    g.bench_function("sqlite/insert_commit_per_100", |b| {
+        b.iter_custom(|iters| {
+            let t0 = Instant::now();
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(100);
+                batched.insert_batch(next..next + n).expect("insert batch");
+                next += n;
+                left -= n;
+            }
+            t0.elapsed()
         });
     });
     g.finish();

@@ -19,6 +19,7 @@ use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use bytes::Bytes;
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -70,18 +71,21 @@ impl SpanExporter for DownExporter {
     }
 }
 
-/// fastrace's global reporter (set once per process): counts what it is given.
+/// fastrace's global reporter (set once per process): `fastrace-opentelemetry`'s
+/// `OpenTelemetryReporter` into a [`CountingExporter`], so that fastrace's spans end as
+/// `SpanData`, as tracewire's and the SDK's do. Returns the exporter's count.
 pub fn fastrace_reported() -> &'static AtomicU64 {
-    static COUNT: AtomicU64 = AtomicU64::new(0);
-    static INIT: std::sync::Once = std::sync::Once::new();
-    struct Counting;
-    impl fastrace::collector::Reporter for Counting {
-        fn report(&mut self, spans: Vec<fastrace::collector::SpanRecord>) {
-            COUNT.fetch_add(spans.len() as u64, Ordering::Relaxed);
-        }
-    }
-    INIT.call_once(|| fastrace::set_reporter(Counting, fastrace::collector::Config::default()));
-    &COUNT
+    static COUNT: std::sync::OnceLock<Arc<AtomicU64>> = std::sync::OnceLock::new();
+    COUNT.get_or_init(|| {
+        let count = Arc::new(AtomicU64::new(0));
+        let reporter = fastrace_opentelemetry::OpenTelemetryReporter::new(
+            CountingExporter(Arc::clone(&count)),
+            std::borrow::Cow::Owned(opentelemetry_sdk::Resource::builder().with_service_name("bench").build()),
+            opentelemetry::InstrumentationScope::builder("bench").build(),
+        );
+        fastrace::set_reporter(reporter, fastrace::collector::Config::default());
+        count
+    })
 }
 
 /// The tracing-opentelemetry set-up a user would write: default layer, SDK batch processor.
@@ -89,10 +93,68 @@ pub fn sdk_provider(exporter: impl SpanExporter + 'static) -> SdkTracerProvider 
     SdkTracerProvider::builder().with_span_processor(BatchSpanProcessor::builder(exporter).build()).build()
 }
 
-/// A tracing dispatcher with tracing-opentelemetry's default layer over `provider`.
+/// As [`sdk_provider`], with a batch processor whose queue holds `queue` spans.
+pub fn sdk_provider_with_queue(exporter: impl SpanExporter + 'static, queue: usize) -> SdkTracerProvider {
+    let processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(opentelemetry_sdk::trace::BatchConfigBuilder::default().with_max_queue_size(queue).build())
+        .build();
+    SdkTracerProvider::builder().with_span_processor(processor).build()
+}
+
+/// A tracing dispatcher with tracing-opentelemetry's default layer over `provider`: source
+/// location, thread id and name, target, busy/idle times and context activation on.
 pub fn sdk_dispatch(provider: &SdkTracerProvider) -> tracing::Dispatch {
     let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"));
     tracing::Dispatch::new(tracing_subscriber::registry().with(layer))
+}
+
+/// A tracing dispatcher with tracing-opentelemetry's layer over `provider` set up to do what
+/// tracewire's layer does: no source location, thread, target or busy/idle attributes, and
+/// context activation off (tracewire's default).
+pub fn sdk_dispatch_tuned(provider: &SdkTracerProvider) -> tracing::Dispatch {
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("bench"))
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_context_activation(false);
+    tracing::Dispatch::new(tracing_subscriber::registry().with(layer))
+}
+
+/// Shuts `provider` down and returns the drops its batch processor counted: with the SDK's
+/// `internal-logs` feature, the processor logs its count (`dropped_span_count`) in a
+/// `tracing` event at shutdown, read here from that event. `None`: no such event (nothing
+/// dropped).
+pub fn shutdown_reading_sdk_drops(provider: &SdkTracerProvider, timeout: Duration) -> Option<u64> {
+    use tracing_subscriber::layer::Context;
+    #[derive(Clone, Default)]
+    struct Drops(Arc<std::sync::Mutex<Option<u64>>>);
+    struct Visit<'a>(&'a mut Option<u64>);
+    impl tracing::field::Visit for Visit<'_> {
+        fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+            if field.name() == "dropped_span_count" {
+                *self.0 = Some(value);
+            }
+        }
+        fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+            self.record_u64(field, u64::try_from(value).unwrap_or(0));
+        }
+        fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+    }
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Drops {
+        fn on_event(&self, event: &tracing::Event<'_>, _cx: Context<'_, S>) {
+            if let Ok(mut d) = self.0.lock() {
+                event.record(&mut Visit(&mut d));
+            }
+        }
+    }
+    let drops = Drops::default();
+    let subscriber = tracing_subscriber::registry().with(drops.clone());
+    tracing::subscriber::with_default(subscriber, || {
+        let _ = provider.shutdown_with_timeout(timeout);
+    });
+    drops.0.lock().ok().and_then(|d| *d)
 }
 
 /// tracewire's pipeline delivering to a [`CountingExporter`], and the exporter's count.
@@ -119,18 +181,87 @@ pub fn closed_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// The configuration of the collector-down comparison: OTLP/gRPC to `port` on loopback.
+///
+/// # Errors
+/// When the variables are refused.
+pub fn collector_down_config(port: u16) -> Result<Config> {
+    let endpoint = format!("http://127.0.0.1:{port}");
+    Ok(Config::from_vars([
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+    ])?)
+}
+
 /// tracewire's pipeline with its real OTLP/gRPC exporter pointed at `port` on loopback,
 /// where nothing listens (see [`closed_port`]): the collector is down.
 ///
 /// # Errors
 /// When the pipeline cannot be built.
 pub fn collector_down_pipeline(port: u16) -> Result<Pipeline> {
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let config = Config::from_vars([
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-    ])?;
-    Ok(Pipeline::new(&config)?)
+    Ok(Pipeline::new(&collector_down_config(port)?)?)
+}
+
+/// The peer's side of the collector-down comparison: the SDK's batch processor (defaults)
+/// with the same OTLP/gRPC exporter (`opentelemetry-otlp`, tonic, the same endpoint and
+/// timeout as [`collector_down_config`]), built inside `rt` as its documentation asks (the
+/// exporter's channel lives on that runtime; the processor's own thread drives exports).
+///
+/// # Errors
+/// When the exporter cannot be built.
+pub fn collector_down_sdk_provider(rt: &tokio::runtime::Runtime, port: u16) -> Result<SdkTracerProvider> {
+    let config = collector_down_config(port)?;
+    let _guard = rt.enter();
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(config.endpoint.clone())
+        .with_timeout(config.timeout)
+        .build()?;
+    Ok(sdk_provider(exporter))
+}
+
+/// Spans per trace in the stage-span comparisons: a root and 15 children.
+pub const TRACE_SPANS: u64 = 16;
+
+/// One trace through tracewire: `tracewire_telemetry::stage_span!(Process)` entered, and under it 15
+/// `tracewire_telemetry::stage_span!(ProcessSpawn, process.pid)` entered and closed (the `tracewire.stage`
+/// attribute is added on the export worker).
+pub fn tracewire_trace() {
+    let root = tracewire_telemetry::stage_span!(Process);
+    let _r = root.enter();
+    for _ in 1..TRACE_SPANS {
+        let span = tracewire_telemetry::stage_span!(ProcessSpawn, process.pid = black_box(42u32));
+        let _e = span.enter();
+    }
+}
+
+/// The same trace through `tracing` for tracing-opentelemetry: the same names and target,
+/// `process.pid` and the `tracewire.stage` attribute recorded as fields.
+pub fn tracing_trace() {
+    let root = tracing::info_span!(target: "tracewire", "process", tracewire.stage = "process");
+    let _r = root.enter();
+    for _ in 1..TRACE_SPANS {
+        let span = tracing::info_span!(
+            target: "tracewire",
+            "process.spawn",
+            process.pid = black_box(42u32),
+            tracewire.stage = "process.spawn"
+        );
+        let _e = span.enter();
+    }
+}
+
+/// The same trace through fastrace: a root span (with the stage property) set as the local
+/// parent, and 15 `LocalSpan`s under it with `process.pid` and the stage as properties.
+pub fn fastrace_trace() {
+    let root = fastrace::Span::root("process", fastrace::collector::SpanContext::random())
+        .with_property(|| ("tracewire.stage", "process"));
+    let _g = root.set_local_parent();
+    for _ in 1..TRACE_SPANS {
+        let span = fastrace::local::LocalSpan::enter_with_local_parent("process.spawn")
+            .with_properties(|| [("process.pid", "42"), ("tracewire.stage", "process.spawn")]);
+        black_box(&span);
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -396,17 +527,10 @@ pub async fn tcp_two_hops(n: usize) -> Result<usize> {
     receive.await?
 }
 
-/// CPU time this process has used so far (user + system, all threads), from
-/// `/proc/self/stat` (`None` where that cannot be read).
-pub fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let fields: Vec<&str> = rest.split(' ').collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the state.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // USER_HZ is 100 on every Linux this runs on.
-    Some(Duration::from_millis(ticks * 10))
+/// CPU time this process has used so far, user and system, on every thread, those that
+/// have ended included (`CLOCK_PROCESS_CPUTIME_ID`, nanosecond resolution).
+pub fn process_cpu() -> Duration {
+    crate::cpu::process_time()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -434,8 +558,10 @@ pub fn open_store(path: &Path, queue: usize) -> Result<Store> {
     Ok(Store::open_with(path, config)?)
 }
 
-/// The store's peer: SQLite with the same settings (WAL, `synchronous=FULL`), one
-/// transaction (and fsync) per record on the caller's thread.
+/// The store's peer: SQLite with the same settings (WAL, `synchronous=FULL`), the same
+/// table (`processes`, its columns and index) and the same statement (an insert that
+/// updates the process on conflict, as `Store::append` writes) with the same values, on the
+/// caller's thread.
 #[derive(Debug)]
 pub struct SyncDb(rusqlite::Connection);
 
@@ -449,7 +575,20 @@ impl SyncDb {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(
-            "CREATE TABLE processes (process_id INTEGER PRIMARY KEY, pid INTEGER, argv TEXT, cwd TEXT)",
+            "CREATE TABLE processes (
+                 process_id INTEGER PRIMARY KEY,
+                 pid INTEGER NOT NULL,
+                 argv TEXT NOT NULL,
+                 cwd TEXT NOT NULL,
+                 started_unix_nanos INTEGER NOT NULL,
+                 ended_unix_nanos INTEGER NOT NULL DEFAULT 0,
+                 exit_code INTEGER,
+                 signal INTEGER,
+                 trace_id TEXT NOT NULL DEFAULT '',
+                 stdout_bytes INTEGER NOT NULL DEFAULT 0,
+                 stderr_bytes INTEGER NOT NULL DEFAULT 0
+             );
+             CREATE INDEX processes_started ON processes (started_unix_nanos);",
         )?;
         Ok(Self(conn))
     }
@@ -459,10 +598,49 @@ impl SyncDb {
     /// # Errors
     /// When SQLite fails (e.g. `id` was inserted before).
     pub fn insert(&self, id: u64) -> Result<()> {
-        self.0.execute(
-            "INSERT INTO processes (process_id, pid, argv, cwd) VALUES (?1, ?2, ?3, ?4)",
-            rusqlite::params![i64::try_from(id)?, 1, "echo\u{1f}hi", "/tmp"],
-        )?;
+        self.insert_one(id)
+    }
+
+    fn insert_one(&self, id: u64) -> Result<()> {
+        let r = process_record(id);
+        self.0
+            .prepare_cached(
+                "INSERT INTO processes (process_id, pid, argv, cwd, started_unix_nanos, ended_unix_nanos, exit_code, signal, trace_id, stdout_bytes, stderr_bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (process_id) DO UPDATE SET
+                     pid = excluded.pid, ended_unix_nanos = excluded.ended_unix_nanos, exit_code = excluded.exit_code,
+                     signal = excluded.signal, stdout_bytes = excluded.stdout_bytes, stderr_bytes = excluded.stderr_bytes",
+            )?
+            .execute(rusqlite::params![
+                i64::try_from(r.process_id)?,
+                r.pid,
+                r.argv.join("\u{1f}"),
+                r.cwd,
+                r.started_unix_nanos,
+                r.ended_unix_nanos,
+                r.exit_code,
+                r.signal,
+                r.trace_id,
+                i64::try_from(r.stdout_bytes)?,
+                i64::try_from(r.stderr_bytes)?,
+            ])?;
+        Ok(())
+    }
+
+    /// Inserts the records of `ids` in one transaction, committed (and fsynced) once: the
+    /// batched-commit peer.
+    ///
+    /// # Errors
+    /// When SQLite fails; the transaction is rolled back.
+    pub fn insert_batch(&self, ids: std::ops::Range<u64>) -> Result<()> {
+        self.0.execute_batch("BEGIN")?;
+        for id in ids {
+            if let Err(e) = self.insert_one(id) {
+                let _ = self.0.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+        self.0.execute_batch("COMMIT")?;
         Ok(())
     }
 }
@@ -528,7 +706,26 @@ pub async fn otlp_client(endpoint: &str) -> Result<TraceServiceClient<tonic::tra
 /// # Errors
 /// When it cannot bind.
 pub fn start_receiver(rt: &tokio::runtime::Runtime, capacity: usize) -> Result<(String, Arc<SpanStore>)> {
-    let store = Arc::new(SpanStore::new(capacity));
+    serve_store(rt, SpanStore::new(capacity))
+}
+
+/// As [`start_receiver`], with a SQLite database at `db` as `tracewire collect --db` sets
+/// it up (`SpanStore::with_db(Store::open(..))`): a request is acknowledged once its spans
+/// are queued for the database.
+///
+/// # Errors
+/// When it cannot bind or the database cannot be opened.
+pub fn start_receiver_with_db(
+    rt: &tokio::runtime::Runtime,
+    capacity: usize,
+    db: &Path,
+) -> Result<(String, Arc<SpanStore>)> {
+    let store = rt.block_on(async { anyhow::Ok(SpanStore::new(capacity).with_db(Store::open(db)?)) })?;
+    serve_store(rt, store)
+}
+
+fn serve_store(rt: &tokio::runtime::Runtime, store: SpanStore) -> Result<(String, Arc<SpanStore>)> {
+    let store = Arc::new(store);
     let endpoint = rt.block_on(async {
         let (listener, addr) = tracewire_collector::receiver::bind("127.0.0.1:0".parse()?).await?;
         tokio::spawn(tracewire_collector::receiver::serve_grpc(listener, Arc::clone(&store), std::future::pending()));
@@ -588,20 +785,28 @@ impl Drop for RotelBlackhole {
 }
 
 // ---------------------------------------------------------------------------------------
-// traceparent.
+// Propagation.
 
 /// The traceparent of the propagation comparisons (the W3C specification's example).
 pub const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-/// Inputs to traceparent parse and format, for tracewire and for opentelemetry_sdk's
-/// `TraceContextPropagator`.
+/// The tracestate of the propagation comparisons: three members (W3C Trace Context's
+/// examples).
+pub const TRACESTATE: &str = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7,vendor@tenant=opaque";
+
+/// Inputs to the propagation comparisons, for tracewire and for opentelemetry_sdk's
+/// `TraceContextPropagator`: the same `HashMap` carrier (a traceparent and a 3-member
+/// tracestate) to extract from, and the same OpenTelemetry `Context` to inject.
 #[derive(Debug)]
 pub struct PropagationInputs {
-    /// A carrier holding [`TRACEPARENT`].
+    /// A carrier holding [`TRACEPARENT`] and [`TRACESTATE`].
     pub headers: HashMap<String, String>,
     /// The SDK's propagator.
     pub sdk: TraceContextPropagator,
-    /// A fresh sampled root context.
+    /// tracewire's `TextMapPropagator` for the same fields (`traceparent`, `tracestate`;
+    /// baggage off, as the SDK's `TraceContextPropagator` has none).
+    pub ours: otel::TraceContextPropagator,
+    /// A sampled context with the 3-member tracestate.
     pub context: TraceContext,
     /// Its traceparent.
     pub traceparent: TraceParent,
@@ -611,12 +816,18 @@ pub struct PropagationInputs {
 
 impl Default for PropagationInputs {
     fn default() -> Self {
-        let context = TraceContext::new_root(true);
+        let mut context = TraceContext::new_root(true);
+        context.tracestate = tracewire_context::TraceState::parse(TRACESTATE).unwrap_or_default();
         let otel_context =
             opentelemetry::Context::new().with_remote_span_context(otel::to_span_context(&context, false));
         Self {
-            headers: [("traceparent".to_owned(), TRACEPARENT.to_owned())].into(),
+            headers: [
+                ("traceparent".to_owned(), TRACEPARENT.to_owned()),
+                ("tracestate".to_owned(), TRACESTATE.to_owned()),
+            ]
+            .into(),
             sdk: TraceContextPropagator::new(),
+            ours: otel::TraceContextPropagator::with_fields(true, false),
             traceparent: context.traceparent(),
             context,
             otel_context,
@@ -630,9 +841,87 @@ impl PropagationInputs {
         self.sdk.extract(black_box(&self.headers))
     }
 
+    /// tracewire's `extract` from [`Self::headers`].
+    pub fn our_extract(&self) -> opentelemetry::Context {
+        self.ours.extract(black_box(&self.headers))
+    }
+
     /// The SDK's `inject` of [`Self::otel_context`] into `out` (cleared first).
     pub fn sdk_inject(&self, out: &mut HashMap<String, String>) {
         out.clear();
         self.sdk.inject_context(black_box(&self.otel_context), out);
+    }
+
+    /// tracewire's `inject` of [`Self::otel_context`] into `out` (cleared first).
+    pub fn our_inject(&self, out: &mut HashMap<String, String>) {
+        out.clear();
+        self.ours.inject_context(black_box(&self.otel_context), out);
+    }
+
+    /// The floor of any extract through these types: the two `Extractor::get` calls of the
+    /// `HashMap` carrier (each lowercases its key), opentelemetry's `TraceState` from the
+    /// three members already split, and the `Context` with the remote span context; no
+    /// parsing or validation at all.
+    pub fn floor_extract(&self) -> opentelemetry::Context {
+        use opentelemetry::propagation::Extractor;
+        use opentelemetry::trace as ot;
+        let headers = black_box(&self.headers);
+        black_box(Extractor::get(headers, "traceparent"));
+        black_box(Extractor::get(headers, "tracestate"));
+        let ts = ot::TraceState::from_key_value([
+            ("congo", "t61rcWkgMzE"),
+            ("rojo", "00f067aa0ba902b7"),
+            ("vendor@tenant", "opaque"),
+        ])
+        .unwrap_or_default();
+        let sc = ot::SpanContext::new(
+            ot::TraceId::from_bytes(self.context.trace_id.to_bytes()),
+            ot::SpanId::from_bytes(self.context.span_id.to_bytes()),
+            ot::TraceFlags::SAMPLED,
+            true,
+            ts,
+        );
+        opentelemetry::Context::current().with_remote_span_context(sc)
+    }
+
+    /// The floor of any inject through these types into `out` (cleared first): the
+    /// traceparent copied from a ready string into the `String` the `Injector` takes,
+    /// opentelemetry's `TraceState::header`, and the two `Injector::set` calls of the
+    /// `HashMap` carrier (each lowercases its key); no encoding at all.
+    pub fn floor_inject(&self, out: &mut HashMap<String, String>) {
+        use opentelemetry::propagation::Injector as _;
+        out.clear();
+        let cx = black_box(&self.otel_context);
+        let span = cx.span();
+        let sc = span.span_context();
+        out.set("traceparent", black_box(TRACEPARENT).to_owned());
+        out.set("tracestate", sc.trace_state().header());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use opentelemetry::trace::TraceContextExt as _;
+
+    use super::PropagationInputs;
+
+    #[test]
+    fn both_propagators_extract_and_inject_the_same_context() {
+        let inputs = PropagationInputs::default();
+        let (ours, sdk) = (inputs.our_extract(), inputs.sdk_extract());
+        assert_eq!(ours.span().span_context(), sdk.span().span_context());
+        assert_eq!(ours.span().span_context().trace_state().header(), super::TRACESTATE);
+        let (mut a, mut b) = (HashMap::new(), HashMap::new());
+        inputs.our_inject(&mut a);
+        inputs.sdk_inject(&mut b);
+        assert_eq!(a.len(), 2, "{a:?}");
+        assert_eq!(a["tracestate"], b["tracestate"]);
+        // The same ids; the flags differ only in Level 2's `random` bit, which the SDK (a
+        // Level 1 propagator) does not send.
+        assert_eq!(a["traceparent"][..53], b["traceparent"][..53]);
+        assert_eq!(&b["traceparent"][53..], "01");
+        assert!(["01", "03"].contains(&&a["traceparent"][53..]), "{a:?}");
     }
 }

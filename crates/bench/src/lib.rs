@@ -14,11 +14,13 @@
 //!   hot path, which take their set-up from [`fixtures`].
 //!
 //! Every [`Row`] has `ours`, `peer`, a unit, a `ratio` oriented so that higher is better for
-//! tracewire, the goal (issue [8/9]) and whether it is met. Method and the latest table:
+//! tracewire, the goal and whether it is met; both sides of a row do the same work, which
+//! its note names. Method and the latest table:
 //! `docs/benchmarks.md`.
 #![deny(missing_docs)]
 
 pub mod alloc;
+mod cpu;
 mod delivery;
 mod exec;
 pub mod fixtures;
@@ -103,7 +105,7 @@ pub fn sections() -> [Section; 8] {
         ("emit_collector_down", spans::run_collector_down),
         ("remote_exec", exec::run),
         ("relay_throughput", relay::run),
-        ("store_append", store::run),
+        ("store", store::run),
         ("collector_ingest", ingest::run),
     ]
 }
