@@ -596,34 +596,14 @@ impl SyncDb {
     /// Inserts and commits the record [`process_record`] makes for `id`.
     ///
     /// # Errors
-    /// When SQLite fails (e.g. `id` was inserted before).
+    /// When SQLite fails.
     pub fn insert(&self, id: u64) -> Result<()> {
         self.insert_one(id)
     }
 
     fn insert_one(&self, id: u64) -> Result<()> {
-        let r = process_record(id);
-        self.0
-            .prepare_cached(
-                "INSERT INTO processes (process_id, pid, argv, cwd, started_unix_nanos, ended_unix_nanos, exit_code, signal, trace_id, stdout_bytes, stderr_bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                 ON CONFLICT (process_id) DO UPDATE SET
-                     pid = excluded.pid, ended_unix_nanos = excluded.ended_unix_nanos, exit_code = excluded.exit_code,
-                     signal = excluded.signal, stdout_bytes = excluded.stdout_bytes, stderr_bytes = excluded.stderr_bytes",
-            )?
-            .execute(rusqlite::params![
-                i64::try_from(r.process_id)?,
-                r.pid,
-                r.argv.join("\u{1f}"),
-                r.cwd,
-                r.started_unix_nanos,
-                r.ended_unix_nanos,
-                r.exit_code,
-                r.signal,
-                r.trace_id,
-                i64::try_from(r.stdout_bytes)?,
-                i64::try_from(r.stderr_bytes)?,
-            ])?;
+        // The store's own statement and values: the peer does the same work per record.
+        tracewire_store::upsert_process(&self.0, &process_record(id))?;
         Ok(())
     }
 

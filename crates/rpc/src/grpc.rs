@@ -88,27 +88,10 @@ impl<H: Handler> Exec for Service<H> {
         let (out_tx, out_rx) = mpsc::channel::<Bytes>(LINK_BUFFER);
         let (reset_tx, reset_rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
-            let stopped = in_tx.closed();
-            tokio::pin!(stopped);
-            loop {
-                tokio::select! {
-                    next = inbound.message() => match next {
-                        Ok(Some(frame)) => {
-                            if in_tx.send(frame.0).await.is_err() {
-                                break;
-                            }
-                        }
-                        // The client half-closed: no more requests, the responses go on.
-                        Ok(None) => break,
-                        // A reset or a lost connection: the client is gone.
-                        Err(_) => {
-                            let _ = reset_tx.send(());
-                            break;
-                        }
-                    },
-                    // The connection was cancelled: stop reading.
-                    () = &mut stopped => break,
-                }
+            // A half-close (no more requests, the responses go on) or a cancelled connection
+            // just stops reading; a reset or a lost connection means the client is gone.
+            if pump(&mut inbound, &in_tx).await == StreamEnd::Failed {
+                let _ = reset_tx.send(());
             }
         });
         // A reset cancels the connection; a clean end of the requests does not.
@@ -124,6 +107,35 @@ impl<H: Handler> Exec for Service<H> {
         // (so the connection's outgoing channel closes, which cancels it too).
         let out = ReceiverStream::new(out_rx).map(|b| Ok(Frame(b)));
         Ok(Response::new(Box::pin(out)))
+    }
+}
+
+/// How a gRPC stream's inbound side ended for [`pump`].
+#[derive(Debug, PartialEq, Eq)]
+enum StreamEnd {
+    /// The peer ended its side cleanly (a half-close: no more messages).
+    Finished,
+    /// A reset or a lost connection.
+    Failed,
+    /// Nobody takes the frames any more.
+    Dropped,
+}
+
+/// Moves `inbound`'s frames into `tx` until the stream ends or `tx`'s receiver is dropped.
+async fn pump(inbound: &mut Streaming<Frame>, tx: &mpsc::Sender<Bytes>) -> StreamEnd {
+    loop {
+        tokio::select! {
+            next = inbound.message() => match next {
+                Ok(Some(frame)) => {
+                    if tx.send(frame.0).await.is_err() {
+                        return StreamEnd::Dropped;
+                    }
+                }
+                Ok(None) => return StreamEnd::Finished,
+                Err(_) => return StreamEnd::Failed,
+            },
+            () = tx.closed() => return StreamEnd::Dropped,
+        }
     }
 }
 
@@ -278,24 +290,8 @@ pub async fn connect(address: &Address) -> Result<Link, RpcError> {
     let mut inbound =
         client.connect(request).await.map_err(|e| RpcError::Transport(format!("open stream: {e}")))?.into_inner();
     let (in_tx, in_rx) = mpsc::channel::<Bytes>(LINK_BUFFER);
-    tokio::spawn(async move {
-        let dropped = in_tx.closed();
-        tokio::pin!(dropped);
-        loop {
-            tokio::select! {
-                next = inbound.message() => match next {
-                    Ok(Some(frame)) => {
-                        if in_tx.send(frame.0).await.is_err() {
-                            break;
-                        }
-                    }
-                    _ => break,
-                },
-                // Nobody reads the responses any more: dropping the stream resets it, which
-                // cancels the connection on the server.
-                () = &mut dropped => break,
-            }
-        }
-    });
+    // When nobody reads the responses any more, the pump ends and drops the stream, which
+    // resets it and so cancels the connection on the server.
+    tokio::spawn(async move { pump(&mut inbound, &in_tx).await });
     Ok(Link { tx: out_tx, rx: in_rx })
 }
