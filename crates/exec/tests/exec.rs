@@ -12,6 +12,7 @@ use tracewire_proto::v1::{Envelope, Kill, Request, envelope::Body, request::Meth
 use tracewire_rpc::grpc::Address;
 use tracewire_rpc::{ErrorCode, RpcError, ServerConfig};
 
+use common::frames::alive;
 use common::{argv, client, server, server_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,11 +139,6 @@ async fn a_timeout_kills_the_process() {
     let start = Start { timeout_ms: Some(200), ..argv(&["sleep", "30"]) };
     let out = c.start(start).await.unwrap().wait_with_output().await.unwrap();
     assert_eq!(out.status.signal, Some(9));
-}
-
-/// Whether `pid` is a live process (not gone, not a zombie).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

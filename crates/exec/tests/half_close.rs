@@ -8,45 +8,14 @@ mod common;
 
 use std::fmt::Write as _;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use prost::Message;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tracewire_exec::Start;
-use tracewire_proto::v1::{Envelope, Notification, Request, Response, envelope::Body, notification, request::Method};
-use tracewire_proto::v1::{exited, response};
 use tracewire_rpc::grpc::{Address, connect};
 
+use common::frames::{alive, describe, start_envelope, started_pid, wait_gone};
 use common::{argv, server};
-
-fn start_envelope(id: u64, start: Start) -> Bytes {
-    let method = Some(Method::Start(start));
-    Bytes::from(Envelope { id, body: Some(Body::Request(Request { method })), ..Envelope::default() }.encode_to_vec())
-}
-
-/// What an envelope is, in a word: `Started`, `Output:<data>`, `Exited:<status>`.
-fn describe(frame: &[u8]) -> String {
-    match Envelope::decode(frame).unwrap().body {
-        Some(Body::Response(Response { result: Some(response::Result::Started(_)) })) => "Started".into(),
-        Some(Body::Notification(Notification { event: Some(notification::Event::Output(o)) })) => {
-            format!("Output:{}", String::from_utf8_lossy(&o.data))
-        }
-        Some(Body::Notification(Notification { event: Some(notification::Event::Exited(e)) })) => match e.status {
-            Some(exited::Status::Code(c)) => format!("Exited:code {c}"),
-            Some(exited::Status::Signal(s)) => format!("Exited:signal {s}"),
-            None => "Exited:?".into(),
-        },
-        other => format!("{other:?}"),
-    }
-}
-
-fn started_pid(frame: &[u8]) -> Option<u32> {
-    match Envelope::decode(frame).ok()?.body {
-        Some(Body::Response(Response { result: Some(response::Result::Started(s)) })) => Some(s.pid),
-        _ => None,
-    }
-}
 
 /// Output and Exited may come before Start's response (docs/architecture.md, "Protocol
 /// notes"): compare without that order, but Exited after the output.
@@ -57,19 +26,6 @@ fn assert_finished(got: &[String]) {
     let exited = got.iter().position(|e| e.starts_with("Exited")).unwrap();
     let output = got.iter().position(|e| e.starts_with("Output")).unwrap();
     assert!(output < exited, "Exited is last: {got:?}");
-}
-
-/// Whether `pid` is a live process (not gone, not a zombie).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
-}
-
-async fn wait_gone(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(pid) {
-        assert!(Instant::now() < deadline, "the child {pid} outlived its client");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 const SLEEP_THEN_ECHO: [&str; 3] = ["sh", "-c", "sleep 0.2; echo out"];

@@ -5,16 +5,18 @@
 //! processes killed. Real processes behind a real relay on loopback, through a raw
 //! `tracewire_rpc` link.
 
+#[path = "../../exec/tests/common/frames.rs"]
+mod frames;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use prost::Message;
-use tracewire_exec::{ExecConfig, ExecServer, Start};
-use tracewire_proto::v1::{Envelope, Notification, Request, Response, envelope::Body, notification, request::Method};
-use tracewire_proto::v1::{exited, response};
+use tracewire_exec::{ExecConfig, ExecServer};
 use tracewire_relay::{Keypair, RelayConfig, RelayEndpoint, RelayLink, RelayServer};
 use tracewire_rpc::{Link, ServerConfig};
+
+use frames::{alive, describe, start_envelope, start_of, started_pid, wait_gone};
 
 const TOKEN: &str = "tok";
 
@@ -56,48 +58,6 @@ async fn link(ep: &RelayEndpoint, key: &[u8; 32]) -> RelayLink {
     }
 }
 
-fn start_envelope(id: u64, argv: &[&str]) -> Bytes {
-    let start = Start { argv: argv.iter().map(|s| (*s).to_owned()).collect(), ..Start::default() };
-    let method = Some(Method::Start(start));
-    Bytes::from(Envelope { id, body: Some(Body::Request(Request { method })), ..Envelope::default() }.encode_to_vec())
-}
-
-/// What an envelope is, in a word: `Started`, `Output:<data>`, `Exited:<status>`.
-fn describe(frame: &[u8]) -> String {
-    match Envelope::decode(frame).unwrap().body {
-        Some(Body::Response(Response { result: Some(response::Result::Started(_)) })) => "Started".into(),
-        Some(Body::Notification(Notification { event: Some(notification::Event::Output(o)) })) => {
-            format!("Output:{}", String::from_utf8_lossy(&o.data))
-        }
-        Some(Body::Notification(Notification { event: Some(notification::Event::Exited(e)) })) => match e.status {
-            Some(exited::Status::Code(c)) => format!("Exited:code {c}"),
-            Some(exited::Status::Signal(s)) => format!("Exited:signal {s}"),
-            None => "Exited:?".into(),
-        },
-        other => format!("{other:?}"),
-    }
-}
-
-fn started_pid(frame: &[u8]) -> Option<u32> {
-    match Envelope::decode(frame).ok()?.body {
-        Some(Body::Response(Response { result: Some(response::Result::Started(s)) })) => Some(s.pid),
-        _ => None,
-    }
-}
-
-/// Whether `pid` is a live process (not gone, not a zombie).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
-}
-
-async fn wait_gone(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(pid) {
-        assert!(Instant::now() < deadline, "the child {pid} outlived its client");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The pid of the process a Start started, read from the link (with a deadline).
 async fn started(rx: &mut tokio::sync::mpsc::Receiver<Bytes>) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -113,7 +73,7 @@ async fn started(rx: &mut tokio::sync::mpsc::Receiver<Bytes>) -> u32 {
 async fn half_close_through_the_relay_delivers_output_and_exited_then_ends_cleanly() {
     let (ep, key, _stop) = relay_and_server("half-close").await;
     let RelayLink { link: Link { tx, mut rx }, status } = link(&ep, &key).await;
-    tx.send(start_envelope(1, &["sh", "-c", "sleep 0.2; echo out"])).await.unwrap();
+    tx.send(start_envelope(1, start_of(&["sh", "-c", "sleep 0.2; echo out"]))).await.unwrap();
     drop(tx); // no more requests
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -140,7 +100,7 @@ async fn half_close_through_the_relay_delivers_output_and_exited_then_ends_clean
 async fn a_client_that_drops_its_whole_link_has_its_process_killed() {
     let (ep, key, _stop) = relay_and_server("drop-all").await;
     let RelayLink { link: Link { tx, mut rx }, .. } = link(&ep, &key).await;
-    tx.send(start_envelope(1, &["sleep", "30"])).await.unwrap();
+    tx.send(start_envelope(1, start_of(&["sleep", "30"]))).await.unwrap();
     let pid = started(&mut rx).await;
     assert!(alive(pid));
     drop((tx, rx));
@@ -151,7 +111,7 @@ async fn a_client_that_drops_its_whole_link_has_its_process_killed() {
 async fn a_client_that_half_closes_then_goes_away_has_its_process_killed() {
     let (ep, key, _stop) = relay_and_server("half-then-gone").await;
     let RelayLink { link: Link { tx, mut rx }, .. } = link(&ep, &key).await;
-    tx.send(start_envelope(1, &["sleep", "30"])).await.unwrap();
+    tx.send(start_envelope(1, start_of(&["sleep", "30"]))).await.unwrap();
     drop(tx);
     let pid = started(&mut rx).await;
     assert!(alive(pid));
@@ -164,7 +124,7 @@ async fn after_a_half_closed_stream_ends_the_session_serves_the_next_client() {
     let (ep, key, _stop) = relay_and_server("then-next").await;
     for round in 0..3 {
         let RelayLink { link: Link { tx, mut rx }, status } = link(&ep, &key).await;
-        tx.send(start_envelope(1, &["echo", "again"])).await.unwrap();
+        tx.send(start_envelope(1, start_of(&["echo", "again"]))).await.unwrap();
         drop(tx);
         let mut got = Vec::new();
         while let Some(frame) =

@@ -1,6 +1,8 @@
 //! A real exec-server on a loopback port, for the tests.
 #![allow(dead_code)]
 
+pub(crate) mod frames;
+
 use std::sync::Arc;
 
 use tracewire_exec::{ExecClient, ExecConfig, ExecServer, Start};
