@@ -6,12 +6,15 @@
 //! memory usage caused by a misconfigured or malicious client. [...] If the limit is
 //! exceeded, the server SHOULD respond with `HTTP 413 Content Too Large`."
 
+mod common;
+
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracewire_collector::receiver::{MAX_REQUEST_BYTES, SpanStore, bind, serve_http};
+use common::http_receiver_thread;
+use tracewire_collector::receiver::{MAX_REQUEST_BYTES, SpanStore};
 
 /// The process's peak resident set size (`VmHWM`), in bytes.
 fn peak_rss() -> u64 {
@@ -50,17 +53,7 @@ fn a_1_gib_gzip_bomb_is_refused_with_413_in_bounded_memory() {
     assert_eq!(u32::from_le_bytes(bomb[bomb.len() - 4..].try_into().unwrap()), 1 << 30, "ISIZE");
 
     let store = Arc::new(SpanStore::new(1000));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let serving = Arc::clone(&store);
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        rt.block_on(async move {
-            let (listener, addr) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-            tx.send(addr).unwrap();
-            serve_http(listener, serving, std::future::pending()).await.unwrap();
-        });
-    });
-    let addr = rx.recv().unwrap().to_string();
+    let addr = http_receiver_thread(&store);
 
     let before = peak_rss();
     let started = Instant::now();

@@ -19,13 +19,15 @@
 //! (Section 12.5.3) ought to be used to indicate which (if any) content codings would have
 //! been accepted in the request."
 
+mod common;
+
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use common::{http_receiver_thread, request};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
-use tracewire_collector::receiver::{MAX_REQUEST_BYTES, SpanStore, bind, serve_http};
+use tracewire_collector::receiver::{MAX_REQUEST_BYTES, SpanStore};
 
 /// `google.rpc.Status` (code and message; OTLP failures carry no details here).
 #[derive(Clone, PartialEq, prost::Message)]
@@ -39,29 +41,8 @@ struct RpcStatus {
 /// A receiver on its own runtime (the tests' clients are blocking sockets).
 fn receiver() -> (Arc<SpanStore>, String) {
     let store = Arc::new(SpanStore::new(100_000));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let serving = Arc::clone(&store);
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        rt.block_on(async move {
-            let (listener, addr) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-            tx.send(addr).unwrap();
-            serve_http(listener, serving, std::future::pending()).await.unwrap();
-        });
-    });
-    (store, rx.recv().unwrap().to_string())
-}
-
-fn request(trace: u8, spans: u8) -> ExportTraceServiceRequest {
-    let spans = (0..spans)
-        .map(|i| Span { trace_id: vec![trace; 16], span_id: vec![i + 1; 8], name: format!("s{i}"), ..Span::default() })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans, ..ScopeSpans::default() }],
-            ..ResourceSpans::default()
-        }],
-    }
+    let addr = http_receiver_thread(&store);
+    (store, addr)
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

@@ -2,12 +2,15 @@
 //! HTTP/protobuf (plain and gzip), OTLP/JSON, and rotel-agent forwarding over OTLP/gRPC and
 //! OTLP/HTTP with gzip.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::request;
 use tracewire_collector::SpanRecord;
 use tracewire_collector::receiver::{SpanStore, bind, serve_grpc, serve_http};
 use tracewire_testkit::run_python;
@@ -137,20 +140,6 @@ async fn a_database_that_cannot_keep_up_makes_senders_retry_and_counts_it() {
     // Every span is either acknowledged (and kept) or refused (and counted): none vanish.
     assert_eq!((r.store.received(), r.store.refused()), (ok * 3, unavailable * 3));
     assert_eq!(r.store.snapshot().len() as u64, ok * 3);
-}
-
-fn request(trace: u8, spans: u8) -> opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-    let spans = (0..spans)
-        .map(|i| Span { trace_id: vec![trace; 16], span_id: vec![i + 1; 8], name: format!("s{i}"), ..Span::default() })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans, ..ScopeSpans::default() }],
-            ..ResourceSpans::default()
-        }],
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
