@@ -574,22 +574,8 @@ impl SyncDb {
         let conn = rusqlite::Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(
-            "CREATE TABLE processes (
-                 process_id INTEGER PRIMARY KEY,
-                 pid INTEGER NOT NULL,
-                 argv TEXT NOT NULL,
-                 cwd TEXT NOT NULL,
-                 started_unix_nanos INTEGER NOT NULL,
-                 ended_unix_nanos INTEGER NOT NULL DEFAULT 0,
-                 exit_code INTEGER,
-                 signal INTEGER,
-                 trace_id TEXT NOT NULL DEFAULT '',
-                 stdout_bytes INTEGER NOT NULL DEFAULT 0,
-                 stderr_bytes INTEGER NOT NULL DEFAULT 0
-             );
-             CREATE INDEX processes_started ON processes (started_unix_nanos);",
-        )?;
+        // The store's own migrations: the same table, columns and index.
+        tracewire_store::migrate(&conn)?;
         Ok(Self(conn))
     }
 

@@ -200,9 +200,15 @@ fn connect(path: &Path, config: &StoreConfig) -> Result<Connection, StoreError> 
     Ok(conn)
 }
 
-/// Versioned migrations (`PRAGMA user_version`): 0 -> 1 creates the table, 1 -> 2 adds the
-/// trace id and output byte counts, 2 -> 3 adds the spans table.
-fn migrate(conn: &Connection) -> Result<(), StoreError> {
+/// Brings the database of `conn` to the store's schema with versioned migrations
+/// (`PRAGMA user_version`): 0 -> 1 creates the table, 1 -> 2 adds the trace id and output
+/// byte counts, 2 -> 3 adds the spans table. [`Store::open`] runs it; it is public so that
+/// a plain SQLite writer compared with the store (`tracewire-bench`) writes to the same
+/// tables and indexes.
+///
+/// # Errors
+/// [`StoreError::NewerSchema`] for a database of a newer version; what SQLite reports.
+pub fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::NewerSchema(version));
