@@ -17,7 +17,7 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion};
 use tracewire_bench::fixtures::{
     closed_port, collector_down_pipeline, collector_down_sdk_provider, pipeline_dispatch, runtime, sdk_dispatch_tuned,
-    shutdown_reading_sdk_drops,
+    shutdown_reading_sdk_drops, tracing_deliver_span,
 };
 use tracewire_telemetry::stage_span;
 use tracing::Dispatch;
@@ -53,13 +53,7 @@ fn bench(c: &mut Criterion) {
     let rt = runtime().expect("tokio runtime");
     let provider = collector_down_sdk_provider(&rt, port).expect("SDK provider");
     per_span(&mut g, "tracing_opentelemetry_tuned/info_span", &sdk_dispatch_tuned(&provider), |i| {
-        let _s = tracing::info_span!(
-            target: "tracewire",
-            "terminal.deliver",
-            tracewire.bytes = i,
-            tracewire.stage = "terminal.deliver"
-        )
-        .entered();
+        let _s = tracing_deliver_span(i).entered();
     });
     let drops = shutdown_reading_sdk_drops(&provider, Duration::from_secs(2));
     eprintln!("SDK batch processor, collector down: {drops:?} dropped (its own count)");

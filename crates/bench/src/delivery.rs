@@ -15,7 +15,7 @@ use tracewire_telemetry::{Config, stage_span};
 
 use crate::fixtures::{
     CountingExporter, counting_pipeline, fastrace_reported, pipeline_dispatch, sdk_dispatch_tuned, sdk_provider,
-    shutdown_reading_sdk_drops,
+    shutdown_reading_sdk_drops, tracing_deliver_span,
 };
 use crate::{Row, Scale};
 
@@ -95,13 +95,7 @@ fn tracing_otel(load: Load) -> Outcome {
     let dispatch = sdk_dispatch_tuned(&provider);
     let emitted = drive(load, move || {
         tracing::dispatcher::with_default(&dispatch, || {
-            let _s = tracing::info_span!(
-                target: "tracewire",
-                "terminal.deliver",
-                tracewire.bytes = 42u64,
-                tracewire.stage = "terminal.deliver"
-            )
-            .entered();
+            let _s = tracing_deliver_span(42u64).entered();
         });
     });
     let dropped = shutdown_reading_sdk_drops(&provider, Duration::from_secs(10)).unwrap_or(0);

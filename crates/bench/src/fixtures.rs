@@ -251,6 +251,19 @@ pub fn tracing_trace() {
     }
 }
 
+/// The peer's twin of `stage_span!(TerminalDeliver, tracewire.bytes = bytes)`, for
+/// tracing-opentelemetry: the same name, target and field, and the `tracewire.stage`
+/// attribute (which tracewire adds on its export worker) recorded as a field.
+#[inline]
+pub fn tracing_deliver_span(bytes: u64) -> tracing::Span {
+    tracing::info_span!(
+        target: "tracewire",
+        "terminal.deliver",
+        tracewire.bytes = bytes,
+        tracewire.stage = "terminal.deliver"
+    )
+}
+
 /// The same trace through fastrace: a root span (with the stage property) set as the local
 /// parent, and 15 `LocalSpan`s under it with `process.pid` and the stage as properties.
 pub fn fastrace_trace() {

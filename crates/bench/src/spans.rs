@@ -26,7 +26,7 @@ use tracewire_telemetry::{Config, ExportSnapshot, Pipeline, stage_span};
 use crate::fixtures::{
     CountingExporter, TRACE_SPANS as GROUP, closed_port, collector_down_pipeline, collector_down_sdk_provider,
     fastrace_reported, fastrace_trace, pipeline_dispatch, process_cpu, runtime, sdk_dispatch, sdk_dispatch_tuned,
-    sdk_provider_with_queue, shutdown_reading_sdk_drops, tracewire_trace, tracing_trace,
+    sdk_provider_with_queue, shutdown_reading_sdk_drops, tracewire_trace, tracing_deliver_span, tracing_trace,
 };
 use crate::{Row, Scale, percentile};
 
@@ -234,13 +234,7 @@ fn latencies(dispatch: &tracing::Dispatch, n: u64, ours: bool, out: &mut Vec<Dur
             if ours {
                 let _s = stage_span!(TerminalDeliver, tracewire.bytes = i).entered();
             } else {
-                let _s = tracing::info_span!(
-                    target: "tracewire",
-                    "terminal.deliver",
-                    tracewire.bytes = i,
-                    tracewire.stage = "terminal.deliver"
-                )
-                .entered();
+                let _s = tracing_deliver_span(i).entered();
             }
             out.push(t0.elapsed());
         }
