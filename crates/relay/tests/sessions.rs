@@ -218,6 +218,27 @@ fn data(seq: u64, record: Bytes, last_fragment: bool, stream: u64) -> RelayFrame
 // ---------------------------------------------------------------------------------------
 // Item: many clients on one session.
 
+/// A client, on a task of its own, running `script` and reading its output forever;
+/// returns the task once the first output arrived (for a test to abort it mid-stream).
+async fn streaming_client(ep: &RelayEndpoint, key: &[u8; 32], script: &'static str) -> tokio::task::JoinHandle<()> {
+    let (streaming, streamed) = tokio::sync::oneshot::channel();
+    let (ep, key) = (ep.clone(), *key);
+    let task = tokio::spawn(async move {
+        let c = client(&ep, &key).await.unwrap();
+        let mut p = c.start(argv(&["sh", "-c", script])).await.unwrap();
+        let mut streaming = Some(streaming);
+        loop {
+            if let Some(Event::Output { .. }) = p.next_event().await
+                && let Some(s) = streaming.take()
+            {
+                let _ = s.send(());
+            }
+        }
+    });
+    streamed.await.unwrap();
+    task
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_clients_share_one_session_and_a_killed_one_disturbs_none() {
     let r = relay(config(Duration::from_secs(30))).await;
@@ -228,23 +249,7 @@ async fn fifty_concurrent_clients_share_one_session_and_a_killed_one_disturbs_no
     let _first = client_when_ready(&ep, &key).await;
 
     // One client streams from a long command; its task is aborted once it has output.
-    let (streaming, streamed) = tokio::sync::oneshot::channel();
-    let victim = tokio::spawn({
-        let ep = ep.clone();
-        async move {
-            let c = client(&ep, &key).await.unwrap();
-            let mut p = c.start(argv(&["sh", "-c", "while :; do echo streaming; sleep 0.05; done"])).await.unwrap();
-            let mut streaming = Some(streaming);
-            loop {
-                if let Some(Event::Output { .. }) = p.next_event().await
-                    && let Some(s) = streaming.take()
-                {
-                    let _ = s.send(());
-                }
-            }
-        }
-    });
-    streamed.await.unwrap();
+    let victim = streaming_client(&ep, &key, "while :; do echo streaming; sleep 0.05; done").await;
 
     // Fifty clients at once, each with its own handshake, stream and output; the victim
     // is killed while they run.
@@ -287,23 +292,7 @@ async fn a_client_aborted_mid_stream_does_not_disturb_another_streaming_client()
     let mut steady_p =
         steady.start(argv(&["sh", "-c", "for i in 1 2 3 4 5 6; do echo tick$i; sleep 0.1; done"])).await.unwrap();
     // A second client's task is aborted while its command streams.
-    let (streaming, streamed) = tokio::sync::oneshot::channel();
-    let doomed = tokio::spawn({
-        let ep = ep.clone();
-        async move {
-            let c = client(&ep, &key).await.unwrap();
-            let mut p = c.start(argv(&["sh", "-c", "while :; do echo spam; sleep 0.01; done"])).await.unwrap();
-            let mut streaming = Some(streaming);
-            loop {
-                if let Some(Event::Output { .. }) = p.next_event().await
-                    && let Some(s) = streaming.take()
-                {
-                    let _ = s.send(());
-                }
-            }
-        }
-    });
-    streamed.await.unwrap();
+    let doomed = streaming_client(&ep, &key, "while :; do echo spam; sleep 0.01; done").await;
     doomed.abort();
     let mut out = Vec::new();
     loop {
