@@ -290,8 +290,23 @@ pub(crate) struct Clock {
 impl Clock {
     /// Both clocks, now.
     pub(crate) fn now() -> Self {
-        let reading = (SystemTime::now(), fastant::Instant::now());
+        let reading = Self::reading();
         Self::from_readings(reading, reading)
+    }
+
+    /// One reading of both clocks. The system clock is read between two counter readings,
+    /// three times; the tightest pair wins and the counter's midpoint stands for it. A
+    /// thread preempted between its reads (a loaded machine) would otherwise pair the two
+    /// clocks tens of microseconds apart.
+    fn reading() -> (SystemTime, fastant::Instant) {
+        let read = || {
+            let before = fastant::Instant::now();
+            let system = SystemTime::now();
+            let gap = fastant::Instant::now().saturating_duration_since(before);
+            (gap, system, before + gap / 2)
+        };
+        let (_, system, counter) = (0..2).map(|_| read()).fold(read(), |best, r| if r.0 < best.0 { r } else { best });
+        (system, counter)
     }
 
     fn from_readings(earlier: (SystemTime, fastant::Instant), latest: (SystemTime, fastant::Instant)) -> Self {
@@ -304,7 +319,7 @@ impl Clock {
     /// Reads both clocks again, keeping the last reading (unless it is too recent to
     /// measure the counter's rate against the system clock with).
     pub(crate) fn advance(&mut self) {
-        let reading = (SystemTime::now(), fastant::Instant::now());
+        let reading = Self::reading();
         let earlier = if reading.1.saturating_duration_since(self.latest.1) >= std::time::Duration::from_millis(10) {
             self.latest
         } else {
