@@ -24,8 +24,6 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span};
 use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Service, http};
@@ -33,6 +31,7 @@ use tonic::{Request, Response, Status};
 
 use crate::SpanRecord;
 use crate::otlp::EncodedRequest;
+use tracewire_store::OtlpSpan;
 
 mod encoding;
 
@@ -75,28 +74,6 @@ pub struct SpanStore {
     db: Option<tracewire_store::Store>,
 }
 
-fn hex(b: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        s.push(char::from(DIGITS[usize::from(x >> 4)]));
-        s.push(char::from(DIGITS[usize::from(x & 0xf)]));
-    }
-    s
-}
-
-fn text(v: &AnyValue) -> String {
-    match &v.value {
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        Some(any_value::Value::IntValue(i)) => i.to_string(),
-        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-        Some(any_value::Value::BoolValue(b)) => b.to_string(),
-        Some(any_value::Value::BytesValue(b)) => hex(b),
-        Some(other) => format!("{other:?}"),
-        None => String::new(),
-    }
-}
-
 /// The requests kept, oldest first, and how many spans they hold in all.
 #[derive(Debug, Default)]
 struct Kept {
@@ -119,40 +96,9 @@ enum Held {
     Decoded(Arc<ExportTraceServiceRequest>),
 }
 
-fn service_of(rs: &ResourceSpans) -> String {
-    rs.resource
-        .as_ref()
-        .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-        .and_then(|kv| kv.value.as_ref())
-        .map(text)
-        .unwrap_or_default()
-}
-
-fn record_of(service: &str, s: &Span) -> SpanRecord {
-    SpanRecord {
-        trace_id: hex(&s.trace_id),
-        span_id: hex(&s.span_id),
-        parent_id: (!s.parent_span_id.is_empty()).then(|| hex(&s.parent_span_id)),
-        name: s.name.clone(),
-        service: service.to_owned(),
-        start_ns: i64::try_from(s.start_time_unix_nano).unwrap_or(i64::MAX),
-        end_ns: i64::try_from(s.end_time_unix_nano).unwrap_or(i64::MAX),
-        attributes: s
-            .attributes
-            .iter()
-            .map(|kv| (kv.key.clone(), kv.value.as_ref().map(text).unwrap_or_default()))
-            .collect(),
-    }
-}
-
-/// The spans of one OTLP export request.
+/// The spans of one OTLP export request, whole ([`SpanRecord::from_otlp`]).
 pub fn spans_of(request: &ExportTraceServiceRequest) -> Vec<SpanRecord> {
-    let mut out = Vec::new();
-    for rs in &request.resource_spans {
-        let service = service_of(rs);
-        out.extend(rs.scope_spans.iter().flat_map(|ss| &ss.spans).map(|s| record_of(&service, s)));
-    }
-    out
+    SpanRecord::all_of(request)
 }
 
 fn span_count(request: &ExportTraceServiceRequest) -> usize {
@@ -181,10 +127,28 @@ impl Batch {
                 skip -= n;
                 continue;
             }
-            let service = service_of(rs);
-            let spans = rs.scope_spans.iter().flat_map(|ss| &ss.spans).skip(skip).take(take);
+            let resource = Arc::new(rs.resource.clone().unwrap_or_default());
+            let resource_schema_url: Arc<str> = Arc::from(rs.schema_url.as_str());
+            let spans = rs
+                .scope_spans
+                .iter()
+                .flat_map(|ss| {
+                    let scope = Arc::new(ss.scope.clone().unwrap_or_default());
+                    let scope_schema_url: Arc<str> = Arc::from(ss.schema_url.as_str());
+                    ss.spans.iter().map(move |span| (Arc::clone(&scope), Arc::clone(&scope_schema_url), span))
+                })
+                .skip(skip)
+                .take(take);
             let before = out.len();
-            out.extend(spans.map(|s| record_of(&service, s)));
+            out.extend(spans.map(|(scope, scope_schema_url, span)| {
+                SpanRecord::from_otlp(OtlpSpan {
+                    resource: Arc::clone(&resource),
+                    resource_schema_url: Arc::clone(&resource_schema_url),
+                    scope,
+                    scope_schema_url,
+                    span: span.clone(),
+                })
+            }));
             take -= out.len() - before;
             skip = 0;
         }

@@ -25,6 +25,7 @@ fn span(
         start_ns: start_ms * MS,
         end_ns: end_ms * MS,
         attributes: BTreeMap::new(),
+        ..SpanRecord::default()
     }
 }
 

@@ -20,6 +20,7 @@ fn span(trace: usize, id: &str, parent: Option<&str>, stage: &str, start_ms: i64
         start_ns: start_ms * MS,
         end_ns: end_ms * MS,
         attributes: BTreeMap::from([("tracewire.stage".to_owned(), stage.to_owned())]),
+        ..SpanRecord::default()
     }
 }
 

@@ -44,7 +44,7 @@ use tracewire_telemetry::{Queued, Stage, stage_span};
 use tracing::Instrument;
 
 mod spans;
-pub use spans::SpanRecord;
+pub use spans::{OtlpSpan, SpanRecord, hex, kind, service_of, status, text, to_request, unhex};
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i32 = 3;

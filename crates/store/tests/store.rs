@@ -246,6 +246,7 @@ fn span(trace: &str, id: &str, parent: Option<&str>, start: i64) -> tracewire_st
         end_ns: start + 10,
         attributes: [("tracewire.stage".to_owned(), "rpc.call".to_owned()), ("k".to_owned(), "v \"q\"".to_owned())]
             .into(),
+        ..Default::default()
     }
 }
 
