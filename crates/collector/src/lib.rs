@@ -7,8 +7,9 @@
 //! spans, and SLOs with their violation rates.
 //!
 //! [`receiver`] is an embedded OTLP receiver (gRPC and HTTP, protobuf and JSON) that keeps
-//! spans in a bounded store for the analysis. (The report files and `tracewire demo` build
-//! on both; see issue [6/9].)
+//! spans in a bounded store for the analysis; [`input`] reads OTLP JSON and Jaeger JSON
+//! files, [`otlp_json`] and [`jaeger`] write them. The report files and `tracewire demo`
+//! build on all of these.
 //!
 //! ```
 //! use tracewire_collector::{analyze, Slo, SpanRecord};
@@ -36,8 +37,10 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod analysis;
+pub mod input;
 pub mod jaeger;
 pub mod otlp;
+pub mod otlp_json;
 pub mod receiver;
 pub mod report;
 mod slo;

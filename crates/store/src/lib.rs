@@ -44,7 +44,7 @@ use tracewire_telemetry::{Queued, Stage, stage_span};
 use tracing::Instrument;
 
 mod spans;
-pub use spans::{OtlpSpan, SpanRecord, hex, kind, service_of, status, text, to_request, unhex};
+pub use spans::{OtlpSpan, SpanFilter, SpanRecord, hex, kind, service_of, status, text, to_request, unhex};
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i32 = 3;
@@ -167,7 +167,7 @@ enum Cmd {
     Flush(oneshot::Sender<Result<(), StoreError>>),
     Recent(usize, oneshot::Sender<Result<Vec<ProcessRecord>, StoreError>>),
     Spans(Vec<SpanRecord>),
-    LoadSpans(oneshot::Sender<Result<Vec<SpanRecord>, StoreError>>),
+    LoadSpans(SpanFilter, oneshot::Sender<Result<Vec<SpanRecord>, StoreError>>),
     CountSpans(oneshot::Sender<Result<u64, StoreError>>),
 }
 
@@ -378,8 +378,8 @@ impl Writer {
                 let _ = ack.send(r);
             }
             Cmd::Spans(batch) => self.pending_spans.extend(batch),
-            Cmd::LoadSpans(ack) => {
-                let _ = ack.send(self.write_pending().and_then(|()| spans::load(&self.conn)));
+            Cmd::LoadSpans(filter, ack) => {
+                let _ = ack.send(self.write_pending().and_then(|()| spans::load(&self.conn, &filter)));
             }
             Cmd::CountSpans(ack) => {
                 let _ = ack.send(self.write_pending().and_then(|()| spans::count(&self.conn)));
@@ -530,8 +530,16 @@ impl Store {
     /// # Errors
     /// As [`Store::flush`]; [`StoreError::Corrupt`] for a row whose attributes do not parse.
     pub async fn spans(&self) -> Result<Vec<SpanRecord>, StoreError> {
+        self.spans_matching(SpanFilter::default()).await
+    }
+
+    /// The stored spans that `filter` selects, ordered by start, after a barrier.
+    ///
+    /// # Errors
+    /// As [`Store::spans`].
+    pub async fn spans_matching(&self, filter: SpanFilter) -> Result<Vec<SpanRecord>, StoreError> {
         let (ack, done) = oneshot::channel();
-        self.tx.send(Cmd::LoadSpans(ack)).await.map_err(|_| StoreError::Closed)?;
+        self.tx.send(Cmd::LoadSpans(filter, ack)).await.map_err(|_| StoreError::Closed)?;
         done.await.map_err(|_| StoreError::Closed)?
     }
 

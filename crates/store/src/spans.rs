@@ -405,7 +405,27 @@ pub(crate) fn count(conn: &Connection) -> Result<u64, StoreError> {
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-pub(crate) fn load(conn: &Connection) -> Result<Vec<SpanRecord>, StoreError> {
+/// Which stored spans to read ([`crate::Store::spans_matching`]); the default selects all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpanFilter {
+    /// Only these traces (hex ids, either case); empty: every trace.
+    pub traces: Vec<String>,
+    /// Only spans that start at or after this instant (Unix nanoseconds).
+    pub since_ns: Option<i64>,
+    /// Only spans that start before this instant (Unix nanoseconds).
+    pub until_ns: Option<i64>,
+}
+
+impl SpanFilter {
+    /// Whether the filter selects `span`.
+    pub fn matches(&self, span: &SpanRecord) -> bool {
+        (self.traces.is_empty() || self.traces.iter().any(|t| t.eq_ignore_ascii_case(&span.trace_id)))
+            && self.since_ns.is_none_or(|t| span.start_ns >= t)
+            && self.until_ns.is_none_or(|t| span.start_ns < t)
+    }
+}
+
+pub(crate) fn load(conn: &Connection, filter: &SpanFilter) -> Result<Vec<SpanRecord>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT trace_id, span_id, parent_id, name, service, start_ns, end_ns, attributes
          FROM spans ORDER BY start_ns, trace_id, span_id",
@@ -436,7 +456,9 @@ pub(crate) fn load(conn: &Connection) -> Result<Vec<SpanRecord>, StoreError> {
                 span.trace_id, span.span_id
             ))
         })?;
-        out.push(span);
+        if filter.matches(&span) {
+            out.push(span);
+        }
     }
     Ok(out)
 }
