@@ -9,6 +9,9 @@
 
 use std::collections::HashMap;
 
+mod env;
+pub use env::{EnvCarrier, env_var_name, is_normalized_env_name};
+
 #[cfg(feature = "http")]
 mod http;
 #[cfg(feature = "tokio")]
@@ -228,81 +231,18 @@ impl CarrierMut for Vec<(String, String)> {
     }
 }
 
-/// The environment variable that carries header `name` to a child process
-/// (`traceparent` -> `TRACEPARENT`; other names upper-cased, `-` becoming `_`).
-pub fn env_var_name(name: &str) -> String {
-    name.chars().map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }).collect()
-}
-
-/// Trace context read from environment variables `TRACEPARENT`, `TRACESTATE` and `BAGGAGE`,
-/// as an instrumented child process receives it from its parent.
-///
-/// ```
-/// use tracewire_context::{Carrier, EnvCarrier};
-///
-/// let env = EnvCarrier::from_vars([("TRACEPARENT", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]);
-/// assert!(env.get("traceparent").is_some());
-/// // In a real child: EnvCarrier::from_process()
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EnvCarrier {
-    inner: TraceCarrier,
-}
-
-impl EnvCarrier {
-    /// Reads the current process's environment (variables that are not UTF-8 are ignored).
-    pub fn from_process() -> Self {
-        Self::from_vars(
-            [ENV_TRACEPARENT, ENV_TRACESTATE, ENV_BAGGAGE]
-                .into_iter()
-                .filter_map(|k| std::env::var(k).ok().map(|v| (k, v))),
-        )
-    }
-
-    /// Builds the carrier from `(variable, value)` pairs; unrelated variables are ignored.
-    pub fn from_vars<K: AsRef<str>, V: AsRef<str>>(vars: impl IntoIterator<Item = (K, V)>) -> Self {
-        let mut inner = TraceCarrier::default();
-        for (k, v) in vars {
-            let slot = match k.as_ref() {
-                ENV_TRACEPARENT => &mut inner.traceparent,
-                ENV_TRACESTATE => &mut inner.tracestate,
-                ENV_BAGGAGE => &mut inner.baggage,
-                _ => continue,
-            };
-            v.as_ref().clone_into(slot);
-        }
-        Self { inner }
-    }
-
-    /// The values as a [`TraceCarrier`].
-    pub fn into_inner(self) -> TraceCarrier {
-        self.inner
-    }
-}
-
-impl Carrier for EnvCarrier {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.inner.get(name)
-    }
-    fn keys(&self) -> impl Iterator<Item = &str> {
-        self.inner.keys()
-    }
-}
-
 /// Writes each field as an environment variable of the child (`TRACEPARENT`, ...).
 impl CarrierMut for std::process::Command {
     fn set(&mut self, name: &str, value: &str) -> Result<(), CarrierError> {
-        check_env(name, value)?;
+        check_env_value(name, value)?;
         self.env(env_var_name(name), value);
         Ok(())
     }
 }
 
-/// Environment variables can hold neither NUL nor, in names, `=`.
-pub(crate) fn check_env(name: &str, value: &str) -> Result<(), CarrierError> {
-    if name.is_empty() || name.contains(['=', '\0']) {
-        return Err(CarrierError::InvalidName(name.to_owned()));
-    }
+/// An environment variable's value cannot hold NUL (POSIX: the environment is C strings).
+/// Names need no check: a normalized name ([`env_var_name`]) is `[A-Z_][A-Z0-9_]*`.
+pub(crate) fn check_env_value(name: &str, value: &str) -> Result<(), CarrierError> {
     if value.contains('\0') {
         return Err(CarrierError::InvalidValue(name.to_owned()));
     }

@@ -44,7 +44,7 @@ mod tracestate;
 pub use baggage::{Baggage, BaggageEntry, BaggageError, ParsedBaggage};
 pub use carrier::{
     BAGGAGE, Carrier, CarrierError, CarrierMut, ENV_BAGGAGE, ENV_TRACEPARENT, ENV_TRACESTATE, EnvCarrier, TRACEPARENT,
-    TRACESTATE, TraceCarrier, env_var_name,
+    TRACESTATE, TraceCarrier, env_var_name, is_normalized_env_name,
 };
 pub use id::{SpanId, TraceFlags, TraceId};
 pub use propagation::{
