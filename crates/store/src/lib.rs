@@ -47,7 +47,7 @@ mod spans;
 pub use spans::{OtlpSpan, SpanFilter, SpanRecord, hex, kind, service_of, status, text, to_request, unhex};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// A store failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -193,6 +193,9 @@ fn connect(path: &Path, config: &StoreConfig) -> Result<Connection, StoreError> 
     // WAL: readers do not block the writer; FULL: a commit is on disk when it returns.
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // 16 MiB of page cache (SQLite's default is 2 MiB): the span indexes, keyed by random
+    // ids, are written all over; cached, their pages are not read back for every batch.
+    conn.pragma_update(None, "cache_size", -16 * 1024)?;
     migrate(&conn)?;
     if let Some(pages) = config.max_pages {
         let _: i64 = conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| r.get(0))?;
@@ -202,7 +205,9 @@ fn connect(path: &Path, config: &StoreConfig) -> Result<Connection, StoreError> 
 
 /// Brings the database of `conn` to the store's schema with versioned migrations
 /// (`PRAGMA user_version`): 0 -> 1 creates the table, 1 -> 2 adds the trace id and output
-/// byte counts, 2 -> 3 adds the spans table. [`Store::open`] runs it; it is public so that
+/// byte counts, 2 -> 3 adds the spans table (text attributes), 3 -> 4 keeps spans whole
+/// (the OTLP span, resource and scope; a database of schema 2 or older gets the tables of 4
+/// directly, one of schema 3 has its spans rewritten). [`Store::open`] runs it; it is public so that
 /// a plain SQLite writer compared with the store (`tracewire-bench`) writes to the same
 /// tables and indexes.
 ///
@@ -242,14 +247,21 @@ pub fn migrate(conn: &Connection) -> Result<(), StoreError> {
         )?;
     }
     if version < 3 {
-        conn.execute_batch(spans::MIGRATION_3)?;
+        spans::create_4(conn)?;
+    } else if version < 4 {
+        spans::migrate_3_to_4(conn)?;
     }
     Ok(())
 }
 
-fn write_batch(conn: &mut Connection, batch: &[Appended], span_batch: &[SpanRecord]) -> Result<(), StoreError> {
+fn write_batch(
+    conn: &mut Connection,
+    batch: &[Appended],
+    span_batch: &[SpanRecord],
+    interned: &mut spans::Interned,
+) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
-    spans::insert(&tx, span_batch)?;
+    spans::insert(&tx, span_batch, interned)?;
     for a in batch {
         upsert_process(&tx, &a.record)?;
     }
@@ -344,6 +356,7 @@ struct Writer {
     backlog: Arc<AtomicU64>,
     pending: Vec<Appended>,
     pending_spans: Vec<SpanRecord>,
+    interned: spans::Interned,
 }
 
 impl Writer {
@@ -357,8 +370,12 @@ impl Writer {
             return Ok(());
         }
         let start = SystemTime::now();
-        let result = write_batch(&mut self.conn, &self.pending, &self.pending_spans);
+        let result = write_batch(&mut self.conn, &self.pending, &self.pending_spans, &mut self.interned);
         write_span(start, &self.pending, result.is_ok());
+        if result.is_err() {
+            // The transaction was rolled back, with the resources and scopes it added.
+            self.interned.clear();
+        }
         if result.is_ok() {
             self.backlog.fetch_sub(self.pending_len() as u64, Ordering::AcqRel);
             self.pending.clear();
@@ -449,8 +466,15 @@ impl Store {
         let conn = connect(&path, &config)?;
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let backlog = Arc::new(AtomicU64::new(0));
-        let writer =
-            Writer { conn, rx, config, backlog: Arc::clone(&backlog), pending: Vec::new(), pending_spans: Vec::new() };
+        let writer = Writer {
+            conn,
+            rx,
+            config,
+            backlog: Arc::clone(&backlog),
+            pending: Vec::new(),
+            pending_spans: Vec::new(),
+            interned: spans::Interned::default(),
+        };
         std::thread::Builder::new()
             .name("tracewire-store".into())
             .spawn(move || writer.run())
@@ -481,7 +505,10 @@ impl Store {
 
     /// Queues a batch of received spans (one queue slot, whatever its size) and returns
     /// without waiting for the disk; the [`FullPolicy`] applies as for [`Store::append`].
-    /// A span stored twice (an exporter's retry) is kept once.
+    /// A span stored twice (an exporter's retry) is kept once. Everything a span arrived
+    /// with is kept ([`SpanRecord::otlp`]); a record without it is stored as
+    /// [`SpanRecord::to_otlp`] gives it (string attributes, a resource with its
+    /// `service.name`), and loads back as that.
     ///
     /// ```
     /// use tracewire_store::{SpanRecord, Store};
@@ -490,9 +517,13 @@ impl Store {
     /// let dir = std::env::temp_dir().join(format!("tw-spans-doc-{}", std::process::id()));
     /// std::fs::create_dir_all(&dir).unwrap();
     /// let store = Store::open(dir.join("traces.db")).unwrap();
-    /// let span = SpanRecord { trace_id: "t".into(), span_id: "s".into(), name: "exec".into(), ..Default::default() };
+    /// let span = SpanRecord {
+    ///     trace_id: "0af7651916cd43dd8448eb211c80319c".into(), span_id: "b7ad6b7169203331".into(),
+    ///     name: "exec".into(), service: "api".into(), ..Default::default()
+    /// };
     /// store.append_spans(vec![span.clone(), span.clone()]).await.unwrap();
-    /// assert_eq!(store.spans().await.unwrap(), [span]);
+    /// // Back as the OTLP span it stands for.
+    /// assert_eq!(store.spans().await.unwrap(), [SpanRecord::from_otlp(span.to_otlp())]);
     /// # std::fs::remove_dir_all(&dir).unwrap();
     /// # });
     /// ```

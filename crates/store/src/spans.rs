@@ -1,13 +1,15 @@
 //! Spans as the collector keeps them, and their table.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
-use rusqlite::{Connection, Transaction, params};
+use prost::Message as _;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::StoreError;
 
@@ -196,7 +198,7 @@ impl SpanRecord {
     /// use opentelemetry_proto::tonic::trace::v1::{Span, Status};
     /// use tracewire_store::{OtlpSpan, SpanRecord, status};
     ///
-    /// let kv = |k: &str, v| KeyValue { key: k.into(), value: Some(AnyValue { value: Some(v) }) };
+    /// let kv = |k: &str, v| KeyValue { key: k.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() };
     /// let resource = Resource { attributes: vec![kv("service.name", Value::StringValue("api".into()))], ..Default::default() };
     /// let span = Span {
     ///     trace_id: vec![1; 16], span_id: vec![2; 8], name: "GET /".into(), kind: 2,
@@ -275,11 +277,21 @@ impl SpanRecord {
         s.span_id = unhex(&self.span_id).unwrap_or_default();
         s.parent_span_id = self.parent_id.as_deref().and_then(unhex).unwrap_or_default();
         s.name.clone_from(&self.name);
-        s.start_time_unix_nano = u64::try_from(self.start_ns).unwrap_or(0);
-        s.end_time_unix_nano = u64::try_from(self.end_ns).unwrap_or(0);
+        // A time or status the record did not change stays exactly as received (a time past
+        // `i64::MAX` nanoseconds, an empty status that was sent).
+        let unchanged = |t: u64, view: i64| i64::try_from(t).unwrap_or(i64::MAX) == view;
+        if !unchanged(s.start_time_unix_nano, self.start_ns) {
+            s.start_time_unix_nano = u64::try_from(self.start_ns).unwrap_or(0);
+        }
+        if !unchanged(s.end_time_unix_nano, self.end_ns) {
+            s.end_time_unix_nano = u64::try_from(self.end_ns).unwrap_or(0);
+        }
         s.kind = self.kind;
-        s.status = (self.status_code != status::UNSET || !self.status_message.is_empty())
-            .then(|| Status { code: self.status_code, message: self.status_message.clone() });
+        let received = s.status.as_ref().map_or((status::UNSET, ""), |st| (st.code, st.message.as_str()));
+        if received != (self.status_code, self.status_message.as_str()) {
+            s.status = (self.status_code != status::UNSET || !self.status_message.is_empty())
+                .then(|| Status { code: self.status_code, message: self.status_message.clone() });
+        }
         o
     }
 
@@ -332,70 +344,373 @@ fn string_kv(key: &str, value: &str) -> KeyValue {
 /// assert_eq!(SpanRecord::all_of(&request)[1].span_id, "00f067aa0ba902b8");
 /// ```
 pub fn to_request(records: &[SpanRecord]) -> ExportTraceServiceRequest {
+    // The resources and scopes of `out`, in its order: the same `Arc` is the same resource
+    // even when `==` says otherwise (a NaN attribute is not equal to itself).
+    let mut seen: Vec<(Arc<Resource>, Vec<Arc<InstrumentationScope>>)> = Vec::new();
     let mut out = ExportTraceServiceRequest::default();
     for r in records {
         let o = r.to_otlp();
-        let at = out
-            .resource_spans
-            .iter()
-            .position(|rs| rs.resource.as_ref() == Some(&*o.resource) && rs.schema_url == *o.resource_schema_url);
-        let rs = if let Some(i) = at {
-            &mut out.resource_spans[i]
-        } else {
+        let at = seen.iter().zip(&out.resource_spans).position(|((resource, _), rs)| {
+            (Arc::ptr_eq(resource, &o.resource) || **resource == *o.resource) && rs.schema_url == *o.resource_schema_url
+        });
+        let i = at.unwrap_or_else(|| {
             out.resource_spans.push(ResourceSpans {
                 resource: Some((*o.resource).clone()),
                 schema_url: o.resource_schema_url.to_string(),
                 scope_spans: Vec::new(),
             });
-            let last = out.resource_spans.len() - 1;
-            &mut out.resource_spans[last]
-        };
-        let at = rs
-            .scope_spans
-            .iter()
-            .position(|ss| ss.scope.as_ref() == Some(&*o.scope) && ss.schema_url == *o.scope_schema_url);
-        let ss = if let Some(i) = at {
-            &mut rs.scope_spans[i]
-        } else {
+            seen.push((Arc::clone(&o.resource), Vec::new()));
+            seen.len() - 1
+        });
+        let (rs, scopes) = (&mut out.resource_spans[i], &mut seen[i].1);
+        let at = scopes.iter().zip(&rs.scope_spans).position(|(scope, ss)| {
+            (Arc::ptr_eq(scope, &o.scope) || **scope == *o.scope) && ss.schema_url == *o.scope_schema_url
+        });
+        let j = at.unwrap_or_else(|| {
             rs.scope_spans.push(ScopeSpans {
                 scope: Some((*o.scope).clone()),
                 schema_url: o.scope_schema_url.to_string(),
                 spans: Vec::new(),
             });
-            let last = rs.scope_spans.len() - 1;
-            &mut rs.scope_spans[last]
-        };
-        ss.spans.push(o.span);
+            scopes.push(Arc::clone(&o.scope));
+            scopes.len() - 1
+        });
+        rs.scope_spans[j].spans.push(o.span);
     }
     out
 }
 
-/// Schema 2 -> 3: the spans table. `(trace_id, span_id)` is the key, so a batch an exporter
-/// retries is stored once.
-pub(crate) const MIGRATION_3: &str = "BEGIN;
-     CREATE TABLE spans (
-         trace_id TEXT NOT NULL,
-         span_id TEXT NOT NULL,
-         parent_id TEXT,
-         name TEXT NOT NULL,
+/// The tables of schema 4.
+///
+/// - `resources` and `scopes` hold each distinct resource (with its schema URL, encoded as
+///   a `ResourceSpans` without spans) and instrumentation scope (a `ScopeSpans` without
+///   spans) once; `resources.service` is its `service.name`.
+/// - `spans` holds the analysis's columns and `body`: the OTLP `Span` in protobuf without
+///   the fields the columns hold (ids, name, times, kind, status code), rebuilt on load.
+///   Ids are blobs (their bytes; an id that is not lowercase hex, which only a record
+///   built by hand can have, stays text). Rows are appended in `rowid` order, so pages
+///   fill completely; `spans_id` keys a span by (trace, span) id, so a batch an exporter
+///   retries is stored once, and serves the trace filter; `spans_start` the time range and
+///   the load order.
+const SCHEMA_4: &str = "
+     CREATE TABLE resources (
+         id INTEGER PRIMARY KEY,
          service TEXT NOT NULL,
+         body BLOB NOT NULL UNIQUE
+     );
+     CREATE TABLE scopes (
+         id INTEGER PRIMARY KEY,
+         body BLOB NOT NULL UNIQUE
+     );
+     CREATE TABLE spans (
+         trace_id BLOB NOT NULL,
+         span_id BLOB NOT NULL,
+         parent_id BLOB,
+         name TEXT NOT NULL,
          start_ns INTEGER NOT NULL,
          end_ns INTEGER NOT NULL,
-         attributes TEXT NOT NULL,
-         PRIMARY KEY (trace_id, span_id)
-     ) WITHOUT ROWID;
-     CREATE INDEX spans_start ON spans (start_ns);
-     PRAGMA user_version = 3;
-     COMMIT;";
+         kind INTEGER NOT NULL,
+         status_code INTEGER NOT NULL,
+         resource_id INTEGER NOT NULL REFERENCES resources (id),
+         scope_id INTEGER NOT NULL REFERENCES scopes (id),
+         body BLOB NOT NULL
+     );
+     CREATE UNIQUE INDEX spans_id ON spans (trace_id, span_id);
+     CREATE INDEX spans_start ON spans (start_ns);";
 
-pub(crate) fn insert(tx: &Transaction<'_>, spans: &[SpanRecord]) -> Result<(), StoreError> {
+/// Creates the spans tables of schema 4 in a database of schema 2 (or older, brought to 2).
+pub(crate) fn create_4(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(&format!("BEGIN; {SCHEMA_4} PRAGMA user_version = 4; COMMIT;"))?;
+    Ok(())
+}
+
+/// Schema 3 -> 4 in one transaction: every span of the schema 3 table is rewritten in the
+/// new tables as a record with the text attributes it was stored with (string attributes
+/// in OTLP, a resource with its `service.name`), so it loads as it did. A row whose
+/// attributes are not JSON fails the migration ([`StoreError::Corrupt`], naming it); the
+/// database stays at schema 3.
+pub(crate) fn migrate_3_to_4(conn: &Connection) -> Result<(), StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(&format!("ALTER TABLE spans RENAME TO spans_3; DROP INDEX spans_start; {SCHEMA_4}"))?;
+    {
+        let mut stmt = tx
+            .prepare("SELECT trace_id, span_id, parent_id, name, service, start_ns, end_ns, attributes FROM spans_3")?;
+        let mut rows = stmt.query([])?;
+        let mut interned = Interned::default();
+        let mut batch = Vec::with_capacity(1024);
+        while let Some(row) = rows.next()? {
+            let mut span = SpanRecord {
+                trace_id: row.get(0)?,
+                span_id: row.get(1)?,
+                parent_id: row.get(2)?,
+                name: row.get(3)?,
+                service: row.get(4)?,
+                start_ns: row.get(5)?,
+                end_ns: row.get(6)?,
+                ..SpanRecord::default()
+            };
+            let attributes: String = row.get(7)?;
+            span.attributes = serde_json::from_str(&attributes).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "span {}/{}: attributes are not a JSON object: {e}",
+                    span.trace_id, span.span_id
+                ))
+            })?;
+            batch.push(span);
+            if batch.len() == batch.capacity() {
+                insert(&tx, &batch, &mut interned)?;
+                batch.clear();
+            }
+        }
+        insert(&tx, &batch, &mut interned)?;
+    }
+    tx.execute_batch("DROP TABLE spans_3; PRAGMA user_version = 4;")?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Resources and scopes the writer has stored, by their encoding: a request's resource is
+/// looked up once, not once per span. Cleared when a write fails (its ids were rolled
+/// back) and when it grows past [`Interned::MAX`].
+#[derive(Debug, Default)]
+pub(crate) struct Interned {
+    resources: HashMap<Vec<u8>, i64>,
+    scopes: HashMap<Vec<u8>, i64>,
+}
+
+impl Interned {
+    /// Most entries kept (a sender that makes a resource per request cannot grow it).
+    const MAX: usize = 4096;
+
+    /// Forgets every id (after a failed write, whose transaction was rolled back).
+    pub(crate) fn clear(&mut self) {
+        self.resources.clear();
+        self.scopes.clear();
+    }
+
+    fn resource(&mut self, tx: &Connection, body: &[u8], service: &str) -> Result<i64, StoreError> {
+        Self::id(&mut self.resources, tx, "resources", body, Some(service))
+    }
+
+    fn scope(&mut self, tx: &Connection, body: &[u8]) -> Result<i64, StoreError> {
+        Self::id(&mut self.scopes, tx, "scopes", body, None)
+    }
+
+    fn id(
+        map: &mut HashMap<Vec<u8>, i64>,
+        tx: &Connection,
+        table: &str,
+        body: &[u8],
+        service: Option<&str>,
+    ) -> Result<i64, StoreError> {
+        if let Some(id) = map.get(body) {
+            return Ok(*id);
+        }
+        let found: Option<i64> = tx
+            .prepare_cached(&format!("SELECT id FROM {table} WHERE body = ?1"))?
+            .query_row([body], |r| r.get(0))
+            .optional()?;
+        let id = if let Some(id) = found {
+            id
+        } else {
+            match service {
+                Some(service) => {
+                    tx.prepare_cached("INSERT INTO resources (service, body) VALUES (?1, ?2)")?
+                        .execute(params![service, body])?;
+                }
+                None => {
+                    tx.prepare_cached(&format!("INSERT INTO {table} (body) VALUES (?1)"))?.execute([body])?;
+                }
+            }
+            tx.last_insert_rowid()
+        };
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(body.to_vec(), id);
+        Ok(id)
+    }
+}
+
+/// An id as stored: its bytes when `text` is their lowercase hex, else the text.
+fn id_sql<'a>(text: &'a str, raw: &'a [u8]) -> ToSqlOutput<'a> {
+    if is_hex_of(text, raw) {
+        return ToSqlOutput::Borrowed(ValueRef::Blob(raw));
+    }
+    match unhex(text) {
+        Some(bytes) if is_hex_of(text, &bytes) => ToSqlOutput::Owned(rusqlite::types::Value::Blob(bytes)),
+        _ => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+    }
+}
+
+/// Whether `text` is the lowercase hex of `bytes`.
+fn is_hex_of(text: &str, bytes: &[u8]) -> bool {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    text.len() == bytes.len() * 2
+        && text
+            .as_bytes()
+            .chunks_exact(2)
+            .zip(bytes)
+            .all(|(p, b)| p[0] == DIGITS[usize::from(b >> 4)] && p[1] == DIGITS[usize::from(b & 0xf)])
+}
+
+/// A stored id back as the record's text (blobs as hex).
+fn id_text(v: ValueRef<'_>) -> String {
+    match v {
+        ValueRef::Blob(b) => hex(b),
+        ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+        _ => String::new(),
+    }
+}
+
+/// The bytes a stored id stands for in OTLP: a blob's bytes, a text id's hex (empty when
+/// it is not hex).
+fn id_bytes(v: ValueRef<'_>) -> Vec<u8> {
+    match v {
+        ValueRef::Blob(b) => b.to_vec(),
+        ValueRef::Text(t) => std::str::from_utf8(t).ok().and_then(unhex).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Encodes `span` without the fields the columns hold (ids, name, times, kind, status
+/// code) into `buf`, as prost encodes such a `Span`, with `status` as its status. A time
+/// is kept when the column cannot give it back (beyond `i64::MAX` nanoseconds).
+fn encode_body(span: &Span, status: Option<&Status>, keep_times: (bool, bool), buf: &mut Vec<u8>) {
+    use prost::encoding::{WireType, encode_key, encode_varint, fixed64, message, string, uint32};
+    buf.clear();
+    if !span.trace_state.is_empty() {
+        string::encode(3, &span.trace_state, buf);
+    }
+    if keep_times.0 && span.start_time_unix_nano != 0 {
+        fixed64::encode(7, &span.start_time_unix_nano, buf);
+    }
+    if keep_times.1 && span.end_time_unix_nano != 0 {
+        fixed64::encode(8, &span.end_time_unix_nano, buf);
+    }
+    message::encode_repeated(9, &span.attributes, buf);
+    if span.dropped_attributes_count != 0 {
+        uint32::encode(10, &span.dropped_attributes_count, buf);
+    }
+    message::encode_repeated(11, &span.events, buf);
+    if span.dropped_events_count != 0 {
+        uint32::encode(12, &span.dropped_events_count, buf);
+    }
+    message::encode_repeated(13, &span.links, buf);
+    if span.dropped_links_count != 0 {
+        uint32::encode(14, &span.dropped_links_count, buf);
+    }
+    if let Some(st) = status {
+        // The status without its code (a column): only the message, if any.
+        encode_key(15, WireType::LengthDelimited, buf);
+        if st.message.is_empty() {
+            encode_varint(0, buf);
+        } else {
+            encode_varint(string::encoded_len(2, &st.message) as u64, buf);
+            string::encode(2, &st.message, buf);
+        }
+    }
+    if span.flags != 0 {
+        prost::encoding::fixed32::encode(16, &span.flags, buf);
+    }
+}
+
+/// A protobuf string field (omitted when empty, as prost does).
+fn str_field(tag: u32, value: &str, buf: &mut Vec<u8>) {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    if !value.is_empty() {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(value.len() as u64, buf);
+        buf.extend_from_slice(value.as_bytes());
+    }
+}
+
+/// The status the record's view gives its OTLP span (as [`SpanRecord::to_otlp`]).
+fn view_status<'a>(r: &SpanRecord, span: &'a Span, owned: &'a mut Option<Status>) -> Option<&'a Status> {
+    let (code, message) = span.status.as_ref().map_or((status::UNSET, ""), |st| (st.code, st.message.as_str()));
+    if (code, message) == (r.status_code, r.status_message.as_str()) {
+        return span.status.as_ref();
+    }
+    *owned = (r.status_code != status::UNSET || !r.status_message.is_empty())
+        .then(|| Status { code: r.status_code, message: r.status_message.clone() });
+    owned.as_ref()
+}
+
+/// Writes `spans`; a span stored before (same trace and span id: an exporter's retry) is
+/// kept as first stored, and its retry writes nothing.
+pub(crate) fn insert(tx: &Connection, spans: &[SpanRecord], interned: &mut Interned) -> Result<(), StoreError> {
+    use prost::encoding::message;
     let mut stmt = tx.prepare_cached(
-        "INSERT OR REPLACE INTO spans (trace_id, span_id, parent_id, name, service, start_ns, end_ns, attributes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_id, name, start_ns, end_ns, kind, status_code, resource_id, scope_id, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
-    for s in spans {
-        let attributes = serde_json::to_string(&s.attributes).map_err(|e| StoreError::Other(e.to_string()))?;
-        stmt.execute(params![s.trace_id, s.span_id, s.parent_id, s.name, s.service, s.start_ns, s.end_ns, attributes])?;
+    // The ids of this batch's resources and scopes, by their `Arc`s: the spans of one
+    // request encode and look up their resource and scope once.
+    let mut resources: HashMap<(usize, usize), i64> = HashMap::new();
+    let mut scopes: HashMap<(usize, usize), i64> = HashMap::new();
+    let mut buf = Vec::with_capacity(512);
+    let mut body = Vec::with_capacity(512);
+    for r in spans {
+        let owned;
+        let o: &OtlpSpan = if let Some(o) = &r.otlp {
+            o
+        } else {
+            owned = r.to_otlp();
+            &owned
+        };
+        let key = (Arc::as_ptr(&o.resource) as usize, Arc::as_ptr(&o.resource_schema_url).cast::<u8>() as usize);
+        // (A record without OTLP has its own resource and scope, dropped after its row:
+        // their addresses say nothing.)
+        let resource_id = if let (Some(id), true) = (resources.get(&key), r.otlp.is_some()) {
+            *id
+        } else {
+            buf.clear();
+            message::encode(1, &*o.resource, &mut buf);
+            str_field(3, &o.resource_schema_url, &mut buf);
+            let id = interned.resource(tx, &buf, &service_of(&o.resource))?;
+            if r.otlp.is_some() {
+                resources.insert(key, id);
+            }
+            id
+        };
+        let key = (Arc::as_ptr(&o.scope) as usize, Arc::as_ptr(&o.scope_schema_url).cast::<u8>() as usize);
+        let scope_id = if let (Some(id), true) = (scopes.get(&key), r.otlp.is_some()) {
+            *id
+        } else {
+            buf.clear();
+            message::encode(1, &*o.scope, &mut buf);
+            str_field(3, &o.scope_schema_url, &mut buf);
+            let id = interned.scope(tx, &buf)?;
+            if r.otlp.is_some() {
+                scopes.insert(key, id);
+            }
+            id
+        };
+        let s = &o.span;
+        let mut status_owned = None;
+        let status = view_status(r, s, &mut status_owned);
+        // A time the column gives back is not repeated in the body.
+        let kept =
+            |t: u64, column: i64| i64::try_from(t).unwrap_or(i64::MAX) == column && u64::try_from(column) != Ok(t);
+        encode_body(
+            s,
+            status,
+            (kept(s.start_time_unix_nano, r.start_ns), kept(s.end_time_unix_nano, r.end_ns)),
+            &mut body,
+        );
+        stmt.execute(params![
+            id_sql(&r.trace_id, &s.trace_id),
+            id_sql(&r.span_id, &s.span_id),
+            r.parent_id.as_deref().map(|p| id_sql(p, &s.parent_span_id)),
+            r.name,
+            r.start_ns,
+            r.end_ns,
+            r.kind,
+            r.status_code,
+            resource_id,
+            scope_id,
+            body,
+        ])?;
     }
     Ok(())
 }
@@ -417,7 +732,7 @@ pub struct SpanFilter {
 }
 
 impl SpanFilter {
-    /// Whether the filter selects `span`.
+    /// Whether the filter selects `span` (what the store's query selects).
     pub fn matches(&self, span: &SpanRecord) -> bool {
         (self.traces.is_empty() || self.traces.iter().any(|t| t.eq_ignore_ascii_case(&span.trace_id)))
             && self.since_ns.is_none_or(|t| span.start_ns >= t)
@@ -425,40 +740,154 @@ impl SpanFilter {
     }
 }
 
+/// Trace ids bound in one query at most (SQLite's variable limit is far above).
+const TRACES_PER_QUERY: usize = 400;
+
+/// Reads the spans `filter` selects, ordered by start (then trace and span id), each as
+/// [`SpanRecord::from_otlp`] gives it, spans of one resource or scope sharing it.
 pub(crate) fn load(conn: &Connection, filter: &SpanFilter) -> Result<Vec<SpanRecord>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT trace_id, span_id, parent_id, name, service, start_ns, end_ns, attributes
-         FROM spans ORDER BY start_ns, trace_id, span_id",
-    )?;
-    let rows = stmt.query_map([], |row| {
-        let attributes: String = row.get(7)?;
-        Ok((
-            SpanRecord {
-                trace_id: row.get(0)?,
-                span_id: row.get(1)?,
-                parent_id: row.get(2)?,
-                name: row.get(3)?,
-                service: row.get(4)?,
-                start_ns: row.get(5)?,
-                end_ns: row.get(6)?,
-                attributes: BTreeMap::new(),
-                ..SpanRecord::default()
-            },
-            attributes,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (mut span, attributes) = row?;
-        span.attributes = serde_json::from_str(&attributes).map_err(|e| {
-            StoreError::Corrupt(format!(
-                "span {}/{}: attributes are not a JSON object: {e}",
-                span.trace_id, span.span_id
-            ))
-        })?;
-        if filter.matches(&span) {
-            out.push(span);
-        }
+    let mut reader = Reader::default();
+    if filter.traces.is_empty() {
+        reader.query(conn, filter, &[])?;
+        return Ok(reader.out);
     }
-    Ok(out)
+    // Each trace as its bytes (either case of hex) and as given (a text id).
+    let mut ids: Vec<ToSqlOutput<'_>> = Vec::new();
+    for t in &filter.traces {
+        if let Some(bytes) = unhex(t) {
+            ids.push(ToSqlOutput::Owned(rusqlite::types::Value::Blob(bytes)));
+        }
+        ids.push(ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())));
+    }
+    let chunks = ids.chunks(TRACES_PER_QUERY);
+    let several = chunks.len() > 1;
+    for chunk in chunks {
+        reader.query(conn, filter, chunk)?;
+    }
+    if several {
+        reader.out.sort_by(|a, b| (a.start_ns, &a.trace_id, &a.span_id).cmp(&(b.start_ns, &b.trace_id, &b.span_id)));
+        reader.out.dedup_by(|a, b| (&a.trace_id, &a.span_id) == (&b.trace_id, &b.span_id));
+    }
+    Ok(reader.out)
+}
+
+/// Loads spans, with the resources and scopes they refer to read once each.
+#[derive(Default)]
+struct Reader {
+    resources: HashMap<i64, (Arc<Resource>, Arc<str>)>,
+    scopes: HashMap<i64, (Arc<InstrumentationScope>, Arc<str>)>,
+    out: Vec<SpanRecord>,
+}
+
+impl Reader {
+    fn query(&mut self, conn: &Connection, filter: &SpanFilter, traces: &[ToSqlOutput<'_>]) -> Result<(), StoreError> {
+        let mut sql = String::from(
+            "SELECT trace_id, span_id, parent_id, name, start_ns, end_ns, kind, status_code, resource_id, scope_id, body
+             FROM spans WHERE 1",
+        );
+        let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
+        if !traces.is_empty() {
+            sql.push_str(" AND trace_id IN (");
+            for (i, t) in traces.iter().enumerate() {
+                sql.push_str(if i == 0 { "?" } else { ", ?" });
+                args.push(t);
+            }
+            sql.push(')');
+        }
+        if let Some(t) = &filter.since_ns {
+            sql.push_str(" AND start_ns >= ?");
+            args.push(t);
+        }
+        if let Some(t) = &filter.until_ns {
+            sql.push_str(" AND start_ns < ?");
+            args.push(t);
+        }
+        sql.push_str(" ORDER BY start_ns, trace_id, span_id");
+        // One statement per number of traces: only the unfiltered ones are worth caching.
+        let (mut cached, mut fresh);
+        let stmt: &mut rusqlite::Statement<'_> = if traces.is_empty() {
+            cached = conn.prepare_cached(&sql)?;
+            &mut cached
+        } else {
+            fresh = conn.prepare(&sql)?;
+            &mut fresh
+        };
+        let mut rows = stmt.query(args.as_slice())?;
+        while let Some(row) = rows.next()? {
+            let span = self.row(conn, row)?;
+            self.out.push(span);
+        }
+        Ok(())
+    }
+
+    fn row(&mut self, conn: &Connection, row: &rusqlite::Row<'_>) -> Result<SpanRecord, StoreError> {
+        let (trace, id, parent) = (row.get_ref(0)?, row.get_ref(1)?, row.get_ref(2)?);
+        let trace_id = id_text(trace);
+        let span_id = id_text(id);
+        let corrupt = |what: &str| StoreError::Corrupt(format!("span {trace_id}/{span_id}: {what}"));
+        let body = row.get_ref(10)?.as_blob().map_err(|e| corrupt(&format!("body: {e}")))?;
+        let mut span = Span::decode(body).map_err(|e| corrupt(&format!("body: {e}")))?;
+        let (start_ns, end_ns): (i64, i64) = (row.get(4)?, row.get(5)?);
+        span.trace_id = id_bytes(trace);
+        span.span_id = id_bytes(id);
+        span.parent_span_id = id_bytes(parent);
+        span.name = row.get(3)?;
+        if span.start_time_unix_nano == 0 {
+            span.start_time_unix_nano = u64::try_from(start_ns).unwrap_or(0);
+        }
+        if span.end_time_unix_nano == 0 {
+            span.end_time_unix_nano = u64::try_from(end_ns).unwrap_or(0);
+        }
+        span.kind = row.get(6)?;
+        let code: i32 = row.get(7)?;
+        match &mut span.status {
+            Some(st) => st.code = code,
+            None if code != status::UNSET => span.status = Some(Status { code, ..Status::default() }),
+            None => {}
+        }
+        let (resource, resource_schema_url) = self.resource(conn, row.get(8)?).map_err(|e| corrupt(&e))?;
+        let (scope, scope_schema_url) = self.scope(conn, row.get(9)?).map_err(|e| corrupt(&e))?;
+        let mut r = SpanRecord::from_otlp(OtlpSpan { resource, resource_schema_url, scope, scope_schema_url, span });
+        // The columns are the record's view (ids that are not hex, times out of OTLP's range).
+        if matches!(trace, ValueRef::Text(_)) {
+            r.trace_id = trace_id;
+        }
+        if matches!(id, ValueRef::Text(_)) {
+            r.span_id = span_id;
+        }
+        if matches!(parent, ValueRef::Text(_)) {
+            r.parent_id = Some(id_text(parent));
+        }
+        r.start_ns = start_ns;
+        r.end_ns = end_ns;
+        Ok(r)
+    }
+
+    fn resource(&mut self, conn: &Connection, id: i64) -> Result<(Arc<Resource>, Arc<str>), String> {
+        if let Some(r) = self.resources.get(&id) {
+            return Ok(r.clone());
+        }
+        let rs = ResourceSpans::decode(blob(conn, "resources", id)?.as_slice())
+            .map_err(|e| format!("resource {id}: {e}"))?;
+        let r = (Arc::new(rs.resource.unwrap_or_default()), Arc::from(rs.schema_url));
+        self.resources.insert(id, r.clone());
+        Ok(r)
+    }
+
+    fn scope(&mut self, conn: &Connection, id: i64) -> Result<(Arc<InstrumentationScope>, Arc<str>), String> {
+        if let Some(s) = self.scopes.get(&id) {
+            return Ok(s.clone());
+        }
+        let ss = ScopeSpans::decode(blob(conn, "scopes", id)?.as_slice()).map_err(|e| format!("scope {id}: {e}"))?;
+        let s = (Arc::new(ss.scope.unwrap_or_default()), Arc::from(ss.schema_url));
+        self.scopes.insert(id, s.clone());
+        Ok(s)
+    }
+}
+
+/// The body of row `id` of `table` (`resources` or `scopes`).
+fn blob(conn: &Connection, table: &str, id: i64) -> Result<Vec<u8>, String> {
+    conn.prepare_cached(&format!("SELECT body FROM {table} WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+        .map_err(|e| format!("{table} {id}: {e}"))
 }

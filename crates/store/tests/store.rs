@@ -267,7 +267,9 @@ async fn spans_persist_across_reopen_once_each_in_start_order() {
         assert_eq!(store.backlog(), 0);
     }
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.spans().await.unwrap(), [b, c, a]);
+    // Each back with the OTLP form it is stored as.
+    let stored = |r: tracewire_store::SpanRecord| tracewire_store::SpanRecord { otlp: Some(r.to_otlp().into()), ..r };
+    assert_eq!(store.spans().await.unwrap(), [stored(b), stored(c), stored(a)]);
 }
 
 #[tokio::test]
@@ -292,7 +294,7 @@ async fn span_batches_obey_the_full_policy() {
 }
 
 #[test]
-fn corrupt_span_attributes_are_a_typed_error() {
+fn a_corrupt_span_body_is_a_typed_error() {
     let dir = TempDir::new("tw-store-spans-corrupt").unwrap();
     let path = dir.path().join("t.db");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -301,7 +303,8 @@ fn corrupt_span_attributes_are_a_typed_error() {
         store.append_spans(vec![span("t", "s", None, 1)]).await.unwrap();
         store.flush().await.unwrap();
     });
-    rusqlite::Connection::open(&path).unwrap().execute("UPDATE spans SET attributes = 'nope'", []).unwrap();
+    // Not protobuf: a length-delimited field that runs past the end.
+    rusqlite::Connection::open(&path).unwrap().execute("UPDATE spans SET body = x'1aff'", []).unwrap();
     rt.block_on(async {
         let store = Store::open(&path).unwrap();
         assert!(matches!(store.spans().await, Err(StoreError::Corrupt(m)) if m.contains("t/s")));
