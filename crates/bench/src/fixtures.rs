@@ -643,7 +643,8 @@ fn kv(k: &str, v: &str) -> KeyValue {
 pub fn export_request(seed: u64) -> ExportTraceServiceRequest {
     let spans = (0..INGEST_BATCH as u64)
         .map(|i| Span {
-            trace_id: (seed * 1000 + i / 16).to_be_bytes().repeat(2),
+            // Never all zero: OTLP receivers reject such a trace id.
+            trace_id: (seed * 1000 + i / 16 + 1).to_be_bytes().repeat(2),
             span_id: (seed * 100_000 + i + 1).to_be_bytes().to_vec(),
             parent_span_id: if i % 16 == 0 { Vec::new() } else { (seed * 100_000 + i).to_be_bytes().to_vec() },
             name: "rpc.dispatch".into(),

@@ -94,6 +94,9 @@ async fn finish(store: &SpanStore, db: Option<&Path>, out: Option<&Path>, slos: 
         let stored = handle.span_count().await?;
         let _ = write!(line, "; {stored} spans stored in {}", path.display());
     }
+    if store.invalid() > 0 {
+        let _ = write!(line, "; {} rejected as invalid (answered as partial success)", store.invalid());
+    }
     if store.dropped() > 0 {
         let _ = write!(line, "; {} dropped from memory (over --memory)", store.dropped());
     }

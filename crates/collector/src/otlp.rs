@@ -10,6 +10,12 @@
 //! them), counting the spans as it goes. An [`EncodedRequest`] is bytes that passed that
 //! check; decoding it later ([`EncodedRequest::decode`]) cannot fail.
 //!
+//! The same pass counts the spans OTLP calls invalid ([`InvalidSpan`]: a trace id that is
+//! not 16 bytes or is all zeros, a span id that is not 8 bytes or is all zeros, a parent
+//! span id that is neither empty nor 8 bytes), which the receiver rejects and reports
+//! (OTLP "Partial Success"); [`EncodedRequest::without_invalid`] drops them, re-encoding
+//! the request only when there are any.
+//!
 //! ```
 //! use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 //! use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
@@ -113,9 +119,126 @@ pub enum WireError {
 /// # Errors
 /// The first defect found, as a [`WireError`].
 pub fn validate(buf: &[u8]) -> Result<usize, WireError> {
-    let mut spans = 0;
-    Walk { buf, spans: &mut spans }.message(0, buf.len(), Msg::Request, RECURSION_LIMIT)?;
-    Ok(spans)
+    walk(buf).map(|w| w.spans)
+}
+
+/// The one pass of [`validate`], with the invalid spans counted.
+fn walk(buf: &[u8]) -> Result<Walk<'_>, WireError> {
+    let mut w = Walk { buf, spans: 0, invalid: Invalid::default() };
+    w.message(0, buf.len(), Msg::Request, RECURSION_LIMIT)?;
+    Ok(w)
+}
+
+/// Why OTLP calls a span invalid (`opentelemetry/proto/trace/v1/trace.proto`, `Span`:
+/// "The ID is a 16-byte array. An ID with all zeroes OR of length other than 16 bytes is
+/// considered invalid" for `trace_id`, the same with 8 bytes for `span_id`; `parent_span_id`
+/// is empty for a root, else "an 8-byte array").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidSpan {
+    /// `trace_id` is not 16 bytes long.
+    #[error("trace_id is {0} bytes, not 16")]
+    TraceIdLength(usize),
+    /// `trace_id` is all zeros.
+    #[error("trace_id is all zeros")]
+    TraceIdZero,
+    /// `span_id` is not 8 bytes long.
+    #[error("span_id is {0} bytes, not 8")]
+    SpanIdLength(usize),
+    /// `span_id` is all zeros.
+    #[error("span_id is all zeros")]
+    SpanIdZero,
+    /// `parent_span_id` is neither empty (a root) nor 8 bytes long.
+    #[error("parent_span_id is {0} bytes, neither empty nor 8")]
+    ParentSpanIdLength(usize),
+}
+
+/// What is wrong with a span's ids, if anything (see [`InvalidSpan`]).
+///
+/// ```
+/// use tracewire_collector::otlp::{InvalidSpan, check_ids};
+///
+/// assert_eq!(check_ids(&[1; 16], &[2; 8], &[]), Ok(()));
+/// assert_eq!(check_ids(&[1; 16], &[2; 8], &[3; 8]), Ok(()));
+/// assert_eq!(check_ids(&[1; 15], &[2; 8], &[]), Err(InvalidSpan::TraceIdLength(15)));
+/// assert_eq!(check_ids(&[0; 16], &[2; 8], &[]), Err(InvalidSpan::TraceIdZero));
+/// assert_eq!(check_ids(&[1; 16], &[0; 8], &[]), Err(InvalidSpan::SpanIdZero));
+/// assert_eq!(check_ids(&[1; 16], &[2; 8], &[3; 4]), Err(InvalidSpan::ParentSpanIdLength(4)));
+/// ```
+///
+/// # Errors
+/// The first problem found, trace id first, then span id, then parent.
+pub fn check_ids(trace_id: &[u8], span_id: &[u8], parent_span_id: &[u8]) -> Result<(), InvalidSpan> {
+    if trace_id.len() != 16 {
+        return Err(InvalidSpan::TraceIdLength(trace_id.len()));
+    }
+    if trace_id.iter().all(|&b| b == 0) {
+        return Err(InvalidSpan::TraceIdZero);
+    }
+    if span_id.len() != 8 {
+        return Err(InvalidSpan::SpanIdLength(span_id.len()));
+    }
+    if span_id.iter().all(|&b| b == 0) {
+        return Err(InvalidSpan::SpanIdZero);
+    }
+    if !parent_span_id.is_empty() && parent_span_id.len() != 8 {
+        return Err(InvalidSpan::ParentSpanIdLength(parent_span_id.len()));
+    }
+    Ok(())
+}
+
+/// The invalid spans of a request ([`InvalidSpan`]), counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Invalid {
+    /// How many spans are invalid.
+    pub spans: usize,
+    /// The first: its index among the request's spans (in request order) and its problem.
+    pub first: Option<(usize, InvalidSpan)>,
+}
+
+impl Invalid {
+    fn add(&mut self, index: usize, problem: Result<(), InvalidSpan>) {
+        if let Err(problem) = problem {
+            self.spans += 1;
+            self.first.get_or_insert((index, problem));
+        }
+    }
+
+    /// The invalid spans of a decoded request.
+    pub fn of(request: &ExportTraceServiceRequest) -> Self {
+        let mut invalid = Self::default();
+        for (i, s) in request.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans).enumerate()
+        {
+            invalid.add(i, check_ids(&s.trace_id, &s.span_id, &s.parent_span_id));
+        }
+        invalid
+    }
+
+    /// Drops the invalid spans of a decoded request (keeping the order of the others) and
+    /// returns what was dropped.
+    pub fn remove_from(request: &mut ExportTraceServiceRequest) -> Self {
+        let mut invalid = Self::default();
+        let mut i = 0;
+        for ss in request.resource_spans.iter_mut().flat_map(|rs| &mut rs.scope_spans) {
+            ss.spans.retain(|s| {
+                let problem = check_ids(&s.trace_id, &s.span_id, &s.parent_span_id);
+                invalid.add(i, problem);
+                i += 1;
+                problem.is_ok()
+            });
+        }
+        invalid
+    }
+
+    /// For the sender (OTLP `ExportTracePartialSuccess.error_message`), when any span is
+    /// invalid: how many of `total`, and what is wrong with the first.
+    pub fn message(&self, total: usize) -> Option<String> {
+        let (index, problem) = self.first?;
+        Some(format!(
+            "rejected {} of {total} spans with invalid ids (the first: the span at index {index} of the request, {problem}); a span needs a 16-byte trace id and an 8-byte span id, neither all zeros, and an empty or 8-byte parent span id",
+            self.spans
+        ))
+    }
 }
 
 /// A protobuf-encoded `ExportTraceServiceRequest` that [`validate`] accepted, with its span
@@ -124,6 +247,7 @@ pub fn validate(buf: &[u8]) -> Result<usize, WireError> {
 pub struct EncodedRequest {
     bytes: Bytes,
     spans: usize,
+    invalid: Invalid,
 }
 
 impl EncodedRequest {
@@ -132,19 +256,58 @@ impl EncodedRequest {
     /// # Errors
     /// When they are not a well-formed `ExportTraceServiceRequest`.
     pub fn new(bytes: Bytes) -> Result<Self, WireError> {
-        let spans = validate(&bytes)?;
-        Ok(Self { bytes, spans })
+        let Walk { spans, invalid, .. } = walk(&bytes)?;
+        Ok(Self { bytes, spans, invalid })
     }
 
     /// Encodes a decoded request.
     pub fn from_request(request: &ExportTraceServiceRequest) -> Self {
         let spans = request.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum();
-        Self { bytes: request.encode_to_vec().into(), spans }
+        Self { bytes: request.encode_to_vec().into(), spans, invalid: Invalid::of(request) }
     }
 
-    /// How many spans the request holds.
+    /// How many spans the request holds (invalid ones included).
     pub fn spans(&self) -> usize {
         self.spans
+    }
+
+    /// Its invalid spans ([`InvalidSpan`]), counted.
+    pub fn invalid(&self) -> Invalid {
+        self.invalid
+    }
+
+    /// The request without its invalid spans: the same bytes when it has none, else the
+    /// rest re-encoded (the order of the spans kept).
+    ///
+    /// ```
+    /// use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    /// use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    /// use prost::Message;
+    /// use tracewire_collector::otlp::{EncodedRequest, InvalidSpan};
+    ///
+    /// let span = |trace: u8, name: &str| Span { trace_id: vec![trace; 16], span_id: vec![1; 8], name: name.into(), ..Span::default() };
+    /// let request = ExportTraceServiceRequest {
+    ///     resource_spans: vec![ResourceSpans {
+    ///         scope_spans: vec![ScopeSpans { spans: vec![span(1, "a"), span(0, "zero"), span(2, "b")], ..Default::default() }],
+    ///         ..Default::default()
+    ///     }],
+    /// };
+    /// let encoded = EncodedRequest::new(request.encode_to_vec().into()).unwrap();
+    /// assert_eq!((encoded.spans(), encoded.invalid().spans), (3, 1));
+    /// assert_eq!(encoded.invalid().first, Some((1, InvalidSpan::TraceIdZero)));
+    /// let valid = encoded.without_invalid();
+    /// assert_eq!((valid.spans(), valid.invalid().spans), (2, 0));
+    /// let names: Vec<String> = valid.decode().resource_spans[0].scope_spans[0].spans.iter().map(|s| s.name.clone()).collect();
+    /// assert_eq!(names, ["a", "b"]);
+    /// ```
+    #[must_use]
+    pub fn without_invalid(self) -> Self {
+        if self.invalid.spans == 0 {
+            return self;
+        }
+        let mut request = self.decode();
+        Invalid::remove_from(&mut request);
+        Self::from_request(&request)
     }
 
     /// The protobuf bytes.
@@ -266,12 +429,15 @@ fn fixed(at: usize, end: usize, n: usize) -> Result<usize, WireError> {
     if end - at >= n { Ok(at + n) } else { Err(WireError::Truncated { at }) }
 }
 
-struct Walk<'a, 'n> {
+struct Walk<'a> {
     buf: &'a [u8],
-    spans: &'n mut usize,
+    /// Spans seen so far.
+    spans: usize,
+    /// Invalid spans seen so far.
+    invalid: Invalid,
 }
 
-impl Walk<'_, '_> {
+impl Walk<'_> {
     /// A varint at `at`, not past `end`: (value, offset after it). As prost: at most 10
     /// bytes, the tenth being 0 or 1.
     #[inline]
@@ -322,6 +488,9 @@ impl Walk<'_, '_> {
     /// The fields of one message in `at..end`; `depth` is what is left of the recursion
     /// limit for them (prost's `DecodeContext`).
     fn message(&mut self, mut at: usize, end: usize, msg: Msg, depth: u32) -> Result<(), WireError> {
+        // A span's trace, span and parent ids, as (start, stop): the last occurrence of a
+        // field is its value, as prost decodes it.
+        let mut ids = [(0, 0); 3];
         while at < end {
             let (tag, wire_type, next) = self.key(at, end)?;
             let expect = |expected: u8| {
@@ -341,7 +510,7 @@ impl Walk<'_, '_> {
                     let inner = if let Field::Message(m) = kind {
                         m
                     } else {
-                        *self.spans += 1;
+                        self.spans += 1;
                         Msg::Span
                     };
                     self.message(start, stop, inner, depth - 1)?;
@@ -358,7 +527,15 @@ impl Walk<'_, '_> {
                 }
                 Field::Bytes => {
                     expect(LEN)?;
-                    self.delimited(next, end)?.1
+                    let (start, stop) = self.delimited(next, end)?;
+                    if msg == Msg::Span {
+                        match tag {
+                            1 => ids[0] = (start, stop),
+                            2 => ids[1] = (start, stop),
+                            _ => ids[2] = (start, stop),
+                        }
+                    }
+                    stop
                 }
                 Field::Varint => {
                     expect(VARINT)?;
@@ -374,6 +551,12 @@ impl Walk<'_, '_> {
                 }
                 Field::Unknown => self.skip(tag, wire_type, next, end, depth)?,
             };
+        }
+        if msg == Msg::Span {
+            let id = |(start, stop): (usize, usize)| self.buf.get(start..stop).unwrap_or_default();
+            let problem = check_ids(id(ids[0]), id(ids[1]), id(ids[2]));
+            // This span is the last one counted (spans do not nest).
+            self.invalid.add(self.spans.saturating_sub(1), problem);
         }
         Ok(())
     }

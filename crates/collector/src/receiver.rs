@@ -13,6 +13,10 @@
 //! gRPC `INVALID_ARGUMENT` or HTTP 400) and kept as they came
 //! ([`crate::otlp::EncodedRequest`]); they are decoded when [`SpanStore::snapshot`] asks
 //! for them, or at once when a database needs the records.
+//!
+//! Spans with invalid ids ([`crate::otlp::InvalidSpan`]) are rejected and the rest kept: the
+//! answer is a success with `partial_success` saying how many were rejected and why (OTLP
+//! specification, "Partial Success"), also when every span of the request was invalid.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -23,14 +27,16 @@ use std::task::{Context, Poll};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::{Request, Response, Status};
 
 use crate::SpanRecord;
-use crate::otlp::EncodedRequest;
+use crate::otlp::{EncodedRequest, Invalid};
 use tracewire_store::OtlpSpan;
 
 mod encoding;
@@ -71,7 +77,70 @@ pub struct SpanStore {
     received: AtomicU64,
     dropped: AtomicU64,
     refused: AtomicU64,
+    invalid: AtomicU64,
     db: Option<tracewire_store::Store>,
+}
+
+/// What [`SpanStore::ingest`] made of one export request, and the answer it gets.
+///
+/// ```
+/// use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+/// use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+/// use tracewire_collector::receiver::SpanStore;
+///
+/// let span = |trace: u8| Span { trace_id: vec![trace; 16], span_id: vec![1; 8], ..Span::default() };
+/// let request = ExportTraceServiceRequest {
+///     resource_spans: vec![ResourceSpans {
+///         scope_spans: vec![ScopeSpans { spans: vec![span(1), span(0)], ..Default::default() }],
+///         ..Default::default()
+///     }],
+/// };
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let store = SpanStore::new(10);
+/// let ingested = store.ingest(request).await.unwrap();
+/// assert_eq!((ingested.accepted, ingested.rejected), (1, 1));
+/// let partial = ingested.response().partial_success.unwrap();
+/// assert_eq!(partial.rejected_spans, 1);
+/// assert!(partial.error_message.contains("trace_id is all zeros"));
+/// assert_eq!((store.received(), store.invalid()), (1, 1));
+/// # });
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ingested {
+    /// Spans kept.
+    pub accepted: usize,
+    /// Spans rejected for their ids ([`crate::otlp::InvalidSpan`]); never kept.
+    pub rejected: usize,
+    /// Why, for the sender, when any span was rejected.
+    pub message: Option<String>,
+}
+
+impl Ingested {
+    /// The answer to the export: `partial_success` set exactly when spans were rejected
+    /// (OTLP specification, "Full Success": "The server MUST leave the `partial_success`
+    /// field unset in case of a successful response"; "Partial Success": "the server MUST
+    /// initialize the `partial_success` field [...] and it MUST set the respective
+    /// `rejected_spans` [...] field with the number of spans [...] it rejected").
+    pub fn response(&self) -> ExportTraceServiceResponse {
+        ExportTraceServiceResponse {
+            partial_success: (self.rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: i64::try_from(self.rejected).unwrap_or(i64::MAX),
+                error_message: self.message.clone().unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// [`Ingested::response`] in OTLP/JSON (the proto3 JSON mapping: `rejectedSpans`, an
+    /// int64, as a decimal string; a full success is `{}`).
+    pub fn json_response(&self) -> String {
+        match self.response().partial_success {
+            Some(p) => serde_json::json!({
+                "partialSuccess": { "rejectedSpans": p.rejected_spans.to_string(), "errorMessage": p.error_message }
+            })
+            .to_string(),
+            None => "{}".to_owned(),
+        }
+    }
 }
 
 /// The requests kept, oldest first, and how many spans they hold in all.
@@ -164,6 +233,7 @@ impl SpanStore {
             received: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            invalid: AtomicU64::new(0),
             db: None,
         }
     }
@@ -180,34 +250,49 @@ impl SpanStore {
         self.db.as_ref()
     }
 
-    /// Takes the spans of a request: queues them for the database (if any), then keeps
-    /// them in memory. Returns how many spans the request held.
+    /// Takes the spans of a request: rejects those with invalid ids
+    /// ([`crate::otlp::InvalidSpan`], counted in [`SpanStore::invalid`]), queues the others
+    /// for the database (if any), then keeps them in memory.
     ///
     /// # Errors
     /// The database refused the batch (full past its wait bound, or closed); nothing was
     /// kept, the spans are counted in [`SpanStore::refused`], and the sender should retry.
-    pub async fn ingest(&self, request: ExportTraceServiceRequest) -> Result<usize, tracewire_store::StoreError> {
+    pub async fn ingest(
+        &self,
+        mut request: ExportTraceServiceRequest,
+    ) -> Result<Ingested, tracewire_store::StoreError> {
+        let total = span_count(&request);
+        let invalid = Invalid::remove_from(&mut request);
         if self.db.is_some() {
             self.persist(spans_of(&request)).await?;
         }
-        let n = span_count(&request);
+        let n = total - invalid.spans;
         self.keep(Held::Decoded(Arc::new(request)), n);
-        Ok(n)
+        Ok(self.rejecting(n, total, invalid))
     }
 
     /// As [`SpanStore::ingest`], for a request still in its protobuf encoding (what the
     /// receiver does with every protobuf request): without a database, nothing is decoded
-    /// until [`SpanStore::snapshot`].
+    /// until [`SpanStore::snapshot`]. The bytes are kept as they came unless spans are
+    /// rejected (then the rest is re-encoded: [`EncodedRequest::without_invalid`]).
     ///
     /// # Errors
     /// As [`SpanStore::ingest`].
-    pub async fn ingest_encoded(&self, request: EncodedRequest) -> Result<usize, tracewire_store::StoreError> {
+    pub async fn ingest_encoded(&self, request: EncodedRequest) -> Result<Ingested, tracewire_store::StoreError> {
+        let (total, invalid) = (request.spans(), request.invalid());
+        let request = request.without_invalid();
         if self.db.is_some() {
             self.persist(spans_of(&request.decode())).await?;
         }
         let n = request.spans();
         self.add_encoded(request);
-        Ok(n)
+        Ok(self.rejecting(n, total, invalid))
+    }
+
+    /// Counts the rejected spans of a request of `total` spans, `accepted` of them kept.
+    fn rejecting(&self, accepted: usize, total: usize, invalid: Invalid) -> Ingested {
+        self.invalid.fetch_add(invalid.spans as u64, Ordering::Relaxed);
+        Ingested { accepted, rejected: invalid.spans, message: invalid.message(total) }
     }
 
     /// Queues records for the database; counts them as refused when it cannot take them.
@@ -269,7 +354,8 @@ impl SpanStore {
         out
     }
 
-    /// Spans received in all.
+    /// Spans received and accepted in all (those rejected for invalid ids are
+    /// [`SpanStore::invalid`]).
     pub fn received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
     }
@@ -283,6 +369,12 @@ impl SpanStore {
     /// retry).
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Spans rejected for invalid ids (their senders were told, in `partial_success`, and
+    /// do not retry them); not counted in [`SpanStore::received`].
+    pub fn invalid(&self) -> u64 {
+        self.invalid.load(Ordering::Relaxed)
     }
 }
 
@@ -357,10 +449,8 @@ impl tonic::server::UnaryService<EncodedRequest> for Export {
         let store = Arc::clone(&self.0);
         Box::pin(async move {
             match store.ingest_encoded(request.into_inner()).await {
-                Ok(_) => Ok(Response::new(ExportTraceServiceResponse { partial_success: None })),
-                Err(e) => {
-                    Err(Status::unavailable(format!("the span database cannot take this batch now ({e}); retry")))
-                }
+                Ok(ingested) => Ok(Response::new(ingested.response())),
+                Err(e) => Err(throttled(format!("the span database cannot take this batch now ({e}); retry"))),
             }
         })
     }
@@ -389,9 +479,56 @@ where
             let mut grpc = tonic::server::Grpc::new(EncodedCodec)
                 .apply_compression_config(accept, tonic::codec::EnabledCompressionEncodings::default())
                 .apply_max_message_size_config(Some(MAX_REQUEST_BYTES), None);
-            Ok(grpc.unary(export, req).await)
+            Ok(too_large_is_resource_exhausted(grpc.unary(export, req).await))
         })
     }
+}
+
+/// How long a throttled sender should wait before retrying, in seconds: gRPC's `RetryInfo`
+/// and HTTP's `Retry-After`.
+const RETRY_AFTER_SECONDS: i64 = 1;
+
+/// OTLP/gRPC backpressure (OTLP specification, "OTLP/gRPC Throttling": "the server SHOULD
+/// return an error with code Unavailable and MAY supply additional details via status using
+/// RetryInfo"): `UNAVAILABLE` whose details (`grpc-status-details-bin`, a `google.rpc.Status`,
+/// as grpc-go, grpc-java and tonic-types read it) hold a `google.rpc.RetryInfo` of
+/// [`RETRY_AFTER_SECONDS`], also sent alone as the `google.rpc.retryinfo-bin` trailer (where
+/// the OpenTelemetry Python SDK's exporter reads it).
+fn throttled(message: String) -> Status {
+    let retry = RetryInfo { retry_delay: Some(ProtoDuration { seconds: RETRY_AFTER_SECONDS, nanos: 0 }) };
+    let details = RpcStatus {
+        code: tonic::Code::Unavailable as i32,
+        message: message.clone(),
+        details: vec![ProtoAny { type_url: RETRY_INFO_TYPE.to_owned(), value: retry.encode_to_vec() }],
+    };
+    let mut status = Status::with_details(tonic::Code::Unavailable, message, details.encode_to_vec().into());
+    status
+        .metadata_mut()
+        .insert_bin("google.rpc.retryinfo-bin", tonic::metadata::MetadataValue::from_bytes(&retry.encode_to_vec()));
+    status
+}
+
+/// tonic answers a message over its size limit (as sent) with `OUT_OF_RANGE`, which OTLP
+/// clients retry ("OTLP/gRPC Response", "Failures": `OUT_OF_RANGE` is retryable); OTLP says
+/// otherwise ("OTLP/gRPC Request": "If the limit is exceeded, the client MUST treat the error
+/// as not-retryable. Note that in such a scenario, the gRPC server implementations return a
+/// `RESOURCE_EXHAUSTED` status code"). The export itself never answers `OUT_OF_RANGE`, so
+/// that answer is tonic's size check, made `RESOURCE_EXHAUSTED` (without `RetryInfo`: not to
+/// be retried, as a message too large once decompressed already is).
+fn too_large_is_resource_exhausted(response: http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+    let out_of_range = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .is_some_and(|code| code == tonic::Code::OutOfRange as i32);
+    if !out_of_range {
+        return response;
+    }
+    Status::resource_exhausted(format!(
+        "the export request is larger than {MAX_REQUEST_BYTES} bytes; split it into smaller batches"
+    ))
+    .into_http()
 }
 
 impl tonic::server::NamedService for TraceServer {
@@ -460,13 +597,17 @@ enum Failure {
     /// 415: a content coding the receiver does not decode; the answer's `Accept-Encoding`
     /// lists those it does (RFC 9110 sections 15.5.16 and 12.5.3).
     UnsupportedEncoding(String),
+    /// 415: a media type other than OTLP's two ("Binary Protobuf Encoding",
+    /// "JSON Protobuf Encoding"), or none.
+    UnsupportedMediaType(String),
     /// 503 with `Retry-After`: the database cannot take the batch now ("OTLP/HTTP
     /// Throttling"; to be retried).
     Unavailable(String),
 }
 
 /// `google.rpc.Status`, the body of every OTLP/HTTP failure ("Failures": "The response body
-/// for all HTTP 4xx and HTTP 5xx responses MUST be a Protobuf-encoded Status message").
+/// for all HTTP 4xx and HTTP 5xx responses MUST be a Protobuf-encoded Status message"), and
+/// the details of a throttled OTLP/gRPC export.
 #[derive(Clone, PartialEq, prost::Message)]
 struct RpcStatus {
     /// The gRPC code of the same failure (OTLP does not use it; clients may log it).
@@ -475,7 +616,38 @@ struct RpcStatus {
     /// For the sender's developers.
     #[prost(string, tag = "2")]
     message: String,
+    /// `google.protobuf.Any` details: a `RetryInfo` when throttled.
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<ProtoAny>,
 }
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoAny {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+/// `google.rpc.RetryInfo` (googleapis `google/rpc/error_details.proto`).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    retry_delay: Option<ProtoDuration>,
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoDuration {
+    #[prost(int64, tag = "1")]
+    seconds: i64,
+    #[prost(int32, tag = "2")]
+    nanos: i32,
+}
+
+/// The `Any` type URL of [`RetryInfo`].
+const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
 
 impl From<encoding::BodyError> for Failure {
     fn from(e: encoding::BodyError) -> Self {
@@ -492,31 +664,56 @@ impl Failure {
     /// JSON request: "The server MUST use the same "Content-Type" in the response as it
     /// received in the request").
     fn respond(self, json: bool) -> axum::response::Response {
+        let coding = matches!(self, Self::UnsupportedEncoding(_));
         let (status, code, message) = match self {
             Self::BadData(m) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument, m),
             Self::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, tonic::Code::ResourceExhausted, m),
-            Self::UnsupportedEncoding(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, tonic::Code::Unimplemented, m),
+            Self::UnsupportedEncoding(m) | Self::UnsupportedMediaType(m) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, tonic::Code::Unimplemented, m)
+            }
             Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable, m),
         };
-        let body = RpcStatus { code: code as i32, message };
+        let body = RpcStatus { code: code as i32, message, details: Vec::new() };
         let mut response = if json {
             let text = serde_json::json!({ "code": body.code, "message": body.message }).to_string();
             (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
         } else {
             (status, [(header::CONTENT_TYPE, "application/x-protobuf")], body.encode_to_vec()).into_response()
         };
-        match status {
-            StatusCode::SERVICE_UNAVAILABLE => {
-                response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            }
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                response
-                    .headers_mut()
-                    .insert(header::ACCEPT_ENCODING, header::HeaderValue::from_static(encoding::ACCEPTED));
-            }
-            _ => {}
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        if coding {
+            response
+                .headers_mut()
+                .insert(header::ACCEPT_ENCODING, header::HeaderValue::from_static(encoding::ACCEPTED));
         }
         response
+    }
+}
+
+/// The encodings of an OTLP/HTTP body, by `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MediaType {
+    /// `application/x-protobuf` ("Binary Protobuf Encoding").
+    Protobuf,
+    /// `application/json` ("JSON Protobuf Encoding").
+    Json,
+}
+
+/// The media type of a request: its `Content-Type`'s type and subtype, case-insensitive,
+/// parameters (`; charset=utf-8`) ignored (RFC 9110 section 8.3.1); `None` for any other,
+/// or none (RFC 9110 section 8.3: then "application/octet-stream" may be assumed, which
+/// OTLP is not).
+fn media_type(headers: &HeaderMap) -> Option<MediaType> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    if essence.eq_ignore_ascii_case("application/x-protobuf") {
+        Some(MediaType::Protobuf)
+    } else if essence.eq_ignore_ascii_case("application/json") {
+        Some(MediaType::Json)
+    } else {
+        None
     }
 }
 
@@ -525,15 +722,23 @@ async fn http_export(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> axum::response::Response {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+    let Some(media) = media_type(&headers) else {
+        // Read to its end all the same, so that the connection serves the next request.
+        encoding::discard(body, MAX_REQUEST_BYTES).await;
+        let given = headers.get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let message = format!(
+            "unsupported Content-Type {} (OTLP/HTTP takes application/x-protobuf or application/json)",
+            given.map_or_else(|| "(none)".to_owned(), |g| format!("{g:?}"))
+        );
+        return Failure::UnsupportedMediaType(message).respond(false);
+    };
+    let json = media == MediaType::Json;
     match export_body(&store, &headers, body, json).await {
-        Ok(()) if json => ([(header::CONTENT_TYPE, "application/json")], "{}").into_response(),
-        Ok(()) => {
-            let response = ExportTraceServiceResponse { partial_success: None };
-            ([(header::CONTENT_TYPE, "application/x-protobuf")], response.encode_to_vec()).into_response()
+        Ok(ingested) if json => {
+            ([(header::CONTENT_TYPE, "application/json")], ingested.json_response()).into_response()
+        }
+        Ok(ingested) => {
+            ([(header::CONTENT_TYPE, "application/x-protobuf")], ingested.response().encode_to_vec()).into_response()
         }
         Err(failure) => failure.respond(json),
     }
@@ -545,30 +750,30 @@ async fn export_body(
     headers: &HeaderMap,
     body: axum::body::Body,
     json: bool,
-) -> Result<(), Failure> {
+) -> Result<Ingested, Failure> {
     let body = encoding::read(headers, body, MAX_REQUEST_BYTES).await?;
     let bad = |e: &dyn std::fmt::Display| Failure::BadData(format!("cannot decode the export request: {e}"));
     let ingested = if json {
-        let request = serde_json::from_slice::<ExportTraceServiceRequest>(&body).map_err(|e| bad(&e))?;
+        let request = crate::otlp_json::decode_slice(&body).map_err(|e| bad(&e))?;
         store.ingest(request).await
     } else {
         store.ingest_encoded(EncodedRequest::new(body).map_err(|e| bad(&e))?).await
     };
-    ingested
-        .map(drop)
-        .map_err(|e| Failure::Unavailable(format!("the span database cannot take this batch now ({e}); retry")))
+    ingested.map_err(|e| Failure::Unavailable(format!("the span database cannot take this batch now ({e}); retry")))
 }
 
 /// Serves OTLP/HTTP (`POST /v1/traces`, `application/x-protobuf` or `application/json`,
 /// as it is or gzip-compressed: `Content-Encoding: gzip`) on `listener` until `shutdown`.
 ///
 /// Answers as the OTLP specification says ("OTLP/HTTP Response"): 200 with an
-/// `ExportTraceServiceResponse`; 400 for a body that cannot be decoded (corrupt gzip
-/// included); 413 for a body over [`MAX_REQUEST_BYTES`] as sent or once decompressed (a
-/// compressed body is inflated as it arrives and abandoned at the limit); 415, with
-/// `Accept-Encoding`, for any content coding other than gzip and identity; 503 with
-/// `Retry-After` when the database cannot take the batch. Failures carry a
-/// `google.rpc.Status` in the request's encoding.
+/// `ExportTraceServiceResponse` (with `partial_success` when spans with invalid ids were
+/// rejected); 400 for a body that cannot be decoded (corrupt gzip included); 413 for a body
+/// over [`MAX_REQUEST_BYTES`] as sent or once decompressed (a compressed body is inflated as
+/// it arrives and abandoned at the limit); 415 for a `Content-Type` other than
+/// `application/x-protobuf` and `application/json`, and (with `Accept-Encoding`) for any
+/// content coding other than gzip and identity; 503 with `Retry-After` when the database
+/// cannot take the batch. Responses are in the request's encoding (failures: a
+/// `google.rpc.Status`; protobuf when the content type is not supported).
 ///
 /// # Errors
 /// When serving fails.

@@ -24,19 +24,10 @@ mod common;
 use std::io::{Read, Write};
 use std::sync::Arc;
 
-use common::{http_receiver_thread, request};
+use common::{Answer, JSON, PROTOBUF, exchange, http_receiver_thread, post, request};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use tracewire_collector::receiver::{MAX_REQUEST_BYTES, SpanStore};
-
-/// `google.rpc.Status` (code and message; OTLP failures carry no details here).
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
 
 /// A receiver on its own runtime (the tests' clients are blocking sockets).
 fn receiver() -> (Arc<SpanStore>, String) {
@@ -50,69 +41,6 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }
-
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    /// The `google.rpc.Status` of a failure, decoded from protobuf or JSON as its
-    /// `Content-Type` says.
-    fn status(&self) -> RpcStatus {
-        match self.header("content-type") {
-            Some("application/json") => {
-                let v: serde_json::Value = serde_json::from_slice(&self.body).unwrap();
-                RpcStatus {
-                    code: i32::try_from(v["code"].as_i64().unwrap()).unwrap(),
-                    message: v["message"].as_str().unwrap().to_owned(),
-                }
-            }
-            Some("application/x-protobuf") => RpcStatus::decode(&self.body[..]).unwrap(),
-            other => panic!("content-type {other:?}"),
-        }
-    }
-}
-
-/// Sends `head` (request line and header fields, without the blank line) and `body`, then
-/// reads the whole answer (the connection is closed after it).
-fn exchange(addr: &str, head: &str, body: &[u8]) -> Answer {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "{head}Connection: close\r\n\r\n").unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no answer: {raw:?}"));
-    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers = lines
-        .map(|l| l.split_once(':').unwrap())
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Answer { status, headers, body: raw[split + 4..].to_vec() }
-}
-
-/// POSTs `body` to `/v1/traces` with a `Content-Length`, these content codings (one
-/// `Content-Encoding` field each) and content type.
-fn post(addr: &str, ctype: &str, encodings: &[&str], body: &[u8]) -> Answer {
-    use std::fmt::Write as _;
-    let mut head = format!("POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n");
-    for e in encodings {
-        write!(head, "Content-Encoding: {e}\r\n").unwrap();
-    }
-    write!(head, "Content-Length: {}\r\n", body.len()).unwrap();
-    exchange(addr, &head, body)
-}
-
-const PROTOBUF: &str = "application/x-protobuf";
-const JSON: &str = "application/json";
 
 #[test]
 fn gzip_bodies_are_accepted_protobuf_and_json() {

@@ -5,12 +5,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::request;
+use common::{Tap, export_raw, request};
 use tracewire_collector::SpanRecord;
 use tracewire_collector::receiver::{SpanStore, bind, serve_grpc, serve_http};
 use tracewire_testkit::run_python;
@@ -110,19 +109,11 @@ async fn with_a_database_python_sdk_spans_are_persisted_intact() {
 async fn a_database_that_cannot_keep_up_makes_senders_retry_and_counts_it() {
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
     let dir = tracewire_testkit::TempDir::new("tw-receiver-full").unwrap();
-    let mut config = tracewire_store::StoreConfig::default();
-    // A database capped at its own size: every write of these spans (each too large for
-    // the free space of the existing pages) fails as on a full disk, and the one-slot
-    // queue stays full; refused batches fail at once.
-    config.queue = 1;
-    config.full = tracewire_store::FullPolicy::Error;
-    config.max_pages = Some(1);
-    config.retry_delay = Duration::from_secs(1);
-    let db = tracewire_store::Store::open_with(dir.path().join("t.db"), config).unwrap();
+    let db = common::full_db(&dir.path().join("t.db"));
     let r = receiver_with(SpanStore::new(10_000).with_db(db)).await;
     let mut client = TraceServiceClient::connect(r.grpc.clone()).await.unwrap();
     let (mut ok, mut unavailable) = (0u64, 0u64);
-    for i in 0..20u8 {
+    for i in 1..=20u8 {
         let mut req = request(i, 3);
         for s in req.resource_spans.iter_mut().flat_map(|r| &mut r.scope_spans).flat_map(|s| &mut s.spans) {
             s.name = "x".repeat(16 << 10);
@@ -217,49 +208,6 @@ fn the_store_is_bounded_and_counts_what_it_drops() {
     assert_eq!(store.snapshot()[0].name, "s2", "the oldest are dropped");
 }
 
-/// Sends `body` as the protobuf message of `TraceService/Export`, byte for byte.
-async fn export_raw(endpoint: &str, body: Vec<u8>) -> Result<(), tonic::Status> {
-    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-    struct Raw;
-    struct Enc;
-    struct Dec;
-    impl Codec for Raw {
-        type Encode = Vec<u8>;
-        type Decode = ();
-        type Encoder = Enc;
-        type Decoder = Dec;
-        fn encoder(&mut self) -> Enc {
-            Enc
-        }
-        fn decoder(&mut self) -> Dec {
-            Dec
-        }
-    }
-    impl Encoder for Enc {
-        type Item = Vec<u8>;
-        type Error = tonic::Status;
-        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-            bytes::BufMut::put_slice(dst, &item);
-            Ok(())
-        }
-    }
-    impl Decoder for Dec {
-        type Item = ();
-        type Error = tonic::Status;
-        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
-            bytes::Buf::advance(src, bytes::Buf::remaining(src));
-            Ok(Some(()))
-        }
-    }
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned()).unwrap().connect().await.unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-    );
-    grpc.unary(tonic::Request::new(body), path, Raw).await.map(|_| ())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_protobuf_is_refused_as_invalid_and_counts_nothing() {
     use prost::Message;
@@ -315,67 +263,6 @@ fn the_bound_is_exact_across_requests_and_within_one() {
             .collect();
         assert_eq!(got, want);
         assert_eq!((store.received(), store.dropped()), (9, 4));
-    }
-}
-
-/// A loopback TCP relay in front of a receiver that keeps a copy of every byte each way: what
-/// a sender put on the wire (its `Content-Encoding`) and what it was answered.
-struct Tap {
-    addr: SocketAddr,
-    up: Arc<Mutex<Vec<u8>>>,
-    down: Arc<Mutex<Vec<u8>>>,
-}
-
-impl Tap {
-    async fn start(target: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let target = target.trim_start_matches("http://").to_owned();
-        let (up, down) = (Arc::default(), Arc::default());
-        let (u, d) = (Arc::clone(&up), Arc::clone(&down));
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = tokio::net::TcpStream::connect(&target).await else { continue };
-                let (client_read, client_write) = client.into_split();
-                let (server_read, server_write) = server.into_split();
-                tokio::spawn(Self::pipe(client_read, server_write, Arc::clone(&u)));
-                tokio::spawn(Self::pipe(server_read, client_write, Arc::clone(&d)));
-            }
-        });
-        Self { addr, up, down }
-    }
-
-    async fn pipe(
-        mut from: tokio::net::tcp::OwnedReadHalf,
-        mut to: tokio::net::tcp::OwnedWriteHalf,
-        copy: Arc<Mutex<Vec<u8>>>,
-    ) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut buf = vec![0; 64 << 10];
-        while let Ok(n @ 1..) = from.read(&mut buf).await {
-            copy.lock().unwrap().extend_from_slice(&buf[..n]);
-            if to.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
-        }
-        let _ = to.shutdown().await;
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Everything senders wrote, lowercased (header names are case-insensitive).
-    fn sent(&self) -> String {
-        String::from_utf8_lossy(&self.up.lock().unwrap()).to_ascii_lowercase()
-    }
-
-    /// The status lines of every answer (each answer's body runs into the next status line).
-    fn answers(&self) -> Vec<String> {
-        let down = String::from_utf8_lossy(&self.down.lock().unwrap()).into_owned();
-        down.match_indices("HTTP/1.1 ")
-            .map(|(at, _)| down[at..].split("\r\n").next().unwrap_or_default().to_owned())
-            .collect()
     }
 }
 

@@ -203,6 +203,21 @@ pub(super) async fn read(headers: &HeaderMap, mut body: Body, limit: usize) -> R
     state.and_then(Sink::finish)
 }
 
+/// Reads a request body to its end, or to `limit` bytes as sent, and drops it: the body of
+/// a request refused before it is read (an unsupported media type), so that the connection
+/// serves the sender's next request, as after any refusal of [`read`].
+pub(super) async fn discard(mut body: Body, limit: usize) {
+    let mut sent = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(chunk) = frame.into_data() {
+            sent = sent.saturating_add(chunk.len());
+            if sent > limit {
+                return;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
