@@ -30,6 +30,10 @@ pub struct StageStats {
     /// Its latency.
     #[serde(flatten)]
     pub stats: LatencyStats,
+    /// Its spans whose status is ERROR.
+    pub errors: usize,
+    /// `errors / count` (0 for no spans).
+    pub error_rate: f64,
 }
 
 /// The whole analysis, in the shape of `summary.json` (docs/report.md).
@@ -41,6 +45,8 @@ pub struct Summary {
     pub spans: usize,
     /// Spans whose parent is missing from their trace.
     pub orphans: usize,
+    /// Traces with at least one span whose status is ERROR.
+    pub traces_with_errors: usize,
     /// The share of root time that no descendant span covers.
     pub unattributed_fraction: f64,
     /// End-to-end latency per root span.
@@ -126,7 +132,8 @@ pub(crate) fn children_of(spans: &[SpanRecord]) -> HashMap<&str, Vec<usize>> {
     children
 }
 
-/// Shifts the spans of `service` in the subtree under `root` (inclusive) by `delta` ns.
+/// Shifts the spans of `service` in the subtree under `root` (inclusive) by `delta` ns,
+/// each span at most once (`shifted`: span index -> the shift applied).
 /// `ids` maps a span id to its children (shifting changes no ids, so it is computed once).
 fn shift_subtree(
     spans: &mut [SpanRecord],
@@ -134,7 +141,7 @@ fn shift_subtree(
     root: usize,
     service: &str,
     delta: i64,
-    shifted: &mut HashSet<usize>,
+    shifted: &mut BTreeMap<usize, i64>,
 ) {
     // Each span once: parent ids may form a cycle in a malformed trace.
     let mut visited: HashSet<usize> = HashSet::new();
@@ -143,7 +150,8 @@ fn shift_subtree(
         if !visited.insert(i) {
             continue;
         }
-        if spans[i].service == service && shifted.insert(i) {
+        if spans[i].service == service && !shifted.contains_key(&i) {
+            shifted.insert(i, delta);
             spans[i].start_ns += delta;
             spans[i].end_ns += delta;
         }
@@ -160,6 +168,10 @@ fn shift_subtree(
 /// 2. then a child of another service that still falls outside its parent is shifted by
 ///    the least amount that puts it inside (when it fits), with its service's subtree.
 ///
+/// Returns what it moved: `(span index, nanoseconds added to its start and end)`, by
+/// index, each span at most once, never a zero shift (writers say so: the span warnings
+/// of [`crate::jaeger`]).
+///
 /// ```
 /// use std::collections::BTreeMap;
 /// use tracewire_collector::{correct_skew, SpanRecord};
@@ -170,11 +182,12 @@ fn shift_subtree(
 ///     SpanRecord { span_id: "s".into(), parent_id: Some("c".into()), service: "server".into(),
 ///         start_ns: 7_000, end_ns: 12_000, ..Default::default() },
 /// ];
-/// correct_skew(&mut spans);
+/// let shifted = correct_skew(&mut spans);
 /// assert_eq!((spans[1].start_ns, spans[1].end_ns), (2_000, 7_000));
+/// assert_eq!(shifted, [(1, -5_000)]);
 /// ```
-pub fn correct_skew(spans: &mut [SpanRecord]) {
-    let mut shifted: HashSet<usize> = HashSet::new();
+pub fn correct_skew(spans: &mut [SpanRecord]) -> Vec<(usize, i64)> {
+    let mut shifted: BTreeMap<usize, i64> = BTreeMap::new();
     let index: HashMap<String, usize> = spans.iter().enumerate().map(|(i, s)| (s.span_id.clone(), i)).collect();
     let ids: HashMap<String, Vec<usize>> = children_of(spans).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     // 1. Measured offsets.
@@ -187,7 +200,7 @@ pub fn correct_skew(spans: &mut [SpanRecord]) {
         .collect();
     for (i, offset_us) in with_offset {
         for &k in ids.get(&spans[i].span_id).map_or(&[][..], Vec::as_slice) {
-            if spans[k].service != spans[i].service && !shifted.contains(&k) {
+            if spans[k].service != spans[i].service && !shifted.contains_key(&k) {
                 let service = spans[k].service.clone();
                 shift_subtree(spans, &ids, k, &service, -offset_us * 1000, &mut shifted);
             }
@@ -196,7 +209,7 @@ pub fn correct_skew(spans: &mut [SpanRecord]) {
     // 2. Containment, for cross-service edges no offset explained.
     for k in 0..spans.len() {
         let Some(p) = spans[k].parent_id.as_ref().and_then(|p| index.get(p)).copied() else { continue };
-        if spans[k].service == spans[p].service || shifted.contains(&k) {
+        if spans[k].service == spans[p].service || shifted.contains_key(&k) {
             continue;
         }
         let (ps, pe, cs, ce) = (spans[p].start_ns, spans[p].end_ns, spans[k].start_ns, spans[k].end_ns);
@@ -215,6 +228,8 @@ pub fn correct_skew(spans: &mut [SpanRecord]) {
             shift_subtree(spans, &ids, k, &service, delta, &mut shifted);
         }
     }
+    // A measured offset of zero marks spans as placed, but moves nothing.
+    shifted.into_iter().filter(|&(_, ns)| ns != 0).collect()
 }
 
 /// Length of the union of intervals, clipped to `[lo, hi]`.
@@ -393,6 +408,10 @@ pub(crate) struct TraceMeasures {
     pub(crate) e2e: Vec<i64>,
     pub(crate) first_output: Option<i64>,
     pub(crate) stages: BTreeMap<String, Vec<i64>>,
+    /// Per stage of the trace, its spans whose status is ERROR (0 when none).
+    pub(crate) stage_errors: BTreeMap<String, usize>,
+    /// Whether any span of the trace has status ERROR.
+    pub(crate) has_error: bool,
 }
 
 /// Analyzes `spans` (from any number of traces and services) against `slos`.
@@ -400,6 +419,7 @@ pub fn analyze(spans: &[SpanRecord], slos: &[Slo]) -> Summary {
     let traces = by_trace(spans);
     let mut summary = Summary { traces: traces.len(), spans: spans.len(), ..Summary::default() };
     let (mut e2e, mut first, mut per_stage): (Vec<i64>, Vec<i64>, BTreeMap<String, Vec<i64>>) = Default::default();
+    let mut stage_errors: BTreeMap<String, usize> = BTreeMap::new();
     let (mut root_total, mut uncovered_total) = (0i64, 0i64);
     let mut measures = Vec::with_capacity(traces.len());
     let (mut critical, mut critical_total): (BTreeMap<String, i64>, i64) = Default::default();
@@ -407,7 +427,14 @@ pub fn analyze(spans: &[SpanRecord], slos: &[Slo]) -> Summary {
         correct_skew(&mut t);
         let ids: HashSet<&str> = t.iter().map(|s| s.span_id.as_str()).collect();
         summary.orphans += t.iter().filter(|s| s.parent_id.as_ref().is_some_and(|p| !ids.contains(p.as_str()))).count();
-        let mut m = TraceMeasures { e2e: Vec::new(), first_output: first_output(&t), stages: BTreeMap::new() };
+        let mut m = TraceMeasures {
+            e2e: Vec::new(),
+            first_output: first_output(&t),
+            stages: BTreeMap::new(),
+            stage_errors: BTreeMap::new(),
+            has_error: t.iter().any(SpanRecord::is_error),
+        };
+        summary.traces_with_errors += usize::from(m.has_error);
         for (i, ns) in critical_path(&t) {
             *critical.entry(t[i].stage().to_owned()).or_default() += ns;
             critical_total += ns;
@@ -424,6 +451,9 @@ pub fn analyze(spans: &[SpanRecord], slos: &[Slo]) -> Summary {
         for s in &t {
             per_stage.entry(s.stage().to_owned()).or_default().push(s.duration_ns());
             m.stages.entry(s.stage().to_owned()).or_default().push(s.duration_ns());
+            let errors = usize::from(s.is_error());
+            *stage_errors.entry(s.stage().to_owned()).or_default() += errors;
+            *m.stage_errors.entry(s.stage().to_owned()).or_default() += errors;
         }
         measures.push(m);
     }
@@ -432,7 +462,15 @@ pub fn analyze(spans: &[SpanRecord], slos: &[Slo]) -> Summary {
     summary.unattributed_fraction = fraction;
     summary.e2e = stats(e2e);
     summary.first_output = stats(first);
-    summary.stages = per_stage.into_iter().map(|(stage, d)| StageStats { stage, stats: stats(d) }).collect();
+    summary.stages = per_stage
+        .into_iter()
+        .map(|(stage, d)| {
+            let errors = stage_errors.get(&stage).copied().unwrap_or(0);
+            #[allow(clippy::cast_precision_loss)]
+            let error_rate = if d.is_empty() { 0.0 } else { errors as f64 / d.len() as f64 };
+            StageStats { stage, stats: stats(d), errors, error_rate }
+        })
+        .collect();
     let mut critical: Vec<CriticalShare> = critical
         .into_iter()
         .map(|(stage, ns)| CriticalShare {

@@ -1,6 +1,7 @@
 //! `report.html`: a self-contained page (inline SVG, no network) with the latency of each
-//! stage, the end-to-end and first-output latency, every SLO threshold as a red dashed
-//! line, and waterfalls of the median and the slowest trace.
+//! stage, the end-to-end and first-output latency, every latency SLO threshold as a red
+//! dashed line, a red marker on every row with errors, the stage table with error rates,
+//! and waterfalls of the median and the slowest trace.
 
 // Pixel positions and millisecond labels: f64 precision is far beyond what a chart shows.
 #![allow(clippy::cast_precision_loss)]
@@ -18,12 +19,23 @@ fn esc(s: &str) -> String {
 const W: f64 = 900.0;
 const LABEL: f64 = 190.0;
 
-/// Horizontal p50/p90/p99 bars per row, with SLO thresholds as red dashed lines.
-fn bars(title: &str, rows: &[(String, LatencyStats)], slos: &[Slo]) -> String {
+/// One row of a bar chart: its latency, and how many of its spans (traces, for `e2e`)
+/// have status ERROR.
+struct Row {
+    name: String,
+    stats: LatencyStats,
+    errors: usize,
+    error_rate: f64,
+}
+
+/// Horizontal p50/p90/p99 bars per row, with latency SLO thresholds as red dashed lines
+/// and a red marker (class `error-marker`) before the bars of a row with errors.
+fn bars(title: &str, rows: &[Row], slos: &[Slo]) -> String {
+    let latency_slos: Vec<&Slo> = slos.iter().filter(|s| !s.is_error_rate()).collect();
     let max = rows
         .iter()
-        .map(|(_, s)| s.p99_ms)
-        .chain(slos.iter().filter(|s| rows.iter().any(|(n, _)| *n == s.metric)).map(|s| s.threshold_ms))
+        .map(|r| r.stats.p99_ms)
+        .chain(latency_slos.iter().filter(|s| rows.iter().any(|r| r.name == s.metric)).map(|s| s.threshold_ms))
         .fold(0.0_f64, f64::max)
         .max(1e-6);
     // Room on the right for the "p50 · p90 · p99" label after the longest bar.
@@ -36,9 +48,20 @@ fn bars(title: &str, rows: &[(String, LatencyStats)], slos: &[Slo]) -> String {
         esc(title),
         esc(title)
     );
-    for (i, (name, s)) in rows.iter().enumerate() {
+    for (i, row) in rows.iter().enumerate() {
+        let (name, s) = (&row.name, &row.stats);
         #[allow(clippy::cast_precision_loss)]
         let y = 20.0 + i as f64 * h;
+        if row.errors > 0 {
+            let _ = write!(
+                svg,
+                r#"<circle class="error-marker" cx="{:.1}" cy="{:.1}" r="5" fill="red"><title>{} errors ({:.2}%)</title></circle>"#,
+                LABEL - 9.0,
+                y + 7.0,
+                row.errors,
+                row.error_rate * 100.0
+            );
+        }
         let _ = write!(
             svg,
             r##"<text x="4" y="{:.1}" font-size="12">{}</text><rect x="{LABEL}" y="{y:.1}" width="{:.1}" height="14" fill="#c6dbef"><title>p99 {:.3} ms</title></rect><rect x="{LABEL}" y="{y:.1}" width="{:.1}" height="14" fill="#6baed6"/><rect x="{LABEL}" y="{y:.1}" width="{:.1}" height="14" fill="#2171b5"/><text x="{:.1}" y="{:.1}" font-size="11">p50 {:.3} · p90 {:.3} · p99 {:.3} ms ({} spans)</text>"##,
@@ -55,7 +78,7 @@ fn bars(title: &str, rows: &[(String, LatencyStats)], slos: &[Slo]) -> String {
             s.p99_ms,
             s.count
         );
-        for slo in slos.iter().filter(|slo| slo.metric == *name) {
+        for slo in latency_slos.iter().filter(|slo| slo.metric == *name) {
             let x = LABEL + slo.threshold_ms * scale;
             let _ = write!(
                 svg,
@@ -135,22 +158,57 @@ pub fn render_html(summary: &Summary, spans: &[SpanRecord], slos: &[Slo]) -> Str
         })
         .collect();
     traces.sort_by_key(|t| t.iter().find(|s| s.parent_id.is_none()).map_or(0, SpanRecord::duration_ns));
-    let mut top = vec![("e2e".to_owned(), summary.e2e)];
+    let e2e_error_rate =
+        if summary.traces == 0 { 0.0 } else { summary.traces_with_errors as f64 / summary.traces as f64 };
+    let mut top = vec![Row {
+        name: "e2e".to_owned(),
+        stats: summary.e2e,
+        errors: summary.traces_with_errors,
+        error_rate: e2e_error_rate,
+    }];
     if summary.first_output.count > 0 {
-        top.push(("first_output".to_owned(), summary.first_output));
+        top.push(Row { name: "first_output".to_owned(), stats: summary.first_output, errors: 0, error_rate: 0.0 });
     }
-    let stage_rows: Vec<(String, LatencyStats)> = summary.stages.iter().map(|s| (s.stage.clone(), s.stats)).collect();
+    let stage_rows: Vec<Row> = summary
+        .stages
+        .iter()
+        .map(|s| Row { name: s.stage.clone(), stats: s.stats, errors: s.errors, error_rate: s.error_rate })
+        .collect();
+    let mut stage_table = String::new();
+    for s in &summary.stages {
+        let st = s.stats;
+        let marker = if s.errors > 0 { r#"<span class="error-marker">●</span> "# } else { "" };
+        let _ = write!(
+            stage_table,
+            r#"<tr{}><td>{}</td><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td><td class="err">{marker}{:.2}</td></tr>"#,
+            if s.errors > 0 { r#" class="errors""# } else { "" },
+            esc(&s.stage),
+            st.count,
+            st.p50_ms,
+            st.p90_ms,
+            st.p99_ms,
+            st.max_ms,
+            s.errors,
+            s.error_rate * 100.0
+        );
+    }
     let mut slo_rows = String::new();
     if summary.slos.is_empty() {
-        slo_rows.push_str(r#"<tr><td colspan="4">none given (--slo 'e2e.p99&lt;=250ms', or --slo-file)</td></tr>"#);
+        slo_rows.push_str(
+            r#"<tr><td colspan="4">none given (--slo 'e2e.p99&lt;=250ms', --slo 'process.spawn.error_rate&lt;=1%', or --slo-file)</td></tr>"#,
+        );
     }
     for r in &summary.slos {
+        let measured = match (r.value_ms, r.error_rate) {
+            (_, Some(rate)) => format!("{:.2}% errors", rate * 100.0),
+            (Some(ms), None) => format!("{ms:.3} ms"),
+            (None, None) => String::new(),
+        };
         let _ = write!(
             slo_rows,
-            r#"<tr class="{}"><td>{}</td><td>{:.3} ms</td><td>{:.1}%</td><td>{}</td></tr>"#,
+            r#"<tr class="{}"><td>{}</td><td>{measured}</td><td>{:.1}%</td><td>{}</td></tr>"#,
             if r.pass { "pass" } else { "fail" },
             esc(&r.expr),
-            r.value_ms,
             r.violation_rate * 100.0,
             if r.pass { "pass" } else { "FAIL" }
         );
@@ -171,15 +229,20 @@ pub fn render_html(summary: &Summary, spans: &[SpanRecord], slos: &[Slo]) -> Str
         r#"<!doctype html><html><head><meta charset="utf-8"><title>tracewire report</title><style>
 body{{font-family:system-ui,sans-serif;margin:24px;color:#222}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px}} tr.fail td{{background:#fdd}} tr.pass td{{background:#dfd}}
+#stages td{{text-align:right}} #stages td:first-child{{text-align:left}} tr.errors td.err{{color:#b00;font-weight:600}}
+.error-marker{{color:red}}
 </style></head><body><h1>tracewire report</h1>
-<p id="totals">{} traces, {} spans, {} orphans; unattributed time {:.2}% of end-to-end.</p>
+<p id="totals">{} traces, {} spans, {} orphans; {} traces with errors; unattributed time {:.2}% of end-to-end.</p>
 <h2>SLOs</h2><table id="slos"><tr><th>objective</th><th>measured</th><th>violations</th><th></th></tr>{slo_rows}</table>
-{}{}<h2>Critical path</h2><p>Where the traces' critical paths spent their time (darker bars in the waterfalls).</p>
+{}{}<h2>Stages</h2><p>Latency and errors (spans with status ERROR) per stage; a red marker flags a stage with errors.</p>
+<table id="stages"><tr><th>stage</th><th>spans</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>max ms</th><th>errors</th><th>err %</th></tr>{stage_table}</table>
+<h2>Critical path</h2><p>Where the traces' critical paths spent their time (darker bars in the waterfalls).</p>
 <table id="critical"><tr><th>stage</th><th>time on the path</th><th>share</th></tr>{critical_rows}</table>
 {}{}</body></html>"#,
         summary.traces,
         summary.spans,
         summary.orphans,
+        summary.traces_with_errors,
         summary.unattributed_fraction * 100.0,
         bars("End to end", &top, slos),
         bars("Latency per stage (p50 / p90 / p99)", &stage_rows, slos),

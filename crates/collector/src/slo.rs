@@ -1,5 +1,6 @@
 //! Service-level objectives: `METRIC.STAT<=THRESHOLD`, e.g. `e2e.p99<=250ms`,
-//! `first_output.p90<=50ms`, `process.spawn.p50<=5ms`.
+//! `first_output.p90<=50ms`, `process.spawn.p50<=5ms`, and error rates:
+//! `process.spawn.error_rate<=1%`, `e2e.error_rate<=0.5%`.
 
 use serde::Serialize;
 
@@ -9,15 +10,26 @@ use crate::analysis::{LatencyStats, Summary, TraceMeasures};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SloError {
-    /// The expression is not `METRIC.STAT<=NUMBERUNIT`.
-    #[error("SLO {0:?}: expected METRIC.STAT<=THRESHOLD, e.g. e2e.p99<=250ms")]
+    /// The expression is not `METRIC.STAT<=THRESHOLD`.
+    #[error("SLO {0:?}: expected METRIC.STAT<=THRESHOLD, e.g. e2e.p99<=250ms or process.spawn.error_rate<=1%")]
     Syntax(String),
-    /// The statistic is not p50, p90, p99 or max.
-    #[error("SLO {0:?}: the statistic must be p50, p90, p99 or max")]
+    /// The statistic is not p50, p90, p99, max or error_rate.
+    #[error("SLO {0:?}: the statistic must be p50, p90, p99, max or error_rate")]
     Stat(String),
-    /// The threshold is not a number with a unit (us, ms, s).
-    #[error("SLO {0:?}: the threshold must be a number with a unit (us, ms or s)")]
+    /// A latency threshold is not a number with a unit (us, ms, s).
+    #[error(
+        "SLO {0:?}: a latency threshold must be a number with a unit (us, ms or s); percentages are for error_rate"
+    )]
     Threshold(String),
+    /// An error-rate threshold is not a percentage from 0% to 100%.
+    #[error(
+        "SLO {0:?}: an error-rate threshold must be a percentage from 0% to 100%, e.g. error_rate<=1% or \
+         error_rate<=0.5% (a fraction such as 0.01 is not accepted)"
+    )]
+    ErrorRateThreshold(String),
+    /// The metric has no error rate (`first_output` is a time between two spans).
+    #[error("SLO {0:?}: first_output has no error rate; use e2e.error_rate or STAGE.error_rate")]
+    ErrorRateMetric(String),
     /// An SLO file is not TOML of the form `slos = ["e2e.p99<=250ms", ...]`.
     #[error("SLO file: {0}")]
     File(String),
@@ -30,17 +42,21 @@ struct SloFile {
     slos: Vec<String>,
 }
 
-/// One objective.
+/// One objective: a latency statistic (`p50`, `p90`, `p99`, `max`) at most `threshold_ms`,
+/// or an error rate (`error_rate`) at most `max_error_rate`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Slo {
     /// The expression as written.
     pub expr: String,
     /// `e2e`, `first_output`, or a stage name.
     pub metric: String,
-    /// `p50`, `p90`, `p99` or `max`.
+    /// `p50`, `p90`, `p99`, `max` or `error_rate`.
     pub stat: String,
-    /// The threshold, in milliseconds.
+    /// The latency threshold, in milliseconds (0 for an error-rate objective).
     pub threshold_ms: f64,
+    /// The error-rate threshold as a fraction (`1%` is 0.01); `None` for a latency
+    /// objective.
+    pub max_error_rate: Option<f64>,
 }
 
 /// An objective, measured.
@@ -48,24 +64,43 @@ pub struct Slo {
 pub struct SloResult {
     /// The expression.
     pub expr: String,
-    /// The measured statistic, in milliseconds.
-    pub value_ms: f64,
-    /// The share of traces over the threshold (for a stage: of the traces that have it).
+    /// A latency objective's measured statistic, in milliseconds (absent from JSON for an
+    /// error-rate objective).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_ms: Option<f64>,
+    /// An error-rate objective's measured error rate, a fraction (absent from JSON for a
+    /// latency objective).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<f64>,
+    /// The share of traces that violate it. Latency: traces over the threshold. Error
+    /// rate: traces with an error (in the stage, for a stage). For a stage: of the traces
+    /// that have it.
     pub violation_rate: f64,
-    /// Whether the statistic meets the threshold.
+    /// Whether the measured value meets the threshold (never without data).
     pub pass: bool,
 }
 
+/// Parses an error-rate threshold: a percentage from 0% to 100%, as a fraction.
+fn percentage(rhs: &str) -> Option<f64> {
+    let value: f64 = rhs.strip_suffix('%')?.trim().parse().ok()?;
+    (value.is_finite() && (0.0..=100.0).contains(&value)).then_some(value / 100.0)
+}
+
 impl Slo {
-    /// Parses `METRIC.STAT<=THRESHOLD`.
+    /// Parses `METRIC.STAT<=THRESHOLD`: a latency statistic with a threshold in `us`, `ms`
+    /// or `s`, or `error_rate` with a percentage (`<=1%`, `<=0.5%`).
     ///
     /// ```
-    /// use tracewire_collector::Slo;
+    /// use tracewire_collector::{Slo, SloError};
     ///
     /// let s = Slo::parse("process.spawn.p50<=5ms").unwrap();
     /// assert_eq!((s.metric.as_str(), s.stat.as_str(), s.threshold_ms), ("process.spawn", "p50", 5.0));
     /// assert!(Slo::parse("e2e.p99<250ms").is_err());
     /// assert_eq!(Slo::parse("e2e.max<=1.5s").unwrap().threshold_ms, 1500.0);
+    ///
+    /// let e = Slo::parse("process.spawn.error_rate<=0.5%").unwrap();
+    /// assert_eq!((e.metric.as_str(), e.stat.as_str(), e.max_error_rate), ("process.spawn", "error_rate", Some(0.005)));
+    /// assert!(matches!(Slo::parse("e2e.error_rate<=0.01"), Err(SloError::ErrorRateThreshold(_))));
     /// ```
     ///
     /// # Errors
@@ -77,10 +112,23 @@ impl Slo {
         if metric.is_empty() {
             return Err(SloError::Syntax(e.to_owned()));
         }
+        let rhs = rhs.trim();
+        if stat == "error_rate" {
+            if metric == "first_output" {
+                return Err(SloError::ErrorRateMetric(e.to_owned()));
+            }
+            let rate = percentage(rhs).ok_or_else(|| SloError::ErrorRateThreshold(e.to_owned()))?;
+            return Ok(Self {
+                expr: e.to_owned(),
+                metric: metric.to_owned(),
+                stat: stat.to_owned(),
+                threshold_ms: 0.0,
+                max_error_rate: Some(rate),
+            });
+        }
         if !matches!(stat, "p50" | "p90" | "p99" | "max") {
             return Err(SloError::Stat(e.to_owned()));
         }
-        let rhs = rhs.trim();
         let (number, scale) = if let Some(n) = rhs.strip_suffix("ms") {
             (n, 1.0)
         } else if let Some(n) = rhs.strip_suffix("us") {
@@ -94,7 +142,13 @@ impl Slo {
         if !value.is_finite() || value < 0.0 {
             return Err(SloError::Threshold(e.to_owned()));
         }
-        Ok(Self { expr: e.to_owned(), metric: metric.to_owned(), stat: stat.to_owned(), threshold_ms: value * scale })
+        Ok(Self {
+            expr: e.to_owned(),
+            metric: metric.to_owned(),
+            stat: stat.to_owned(),
+            threshold_ms: value * scale,
+            max_error_rate: None,
+        })
     }
 
     /// Parses the objectives of an SLO file (TOML), in order:
@@ -103,10 +157,11 @@ impl Slo {
     /// use tracewire_collector::Slo;
     ///
     /// let slos = Slo::parse_toml(r#"
-    /// slos = ["e2e.p99<=250ms", "first_output.p90<=50ms", "process.spawn.p50<=5ms"]
+    /// slos = ["e2e.p99<=250ms", "first_output.p90<=50ms", "process.spawn.p50<=5ms", "process.spawn.error_rate<=1%"]
     /// "#).unwrap();
-    /// assert_eq!(slos.len(), 3);
+    /// assert_eq!(slos.len(), 4);
     /// assert_eq!(slos[1].metric, "first_output");
+    /// assert_eq!(slos[3].max_error_rate, Some(0.01));
     /// assert!(Slo::parse_toml("slo = []").is_err());
     /// ```
     ///
@@ -116,6 +171,11 @@ impl Slo {
     pub fn parse_toml(text: &str) -> Result<Vec<Self>, SloError> {
         let file: SloFile = toml::from_str(text).map_err(|e| SloError::File(e.to_string()))?;
         file.slos.iter().map(|e| Self::parse(e)).collect()
+    }
+
+    /// Whether this is an error-rate objective (`STAT` is `error_rate`).
+    pub fn is_error_rate(&self) -> bool {
+        self.max_error_rate.is_some()
     }
 
     fn pick(&self, s: &LatencyStats) -> f64 {
@@ -128,6 +188,9 @@ impl Slo {
     }
 
     pub(crate) fn evaluate(&self, summary: &Summary, traces: &[TraceMeasures]) -> SloResult {
+        if let Some(max) = self.max_error_rate {
+            return self.evaluate_error_rate(max, summary, traces);
+        }
         let threshold_ns = self.threshold_ms * 1e6;
         #[allow(clippy::cast_precision_loss)]
         let over = |ns: &i64| *ns as f64 > threshold_ns;
@@ -144,17 +207,43 @@ impl Slo {
             ),
         };
         let value_ms = self.pick(&stats);
-        #[allow(clippy::cast_precision_loss)]
-        let violation_rate = if per_trace.is_empty() {
-            0.0
-        } else {
-            per_trace.iter().filter(|v| **v).count() as f64 / per_trace.len() as f64
-        };
         SloResult {
             expr: self.expr.clone(),
-            value_ms,
-            violation_rate,
+            value_ms: Some(value_ms),
+            error_rate: None,
+            violation_rate: share(&per_trace),
             pass: stats.count > 0 && value_ms <= self.threshold_ms,
         }
     }
+
+    /// `e2e`: traces with an error over all traces; a stage: its error spans over its spans.
+    fn evaluate_error_rate(&self, max: f64, summary: &Summary, traces: &[TraceMeasures]) -> SloResult {
+        let (count, rate, per_trace): (usize, f64, Vec<bool>) = if self.metric == "e2e" {
+            #[allow(clippy::cast_precision_loss)]
+            let rate =
+                if summary.traces == 0 { 0.0 } else { summary.traces_with_errors as f64 / summary.traces as f64 };
+            (summary.traces, rate, traces.iter().map(|t| t.has_error).collect())
+        } else {
+            let stage = summary.stages.iter().find(|s| s.stage == self.metric);
+            (
+                stage.map_or(0, |s| s.stats.count),
+                stage.map_or(0.0, |s| s.error_rate),
+                traces.iter().filter_map(|t| t.stage_errors.get(&self.metric).map(|&n| n > 0)).collect(),
+            )
+        };
+        SloResult {
+            expr: self.expr.clone(),
+            value_ms: None,
+            error_rate: Some(rate),
+            violation_rate: share(&per_trace),
+            // A rate equal to the threshold passes, whatever the rounding of either side.
+            pass: count > 0 && rate <= max + 1e-12,
+        }
+    }
+}
+
+/// The share of `true`s (0 for none).
+fn share(flags: &[bool]) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    if flags.is_empty() { 0.0 } else { flags.iter().filter(|v| **v).count() as f64 / flags.len() as f64 }
 }

@@ -112,9 +112,13 @@ fn slos_report_value_violation_rate_and_pass() {
         .collect();
     let s = analyze(&spans, &slos);
     let r = &s.slos;
-    assert_eq!((r[0].value_ms, r[0].violation_rate, r[0].pass), (99.0, 0.5, false));
-    assert_eq!((r[1].value_ms, r[1].violation_rate, r[1].pass), (100.0, 0.0, true));
-    assert_eq!((r[2].value_ms, r[2].violation_rate, r[2].pass), (5.0, 0.5, true), "share of traces with the stage");
+    assert_eq!((r[0].value_ms, r[0].violation_rate, r[0].pass), (Some(99.0), 0.5, false));
+    assert_eq!((r[1].value_ms, r[1].violation_rate, r[1].pass), (Some(100.0), 0.0, true));
+    assert_eq!(
+        (r[2].value_ms, r[2].violation_rate, r[2].pass),
+        (Some(5.0), 0.5, true),
+        "share of traces with the stage"
+    );
     assert!(!r[3].pass, "no data is not a pass");
 }
 
@@ -135,7 +139,17 @@ fn first_output_runs_from_the_start_call_to_the_first_output_delivered() {
 fn the_summary_serializes_in_the_documented_shape() {
     let s = analyze(&[span("t", "r", None, "exec", "c", 0, 1)], &[Slo::parse("e2e.p99<=2ms").unwrap()]);
     let v: serde_json::Value = serde_json::to_value(&s).unwrap();
-    for key in ["traces", "spans", "orphans", "unattributed_fraction", "e2e", "first_output", "stages", "slos"] {
+    for key in [
+        "traces",
+        "spans",
+        "orphans",
+        "traces_with_errors",
+        "unattributed_fraction",
+        "e2e",
+        "first_output",
+        "stages",
+        "slos",
+    ] {
         assert!(v.get(key).is_some(), "missing {key}: {v}");
     }
     for key in ["count", "p50_ms", "p90_ms", "p99_ms", "max_ms"] {
@@ -144,9 +158,11 @@ fn the_summary_serializes_in_the_documented_shape() {
         );
     }
     assert_eq!(v["stages"][0]["stage"], "exec");
+    assert_eq!((v["stages"][0]["errors"].as_u64(), v["stages"][0]["error_rate"].as_f64()), (Some(0), Some(0.0)));
     for key in ["expr", "value_ms", "violation_rate", "pass"] {
         assert!(v["slos"][0].get(key).is_some());
     }
+    assert!(v["slos"][0].get("error_rate").is_none(), "a latency objective has no error rate: {v}");
 }
 
 #[test]
@@ -154,6 +170,124 @@ fn bad_slo_expressions_are_typed_errors() {
     for bad in ["", "e2e", "e2e.p99", "e2e.p95<=1ms", ".p99<=1ms", "e2e.p99<=fast", "e2e.p99<=5", "e2e.p99<=-1ms"] {
         assert!(Slo::parse(bad).is_err(), "{bad:?}");
     }
+}
+
+fn failed(s: SpanRecord) -> SpanRecord {
+    SpanRecord { status_code: tracewire_store::status::ERROR, status_message: "boom".into(), ..s }
+}
+
+#[test]
+fn error_rates_per_stage_and_traces_with_errors() {
+    // 10 traces, each exec > process.spawn; spawn fails in traces 0..3 (3 of 10), and
+    // trace 0's exec fails too; an OK status is not an error.
+    let mut spans = Vec::new();
+    for i in 0..10 {
+        let t = format!("t{i}");
+        let exec = span(&t, "r", None, "exec", "c", 0, 10);
+        spans.push(if i == 0 { failed(exec) } else { exec });
+        let spawn = span(&t, "s", Some("r"), "process.spawn", "s", 1, 2);
+        spans.push(match i {
+            0..3 => failed(spawn),
+            3 => SpanRecord { status_code: tracewire_store::status::OK, ..spawn },
+            _ => spawn,
+        });
+    }
+    let s = analyze(&spans, &[]);
+    assert_eq!((s.traces, s.traces_with_errors), (10, 3));
+    let stage = |name: &str| s.stages.iter().find(|x| x.stage == name).unwrap();
+    assert_eq!((stage("process.spawn").errors, stage("process.spawn").error_rate), (3, 0.3));
+    assert_eq!((stage("exec").errors, stage("exec").error_rate), (1, 0.1));
+    assert_eq!(stage("exec").stats.count, 10, "latency columns unchanged");
+    let v = serde_json::to_value(&s).unwrap();
+    assert_eq!(v["traces_with_errors"], 3);
+    assert_eq!(v["stages"][1]["stage"], "process.spawn");
+    assert_eq!((v["stages"][1]["errors"].as_u64(), v["stages"][1]["error_rate"].as_f64()), (Some(3), Some(0.3)));
+    // No errors at all: zeros, not missing.
+    let clean = analyze(&[span("u", "r", None, "exec", "c", 0, 1)], &[]);
+    assert_eq!((clean.traces_with_errors, clean.stages[0].errors, clean.stages[0].error_rate), (0, 0, 0.0));
+}
+
+#[test]
+fn error_rate_slos_pass_fail_and_violation_rates() {
+    // 200 traces: process.spawn fails in 2 (1%), rpc.call (in the first 100 traces only)
+    // fails in 1; every trace has one spawn.
+    let mut spans = Vec::new();
+    for i in 0..200 {
+        let t = format!("t{i}");
+        spans.push(span(&t, "r", None, "exec", "c", 0, 10));
+        let spawn = span(&t, "s", Some("r"), "process.spawn", "s", 1, 2);
+        spans.push(if i < 2 { failed(spawn) } else { spawn });
+        if i < 100 {
+            let call = span(&t, "c", Some("r"), "rpc.call", "c", 1, 3);
+            spans.push(if i == 50 { failed(call) } else { call });
+        }
+    }
+    let exprs = [
+        "process.spawn.error_rate<=1%",   // 1% exactly: pass
+        "process.spawn.error_rate<=0.5%", // fail
+        "rpc.call.error_rate<=1%",        // 1 of 100: pass
+        "e2e.error_rate<=1%",             // 3 traces of 200 = 1.5%: fail
+        "e2e.error_rate<=1.5%",           // pass
+        "missing.error_rate<=100%",       // no data is not a pass
+        "process.spawn.p50<=5ms",         // latency objectives still work beside them
+    ];
+    let slos: Vec<Slo> = exprs.iter().map(|e| Slo::parse(e).unwrap()).collect();
+    let r = analyze(&spans, &slos).slos;
+    let got: Vec<(Option<f64>, f64, bool)> = r.iter().map(|r| (r.error_rate, r.violation_rate, r.pass)).collect();
+    assert_eq!(
+        got,
+        [
+            (Some(0.01), 0.01, true),
+            (Some(0.01), 0.01, false),
+            (Some(0.01), 0.01, true), // of the 100 traces that have rpc.call
+            (Some(0.015), 0.015, false),
+            (Some(0.015), 0.015, true),
+            (Some(0.0), 0.0, false),
+            (None, 0.0, true),
+        ]
+    );
+    assert!(r[..6].iter().all(|r| r.value_ms.is_none()));
+    assert_eq!(r[6].value_ms, Some(1.0));
+    let v = serde_json::to_value(&r[0]).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"expr": "process.spawn.error_rate<=1%", "error_rate": 0.01, "violation_rate": 0.01, "pass": true})
+    );
+    // The same objectives from an SLO file.
+    let file = Slo::parse_toml(r#"slos = ["process.spawn.error_rate<=1%", "e2e.error_rate<=0.5%"]"#).unwrap();
+    assert_eq!(file.iter().map(|s| s.max_error_rate).collect::<Vec<_>>(), [Some(0.01), Some(0.005)]);
+}
+
+#[test]
+fn error_rate_thresholds_are_percentages_and_the_rest_is_refused_clearly() {
+    use tracewire_collector::SloError;
+    let ok = |e: &str| Slo::parse(e).unwrap().max_error_rate.unwrap();
+    assert_eq!(ok("process.spawn.error_rate<=1%"), 0.01);
+    assert_eq!(ok("process.spawn.error_rate<=0.5%"), 0.005);
+    assert_eq!(ok(" e2e.error_rate <= 0 % "), 0.0);
+    assert_eq!(ok("e2e.error_rate<=100%"), 1.0);
+    for bad in [
+        "e2e.error_rate<=0.01", // a fraction: ambiguous with a percentage, refused
+        "e2e.error_rate<=1",
+        "e2e.error_rate<=1ms",
+        "e2e.error_rate<=%",
+        "e2e.error_rate<=-1%",
+        "e2e.error_rate<=101%",
+        "e2e.error_rate<=NaN%",
+        "e2e.error_rate<=1%%",
+    ] {
+        let e = Slo::parse(bad).unwrap_err();
+        assert!(matches!(e, SloError::ErrorRateThreshold(_)), "{bad:?}: {e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains(bad.trim()) && msg.contains("percentage") && msg.contains("0.01"), "{msg}");
+    }
+    let e = Slo::parse("first_output.error_rate<=1%").unwrap_err();
+    assert!(matches!(e, SloError::ErrorRateMetric(_)) && e.to_string().contains("e2e.error_rate"), "{e}");
+    // A percentage is not a latency, and `<` is not `<=`.
+    let e = Slo::parse("e2e.p99<=1%").unwrap_err();
+    assert!(matches!(e, SloError::Threshold(_)) && e.to_string().contains("error_rate"), "{e}");
+    assert!(matches!(Slo::parse("e2e.error_rate<1%"), Err(SloError::Syntax(_))));
+    assert!(matches!(Slo::parse("e2e.errors<=1%"), Err(SloError::Stat(_))));
 }
 
 #[test]
@@ -218,6 +352,39 @@ fn the_html_report_is_self_contained_with_charts_waterfalls_and_slo_lines() {
     assert!(html.contains("Median trace (30.000 ms)"));
     assert!(html.contains(r#"<tr class="fail"><td>e2e.p99&lt;=30ms</td>"#), "failing SLO row");
     assert!(html.contains("5 traces, 10 spans, 0 orphans"));
+    assert!(!html.contains(r#"class="error-marker""#), "no errors, no marker");
+}
+
+#[test]
+fn the_html_report_marks_stages_with_errors_and_skips_error_rate_slos_on_the_latency_axis() {
+    let mut spans: Vec<SpanRecord> = Vec::new();
+    for i in 0..4 {
+        let t = format!("t{i}");
+        spans.push(span(&t, "r", None, "exec", "c", 0, 10));
+        let spawn = span(&t, "s", Some("r"), "process.spawn", "s", 1, 2);
+        spans.push(if i == 0 { failed(spawn) } else { spawn });
+    }
+    let slos = vec![Slo::parse("process.spawn.error_rate<=1%").unwrap(), Slo::parse("exec.p50<=20ms").unwrap()];
+    let summary = analyze(&spans, &slos);
+    let html = tracewire_collector::report::render_html(&summary, &spans, &slos);
+    // The stage table: an err % column; the failing stage's row is marked, the other not.
+    assert!(html.contains("<th>err %</th>"), "{html}");
+    assert!(
+        html.contains(r#"<tr class="errors"><td>process.spawn</td><td>4</td>"#)
+            && html.contains(r#"<td class="err"><span class="error-marker">●</span> 25.00</td>"#),
+        "{html}"
+    );
+    assert!(html.contains("<tr><td>exec</td><td>4</td>"), "{html}");
+    // The chart: red markers on e2e (a trace with an error) and process.spawn only.
+    assert_eq!(html.matches(r#"<circle class="error-marker""#).count(), 2, "{html}");
+    assert!(html.contains("<title>1 errors (25.00%)</title>"), "{html}");
+    // Only the latency objective draws a line; the error-rate one is in the SLO table.
+    assert_eq!(html.matches(r#"class="slo""#).count(), 1);
+    assert!(
+        html.contains(r#"<tr class="fail"><td>process.spawn.error_rate&lt;=1%</td><td>25.00% errors</td>"#),
+        "{html}"
+    );
+    assert!(html.contains("4 traces, 8 spans, 0 orphans; 1 traces with errors"), "{html}");
 }
 
 #[test]

@@ -77,3 +77,56 @@ fn the_report_renders_in_chromium_with_charts_and_slo_lines() {
     let red = pixels(&png).unwrap().rgb.iter().filter(|p| p[0] > 200 && p[1] < 60 && p[2] < 60).count();
     assert!(red > 20, "no red SLO line pixels ({red})");
 }
+
+/// Pure red pixels in a screenshot of `html`.
+fn red_pixels(dir: &TempDir, name: &str, html: &str) -> (String, usize) {
+    let page = dir.path().join(format!("{name}.html"));
+    std::fs::write(&page, html).unwrap();
+    let url = format!("file://{}", page.display());
+    let dom = dump_dom(&url, 500).unwrap();
+    let png = dir.path().join(format!("{name}.png"));
+    screenshot(&url, &png, 1000, 1400, 500).unwrap();
+    let red = pixels(&png).unwrap().rgb.iter().filter(|p| p[0] > 200 && p[1] < 60 && p[2] < 60).count();
+    (dom, red)
+}
+
+#[test]
+fn stages_with_errors_get_a_red_marker_and_an_error_rate_column() {
+    // The same ten traces; in three of them process.spawn ends with status ERROR. No SLOs,
+    // so no red SLO lines: red on the screen is the error markers.
+    let clean = spans();
+    let mut failing = clean.clone();
+    for s in failing.iter_mut().filter(|s| s.name == "process.spawn").take(3) {
+        s.status_code = tracewire_store::status::ERROR;
+        s.status_message = "spawn failed".into();
+    }
+    let dir = TempDir::new("tw-report-errors").unwrap();
+
+    let summary = analyze(&failing, &[]);
+    assert_eq!(summary.traces_with_errors, 3);
+    let (dom, red) = red_pixels(&dir, "errors", &render_html(&summary, &failing, &[]));
+    // The stage table: an err % column, the failing stage's row marked and at 30 %.
+    assert!(dom.contains("<th>err %</th>"), "{dom}");
+    let row = |stage: &str| {
+        let at = dom.find(&format!("<td>{stage}</td>")).unwrap_or_else(|| panic!("no row for {stage}: {dom}"));
+        let open = dom[..at].rfind("<tr").unwrap();
+        dom[open..at + dom[at..].find("</tr>").unwrap()].to_owned()
+    };
+    let spawn = row("process.spawn");
+    assert!(spawn.starts_with(r#"<tr class="errors">"#), "{spawn}");
+    assert!(spawn.contains(r#"<td class="err"><span class="error-marker">●</span> 30.00</td>"#), "{spawn}");
+    for ok in ["rpc.call", "exec"] {
+        let r = row(ok);
+        assert!(!r.contains("error-marker") && r.contains(r#"<td class="err">0.00</td>"#), "{r}");
+    }
+    // The charts: a red marker on the e2e row (traces with an error) and on process.spawn.
+    assert_eq!(dom.matches(r#"<circle class="error-marker""#).count(), 2, "{dom}");
+    assert!(dom.contains("<title>3 errors (30.00%)</title>"), "{dom}");
+    assert!(red > 50, "the red markers are drawn ({red} red pixels)");
+
+    // Without errors: no marker, and nothing red on the page.
+    let summary = analyze(&clean, &[]);
+    let (dom, red) = red_pixels(&dir, "clean", &render_html(&summary, &clean, &[]));
+    assert!(!dom.contains(r#"class="error-marker""#) && !dom.contains(r#"<tr class="errors""#), "{dom}");
+    assert_eq!(red, 0, "no errors, no red");
+}
