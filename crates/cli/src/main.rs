@@ -13,6 +13,8 @@
 //! tracewire demo [--execs 50] [--via relay|direct] [--out tracewire-demo] [--slo 'e2e.p99<=250ms']
 //! tracewire collect --grpc 127.0.0.1:4317 --http 127.0.0.1:4318 [--db traces.db] [--out DIR]
 //! tracewire report --db traces.db [--slo ...] [--slo-file slo.toml] [--out DIR]
+//! tracewire report --otlp-json traces.jsonl --jaeger-json trace.json [--otlp-json ...] [--out DIR]
+//! tracewire export --db traces.db (--otlp-json OUT | --otlp-endpoint URL [--protocol http|grpc]) [--trace ID] [--since T] [--until T]
 //! ```
 //!
 //! Both export spans with tracewire-telemetry, configured by the `OTEL_*` variables.
@@ -34,6 +36,8 @@ use tracing::Instrument;
 
 mod collect;
 mod demo;
+mod export;
+mod inputs;
 mod report;
 mod shutdown;
 
@@ -121,19 +125,29 @@ enum Command {
         #[command(flatten)]
         slo: SloArgs,
     },
-    /// The report of the spans in a database written by `tracewire collect --db`: the
-    /// stage table, DIR/summary.json, DIR/report.html, DIR/traces.jaeger.json. Exit status
-    /// 3 when an SLO fails.
+    /// The report of the spans in a database written by `tracewire collect --db`, in OTLP
+    /// JSON files (the OpenTelemetry Collector's file exporter) or in Jaeger JSON files (the
+    /// Jaeger UI's download), any number of each, combined: the stage table,
+    /// DIR/summary.json, DIR/report.html, DIR/traces.jaeger.json. Exit status 3 when an SLO
+    /// fails.
     Report {
-        /// The database.
-        #[arg(long)]
-        db: std::path::PathBuf,
+        #[command(flatten)]
+        inputs: inputs::Inputs,
         /// Where to write the report files.
         #[arg(long, default_value = "tracewire-report")]
         out: std::path::PathBuf,
         #[command(flatten)]
         slo: SloArgs,
     },
+    /// Write the stored spans as OTLP JSON lines (--otlp-json), or replay them into any
+    /// OTLP backend (--otlp-endpoint: Jaeger v2, Tempo, an OpenTelemetry Collector, another
+    /// `tracewire collect`) in batches over OTLP/HTTP or OTLP/gRPC, retrying what the
+    /// backend asks to retry, then print how many spans it accepted and rejected. SIGINT or
+    /// SIGTERM stops a replay between batches. Exit status 0 when every span was accepted
+    /// (or written), 3 when the backend rejected spans or the export was stopped before the
+    /// end, 1 on an error (e.g. the backend unreachable for --retry-for-ms), 2 for a
+    /// malformed argument.
+    Export(export::ExportArgs),
     /// Write a new static key pair: the private key to PATH (mode 0600), the public key to
     /// PATH.pub.
     Keygen {
@@ -332,7 +346,8 @@ async fn run(cli: Cli) -> Result<i32> {
             let stop = shutdown::listen()?;
             return collect::run(collect::Options { grpc, http, db, memory, out, slos }, stop).await;
         }
-        Command::Report { db, out, slo } => return report::from_db(&db, &slo.load()?, &out).await,
+        Command::Report { inputs, out, slo } => return report::from_inputs(&inputs, &slo.load()?, &out).await,
+        Command::Export(args) => return export::run(args, shutdown::listen()?).await,
         _ => {}
     }
     let telemetry = init(Config::from_env()?)?;
@@ -398,7 +413,7 @@ async fn run(cli: Cli) -> Result<i32> {
             }
         }
         Command::Keygen { out } => keygen(&out).map(|()| 0),
-        Command::Demo { .. } | Command::Collect { .. } | Command::Report { .. } => Ok(0),
+        Command::Demo { .. } | Command::Collect { .. } | Command::Report { .. } | Command::Export(_) => Ok(0),
         Command::Relay { listen, token, idle_timeout_ms, max_clients } => {
             relay(&listen, token, std::time::Duration::from_millis(idle_timeout_ms), max_clients).await.map(|()| 0)
         }

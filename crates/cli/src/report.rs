@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use tracewire_collector::{Slo, SpanRecord, Summary, analyze};
 
 /// The objectives from `--slo` flags and an `--slo-file`, in that order.
@@ -40,15 +40,27 @@ pub(crate) fn exit_code(summary: &Summary) -> i32 {
 
 /// The stage table and a few lines on where the time went.
 pub(crate) fn print_table(summary: &Summary) {
-    println!("{} traces, {} spans, {} orphans", summary.traces, summary.spans, summary.orphans);
-    println!("{:<18} {:>6} {:>10} {:>10} {:>10} {:>10}", "stage", "count", "p50 ms", "p90 ms", "p99 ms", "max ms");
+    println!(
+        "{} traces, {} spans, {} orphans, {} traces with errors",
+        summary.traces, summary.spans, summary.orphans, summary.traces_with_errors
+    );
+    println!(
+        "{:<18} {:>6} {:>10} {:>10} {:>10} {:>10} {:>7}",
+        "stage", "count", "p50 ms", "p90 ms", "p99 ms", "max ms", "err %"
+    );
     let mut stages = summary.stages.clone();
     stages.sort_by(|a, b| b.stats.p50_ms.total_cmp(&a.stats.p50_ms));
     for s in &stages {
         let st = s.stats;
         println!(
-            "{:<18} {:>6} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
-            s.stage, st.count, st.p50_ms, st.p90_ms, st.p99_ms, st.max_ms
+            "{:<18} {:>6} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>7.2}",
+            s.stage,
+            st.count,
+            st.p50_ms,
+            st.p90_ms,
+            st.p99_ms,
+            st.max_ms,
+            s.error_rate * 100.0
         );
     }
     println!("where the time went:");
@@ -61,28 +73,29 @@ pub(crate) fn print_table(summary: &Summary) {
     println!("  critical path: {}", critical.join(", "));
     println!("  unattributed: {:.2}% of end-to-end time (goal < 2%)", summary.unattributed_fraction * 100.0);
     for r in &summary.slos {
-        println!(
-            "  SLO {}: {:.3} ms, {:.1}% of traces over, {}",
-            r.expr,
-            r.value_ms,
-            r.violation_rate * 100.0,
-            if r.pass { "pass" } else { "FAIL" }
-        );
+        let verdict = if r.pass { "pass" } else { "FAIL" };
+        match (r.value_ms, r.error_rate) {
+            (_, Some(rate)) => println!(
+                "  SLO {}: error rate {:.2}%, {:.1}% of traces with an error, {verdict}",
+                r.expr,
+                rate * 100.0,
+                r.violation_rate * 100.0
+            ),
+            (value_ms, None) => println!(
+                "  SLO {}: {:.3} ms, {:.1}% of traces over, {verdict}",
+                r.expr,
+                value_ms.unwrap_or(0.0),
+                r.violation_rate * 100.0
+            ),
+        }
     }
 }
 
-/// `tracewire report --db`: the report of the spans a `tracewire collect --db` stored.
-pub(crate) async fn from_db(db: &Path, slos: &[Slo], out: &Path) -> Result<i32> {
-    if !db.is_file() {
-        bail!("{}: no such database (write one with `tracewire collect --db {}`)", db.display(), db.display());
-    }
+/// `tracewire report`: the report of the spans of its inputs (databases written by
+/// `tracewire collect --db`, OTLP JSON and Jaeger JSON files).
+pub(crate) async fn from_inputs(inputs: &crate::inputs::Inputs, slos: &[Slo], out: &Path) -> Result<i32> {
     let t0 = Instant::now();
-    eprintln!("reading spans from {} ...", db.display());
-    let store = tracewire_store::Store::open(db).with_context(|| format!("opening {}", db.display()))?;
-    let spans = store.spans().await.with_context(|| format!("reading spans from {}", db.display()))?;
-    if spans.is_empty() {
-        bail!("{} holds no spans yet", db.display());
-    }
+    let spans = inputs.load().await?;
     eprintln!("analyzing {} spans ...", spans.len());
     let summary = write(out, &spans, slos)?;
     print_table(&summary);
