@@ -19,7 +19,7 @@
 //! A [`Monitor`] samples on a blocking thread every [`AdminConfig::sample_interval`]: it
 //! joins `ExecServer::snapshot` with OS readings from a [`Sampler`] (the real one,
 //! [`SysinfoSampler`], reads `/proc`); CPU% comes from cumulative CPU time deltas
-//! ([`CpuTracker`]). Requests only read the latest sample, so the exec request path never
+//! ([`CpuTracker`]), for each worker and for its process tree ([`TreeReading`]). Requests only read the latest sample, so the exec request path never
 //! waits on it.
 //!
 //! ```no_run
@@ -42,6 +42,7 @@
 
 mod auth;
 mod monitor;
+mod proctree;
 mod profile;
 mod server;
 
@@ -51,8 +52,8 @@ use std::time::Duration;
 
 pub use auth::Token;
 pub use monitor::{
-    CpuTracker, Metrics, Monitor, ProcessReading, Sample, Sampler, ServerMetrics, SysinfoSampler, WorkerMetrics,
-    ZombieReason,
+    CpuTracker, Metrics, Monitor, ProcessReading, Sample, Sampler, ServerMetrics, SysinfoSampler, TreeReading,
+    WorkerMetrics, ZombieReason,
 };
 pub use server::AdminServer;
 
@@ -62,7 +63,8 @@ pub use server::AdminServer;
 pub struct AdminConfig {
     /// A worker that has written no output for longer than this is flagged as a zombie.
     pub reap_ttl: Duration,
-    /// A worker at or above this CPU% is flagged busy.
+    /// A worker whose process tree (the worker and its descendants) uses at least this
+    /// CPU% is flagged busy.
     pub busy_cpu_percent: f64,
     /// How often the monitor samples (CPU% is averaged over this interval).
     pub sample_interval: Duration,

@@ -1,6 +1,7 @@
-//! Sampling: the [`Sampler`] trait (OS readings), [`CpuTracker`] (CPU% from cumulative CPU
-//! time deltas, one cached reading per pid, pruned when processes go away) and
-//! [`Monitor`], which joins an [`ExecServer::snapshot`] with the readings into [`Metrics`].
+//! Sampling: the [`Sampler`] trait (OS readings of each worker and of its process tree),
+//! [`CpuTracker`] (CPU% from cumulative CPU time deltas, one cached reading per pid, pruned
+//! when processes go away) and [`Monitor`], which joins an [`ExecServer::snapshot`] with the
+//! readings into [`Metrics`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,8 +39,30 @@ impl ProcessReading {
     }
 }
 
-/// One round of readings: the server's own process and the children asked for. A pid the
-/// sampler could not read (it is gone) is simply absent.
+/// What the OS says about a worker's process tree (the worker and every process below it)
+/// at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct TreeReading {
+    /// CPU time of the tree, cumulative: each member's own (user + system) plus that of
+    /// the children it has reaped (`cutime + cstime`), so the CPU of a child that ran and
+    /// was reaped between two samples is counted (docs/admin.md).
+    pub cpu_time: Duration,
+    /// Resident set size summed over the members, in bytes.
+    pub rss_bytes: u64,
+    /// Live processes below the worker (exited-but-unreaped ones excluded).
+    pub descendants: usize,
+}
+
+impl TreeReading {
+    /// A tree's reading.
+    pub fn new(cpu_time: Duration, rss_bytes: u64, descendants: usize) -> Self {
+        Self { cpu_time, rss_bytes, descendants }
+    }
+}
+
+/// One round of readings: the server's own process and the children asked for, and each
+/// child's process tree. A pid the sampler could not read (it is gone) is simply absent.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Sample {
@@ -49,12 +72,21 @@ pub struct Sample {
     pub server: Option<ProcessReading>,
     /// The children, by pid.
     pub processes: HashMap<u32, ProcessReading>,
+    /// The children's process trees, by the child's pid (absent: not known).
+    pub trees: HashMap<u32, TreeReading>,
 }
 
 impl Sample {
     /// An empty sample taken `at`.
     pub fn new(at: Instant) -> Self {
-        Self { at, server: None, processes: HashMap::new() }
+        Self { at, server: None, processes: HashMap::new(), trees: HashMap::new() }
+    }
+
+    /// With the reading of a child's process tree.
+    #[must_use]
+    pub fn with_tree(mut self, pid: u32, reading: TreeReading) -> Self {
+        self.trees.insert(pid, reading);
+        self
     }
 
     /// With the server's own reading.
@@ -75,11 +107,15 @@ impl Sample {
 /// Reads CPU time, RSS and state of processes. The real one is [`SysinfoSampler`]; tests
 /// inject their own readings. Called on a blocking thread, never on the request path.
 pub trait Sampler: Send + 'static {
-    /// Reads the server process and each of `pids` (the children held now).
+    /// Reads the server process and each of `pids` (the children held now), and the
+    /// process tree of each of `pids`.
     fn sample(&mut self, pids: &[u32]) -> Sample;
 }
 
-/// The real sampler: `/proc` through `sysinfo` (CPU time, RSS, state `Z`).
+/// The real sampler, reading `/proc`: the server's CPU time, RSS and state through
+/// `sysinfo`; the children and their process trees from one scan of every
+/// `/proc/PID/stat` (parent pid, state, `utime`, `stime`, `cutime`, `cstime`, RSS), taken
+/// only when there are children.
 #[derive(Debug, Default)]
 pub struct SysinfoSampler {
     _private: (),
@@ -96,32 +132,32 @@ impl Sampler for SysinfoSampler {
     fn sample(&mut self, pids: &[u32]) -> Sample {
         use sysinfo::{Pid, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System};
         let own = std::process::id();
-        let mut wanted: Vec<Pid> = pids.iter().map(|&p| Pid::from_u32(p)).collect();
-        wanted.push(Pid::from_u32(own));
         // A fresh `System` each round: CPU% is computed from cumulative times by
         // `CpuTracker`, so sysinfo needs no history, and nothing of a process that went
         // away (its cached entry, its open /proc file) outlives the round.
         let mut system = System::new();
         system.refresh_processes_specifics(
-            ProcessesToUpdate::Some(&wanted),
+            ProcessesToUpdate::Some(&[Pid::from_u32(own)]),
             true,
             ProcessRefreshKind::nothing().with_cpu().with_memory().without_tasks(),
         );
-        let at = Instant::now();
-        let read = |pid: u32| {
-            system.process(Pid::from_u32(pid)).map(|p| {
-                ProcessReading::new(Duration::from_millis(p.accumulated_cpu_time()), p.memory())
-                    .with_unreaped(p.status() == ProcessStatus::Zombie)
-            })
-        };
-        let mut sample = Sample::new(at);
-        sample.server = read(own);
-        for &pid in pids {
-            if let Some(r) = read(pid) {
-                sample.processes.insert(pid, r);
+        let server = system.process(Pid::from_u32(own)).map(|p| {
+            ProcessReading::new(Duration::from_millis(p.accumulated_cpu_time()), p.memory())
+                .with_unreaped(p.status() == ProcessStatus::Zombie)
+        });
+        // The children and their trees from one scan: a tree and its worker are read at
+        // the same instant, so the tree's figures always include the worker's.
+        let (mut processes, mut trees) = (HashMap::new(), HashMap::new());
+        if !pids.is_empty() {
+            let (tick, page) = crate::proctree::units();
+            let stats = crate::proctree::scan(std::path::Path::new("/proc"));
+            let wanted: std::collections::HashSet<u32> = pids.iter().copied().collect();
+            for s in stats.iter().filter(|s| wanted.contains(&s.pid)) {
+                processes.insert(s.pid, crate::proctree::reading(s, tick, page));
             }
+            trees = crate::proctree::trees(&stats, pids, tick, page);
         }
-        sample
+        Sample { at: Instant::now(), server, processes, trees }
     }
 }
 
@@ -242,6 +278,17 @@ pub struct WorkerMetrics {
     pub cpu_percent: Option<f64>,
     /// Resident set size; `null` when unreadable.
     pub rss_bytes: Option<u64>,
+    /// CPU% of the worker's process tree (the worker, its live descendants and the
+    /// children they reaped) since the previous sample; `null` on the tree's first sample,
+    /// when unreadable, or when the tree's CPU time went backwards (a descendant left the
+    /// tree unreaped).
+    pub tree_cpu_percent: Option<f64>,
+    /// Resident set size summed over the worker and its live descendants; `null` when
+    /// unreadable.
+    pub tree_rss_bytes: Option<u64>,
+    /// Live processes below the worker (children, grandchildren, ...); `null` when
+    /// unreadable.
+    pub descendants: Option<usize>,
     /// Spawn time, milliseconds since the Unix epoch.
     pub started_unix_ms: i64,
     /// Seconds without output (since the last chunk, or since the start).
@@ -250,7 +297,8 @@ pub struct WorkerMetrics {
     pub zombie: bool,
     /// Why it is a zombie; `null` when it is not.
     pub zombie_reason: Option<ZombieReason>,
-    /// CPU% at or above the busy threshold.
+    /// The tree's CPU% (or the worker's own, when higher or the tree is unknown) at or
+    /// above the busy threshold.
     pub busy: bool,
 }
 
@@ -301,6 +349,7 @@ pub struct Monitor {
     exec: Arc<ExecServer>,
     sampler: Box<dyn Sampler>,
     cpu: CpuTracker,
+    tree_cpu: CpuTracker,
     config: AdminConfig,
     started: Instant,
     export: Option<ExportStats>,
@@ -325,6 +374,7 @@ impl Monitor {
             exec,
             sampler: Box::new(sampler),
             cpu: CpuTracker::default(),
+            tree_cpu: CpuTracker::default(),
             config,
             started: Instant::now(),
             export: None,
@@ -363,6 +413,7 @@ impl Monitor {
         // Prune first: a pid that left the server's table, or that the OS no longer has,
         // loses its cached reading (a new process reusing it starts afresh).
         self.cpu.retain(|pid| pid == own || sample.processes.contains_key(&pid));
+        self.tree_cpu.retain(|pid| sample.trees.contains_key(&pid));
 
         let server_cpu = sample.server.and_then(|r| self.cpu.observe(own, at, r.cpu_time));
         let server = ServerMetrics {
@@ -387,6 +438,12 @@ impl Monitor {
             .map(|p| {
                 let reading = sample.processes.get(&p.pid).copied();
                 let cpu_percent = reading.and_then(|r| self.cpu.observe(p.pid, at, r.cpu_time));
+                let tree = sample.trees.get(&p.pid).copied();
+                let tree_cpu_percent = tree.and_then(|t| self.tree_cpu.observe(p.pid, at, t.cpu_time));
+                let busiest = match (cpu_percent, tree_cpu_percent) {
+                    (Some(own), Some(tree)) => Some(own.max(tree)),
+                    (own, tree) => own.or(tree),
+                };
                 let idle = p.idle(at);
                 let zombie_reason = if reading.is_some_and(|r| r.unreaped) {
                     Some(ZombieReason::Unreaped)
@@ -405,11 +462,14 @@ impl Monitor {
                     },
                     cpu_percent,
                     rss_bytes: reading.map(|r| r.rss_bytes),
+                    tree_cpu_percent,
+                    tree_rss_bytes: tree.map(|t| t.rss_bytes),
+                    descendants: tree.map(|t| t.descendants),
                     started_unix_ms: p.started_unix_nanos / 1_000_000,
                     idle_seconds: idle.as_secs_f64(),
                     zombie: zombie_reason.is_some(),
                     zombie_reason,
-                    busy: cpu_percent.is_some_and(|c| c >= self.config.busy_cpu_percent),
+                    busy: busiest.is_some_and(|c| c >= self.config.busy_cpu_percent),
                 }
             })
             .collect();
@@ -516,11 +576,22 @@ impl Metrics {
             })
             .collect();
         #[allow(clippy::cast_precision_loss)]
-        let series: [Series; 5] = [
+        let series: [Series; 8] = [
             ("tracewire_exec_worker_cpu_percent", "CPU% of a child since the previous sample.", |w| w.cpu_percent),
             ("tracewire_exec_worker_resident_memory_bytes", "Resident set size of a child.", |w| {
                 w.rss_bytes.map(|v| v as f64)
             }),
+            (
+                "tracewire_exec_worker_tree_cpu_percent",
+                "CPU% of a child with its descendants (reaped ones included) since the previous sample.",
+                |w| w.tree_cpu_percent,
+            ),
+            (
+                "tracewire_exec_worker_tree_resident_memory_bytes",
+                "Resident set size of a child and its live descendants.",
+                |w| w.tree_rss_bytes.map(|v| v as f64),
+            ),
+            ("tracewire_exec_worker_descendants", "Live processes below a child.", |w| w.descendants.map(|v| v as f64)),
             ("tracewire_exec_worker_start_time_seconds", "Spawn time of a child, seconds since the Unix epoch.", |w| {
                 Some(w.started_unix_ms as f64 / 1000.0)
             }),

@@ -1,5 +1,6 @@
-//! The dashboard in headless chromium: it renders a row per worker, highlights busy and
-//! zombie workers, and refreshes from /api/metrics.
+//! The dashboard in headless chromium: it renders a row per worker with its own and its
+//! process tree's figures, highlights busy and zombie workers, and refreshes from
+//! /api/metrics.
 //!
 //! Chromium cannot add an `Authorization` header to a page load by itself, so it goes
 //! through a loopback proxy (test-only, below) that adds the header to every request it
@@ -58,6 +59,8 @@ async fn dashboard_renders_rows_refreshes_and_is_not_blank() {
     let busy = e.start(&["sh", "-c", "while :; do :; done"]).await;
     let sleeper = e.start(&["sleep", "30"]).await;
     let talker = e.start(&["sh", "-c", "while :; do echo '<b>tick</b>'; sleep 0.1; done"]).await;
+    // A worker with one child, `cat`, which ends when the worker's stdin is closed.
+    let parent = e.start(&["sh", "-c", "cat >/dev/null; :"]).await;
     let mut config = AdminConfig::default();
     config.sample_interval = Duration::from_millis(500);
     config.reap_ttl = Duration::from_secs(1);
@@ -67,6 +70,7 @@ async fn dashboard_renders_rows_refreshes_and_is_not_blank() {
     metrics_until(&upstream, Duration::from_secs(30), |v| {
         worker(v, busy.pid).is_some_and(|w| w["busy"] == true)
             && worker(v, sleeper.pid).is_some_and(|w| w["zombie"] == true)
+            && worker(v, parent.pid).is_some_and(|w| w["descendants"] == 1)
     })
     .await;
 
@@ -88,12 +92,23 @@ async fn dashboard_renders_rows_refreshes_and_is_not_blank() {
         dom[open..end].to_owned()
     };
     let (b, s, t) = (row(busy.pid), row(sleeper.pid), row(talker.pid));
+    let with_child = row(parent.pid);
     assert!(b.contains(r#"class="busy zombie""#) && b.contains("while :; do :; done"), "{b}");
     assert!(s.contains(r#"class="zombie""#) && s.contains("zombie (idle past ttl)"), "{s}");
     assert!(t.contains(r#"<tr data-pid=""#) && !t.contains("zombie") && !t.contains("chip busy"), "{t}");
     // argv is shown as text, never parsed as markup.
     assert!(t.contains("&lt;b&gt;tick&lt;/b&gt;"), "{t}");
     assert!(!dom.contains("not signed in"), "{dom}");
+    // The process-tree columns: the parent's `cat` is its one descendant.
+    assert!(
+        dom.contains(
+            "<th class=\"num\" title=\"the worker, its descendants and the children they reaped\">tree CPU %</th>"
+        ),
+        "{dom}"
+    );
+    assert!(with_child.contains(r#"<td class="num descendants">1</td>"#), "{with_child}");
+    assert!(s.contains(r#"<td class="num descendants">0</td>"#), "{s}");
+    assert!(b.contains(r#"<td class="num tree-cpu">"#) && b.contains(r#"<td class="num tree-rss">"#), "{b}");
 
     let dir = TempDir::new("tw-admin-shot").unwrap();
     let png = dir.path().join("dashboard.png");
@@ -110,4 +125,6 @@ async fn dashboard_renders_rows_refreshes_and_is_not_blank() {
     for p in [busy, sleeper, talker] {
         e.client.kill(p.process_id).await.unwrap();
     }
+    e.client.close_stdin(parent.process_id).await.unwrap();
+    parent.wait_with_output().await.unwrap();
 }

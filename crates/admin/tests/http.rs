@@ -100,6 +100,10 @@ async fn metrics_json_and_prometheus() {
     assert!(row["rss_bytes"].as_u64().is_some_and(|r| r > 0), "{row}");
     assert!(row["started_unix_ms"].as_i64().is_some_and(|t| t > 1_600_000_000_000), "{row}");
     assert_eq!(row["zombie"], false);
+    // `exec sleep` replaced the shell: a tree of one process, the worker itself.
+    assert_eq!(row["descendants"], 0, "{row}");
+    assert!(row["tree_rss_bytes"].as_u64().is_some_and(|r| r > 0), "{row}");
+    assert!(row["tree_cpu_percent"].is_number(), "{row}");
     let srv = &v["server"];
     assert_eq!(srv["pid"], std::process::id());
     assert_eq!(
@@ -125,9 +129,19 @@ async fn metrics_json_and_prometheus() {
         "{text}"
     );
     let labels = format!("{{process_id=\"{}\",pid=\"{}\",command=\"sh\"}}", p.process_id, p.pid);
-    for name in ["cpu_percent", "resident_memory_bytes", "idle_seconds", "start_time_seconds", "zombie"] {
+    for name in [
+        "cpu_percent",
+        "resident_memory_bytes",
+        "tree_cpu_percent",
+        "tree_resident_memory_bytes",
+        "descendants",
+        "idle_seconds",
+        "start_time_seconds",
+        "zombie",
+    ] {
         assert!(text.contains(&format!("tracewire_exec_worker_{name}{labels} ")), "{name}: {text}");
     }
+    assert!(text.contains(&format!("tracewire_exec_worker_descendants{labels} 0\n")), "{text}");
     // Every sample line is NAME[{LABELS}] VALUE with a numeric value.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (_, value) = line.rsplit_once(' ').unwrap();

@@ -49,7 +49,7 @@ function render(m) {
   if (m.workers.length === 0) {
     const tr = document.createElement('tr');
     const td = cell(tr, 'no child processes', 'empty');
-    td.colSpan = 9;
+    td.colSpan = 12;
     body.appendChild(tr);
   }
   for (const w of m.workers) {
@@ -66,6 +66,9 @@ function render(m) {
     cell(tr, w.state, 'state');
     cell(tr, fmtPct(w.cpu_percent), 'num cpu');
     cell(tr, fmtBytes(w.rss_bytes), 'num');
+    cell(tr, fmtPct(w.tree_cpu_percent), 'num tree-cpu');
+    cell(tr, fmtBytes(w.tree_rss_bytes), 'num tree-rss');
+    cell(tr, orDash(w.descendants), 'num descendants');
     cell(tr, new Date(w.started_unix_ms).toLocaleTimeString());
     cell(tr, fmtSecs(w.idle_seconds), 'num');
     const flags = cell(tr, '', 'flags');
