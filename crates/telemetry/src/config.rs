@@ -7,6 +7,7 @@
 //! somewhere the user did not ask for.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Why the configuration cannot be used.
@@ -103,6 +104,51 @@ impl Default for BatchConfig {
     }
 }
 
+/// The disk spool (`TRACEWIRE_SPOOL_DIR`, `TRACEWIRE_SPOOL_MAX_BYTES`): spans the
+/// collector does not take go to a bounded queue on disk and are exported, oldest first,
+/// when it answers again, by this process or a later one using the same directory. Used
+/// by [`crate::Pipeline::new`] and [`crate::init`] (the OTLP exporter); see
+/// `docs/telemetry.md`, "Disk spool".
+///
+/// ```
+/// use tracewire_telemetry::{Config, SpoolConfig};
+///
+/// let cfg = Config::from_vars([("TRACEWIRE_SPOOL_DIR", "/var/spool/my-service")])?;
+/// let spool = cfg.spool.as_ref().unwrap();
+/// assert_eq!(spool.max_bytes, SpoolConfig::DEFAULT_MAX_BYTES); // 64 MiB
+///
+/// let mut cfg = Config::default();
+/// cfg.spool = Some(SpoolConfig::new("/tmp/spans").max_bytes(8 << 20));
+/// # Ok::<(), tracewire_telemetry::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SpoolConfig {
+    /// `TRACEWIRE_SPOOL_DIR`: the directory (created if missing). One process uses it at a
+    /// time (a lock file); give each instance of a service its own.
+    pub dir: PathBuf,
+    /// `TRACEWIRE_SPOOL_MAX_BYTES`: the most its files may take; when full, the oldest
+    /// spans are evicted (and counted) to make room.
+    pub max_bytes: u64,
+}
+
+impl SpoolConfig {
+    /// The default bound: 64 MiB.
+    pub const DEFAULT_MAX_BYTES: u64 = 64 << 20;
+
+    /// A spool in `dir` with the default bound.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into(), max_bytes: Self::DEFAULT_MAX_BYTES }
+    }
+
+    /// The same with another bound, in bytes.
+    #[must_use]
+    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+}
+
 /// Everything [`crate::init`] needs. Build it with [`Config::from_env`] (or
 /// [`Config::from_vars`] in tests), then adjust fields as needed.
 ///
@@ -162,6 +208,9 @@ pub struct Config {
     /// again as the rest of a stage span, so it is off: tracewire's own helpers
     /// (`current_context`, `inject_current`, `Queued`, ...) work either way.
     pub context_activation: bool,
+    /// The disk spool, when `TRACEWIRE_SPOOL_DIR` is set (default: none; undelivered spans
+    /// are dropped and counted).
+    pub spool: Option<SpoolConfig>,
     /// Problems that fell back to a default, one sentence each naming the variable.
     pub warnings: Vec<String>,
 }
@@ -183,6 +232,7 @@ impl Default for Config {
             log_filter: None,
             export_filter: None,
             context_activation: false,
+            spool: None,
             warnings: Vec::new(),
         }
     }
@@ -211,6 +261,8 @@ pub const VARIABLES: &[&str] = &[
     "TRACEWIRE_SHUTDOWN_TIMEOUT_MS",
     "TRACEWIRE_EXPORT_FILTER",
     "TRACEWIRE_CONTEXT_ACTIVATION",
+    "TRACEWIRE_SPOOL_DIR",
+    "TRACEWIRE_SPOOL_MAX_BYTES",
     "RUST_LOG",
 ];
 
@@ -368,6 +420,21 @@ impl Config {
         let log_filter = vars.get("RUST_LOG").map(str::to_owned);
         let export_filter = vars.get("TRACEWIRE_EXPORT_FILTER").map(str::to_owned);
         let context_activation = boolean(&vars, w, "TRACEWIRE_CONTEXT_ACTIVATION", false);
+        let spool = vars.get("TRACEWIRE_SPOOL_DIR").map(|dir| {
+            let default = SpoolConfig::DEFAULT_MAX_BYTES;
+            let max_bytes = match vars.get("TRACEWIRE_SPOOL_MAX_BYTES").map(str::parse::<u64>) {
+                None => default,
+                Some(Ok(n)) if n > 0 => n,
+                Some(_) => {
+                    w.push(format!(
+                        "TRACEWIRE_SPOOL_MAX_BYTES: {:?} is not a positive number of bytes; using {default}",
+                        vars.get("TRACEWIRE_SPOOL_MAX_BYTES").unwrap_or_default()
+                    ));
+                    default
+                }
+            };
+            SpoolConfig { dir: PathBuf::from(dir), max_bytes }
+        });
 
         Ok(Self {
             disabled,
@@ -384,6 +451,7 @@ impl Config {
             log_filter,
             export_filter,
             context_activation,
+            spool,
             warnings,
         })
     }

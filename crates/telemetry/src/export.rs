@@ -5,8 +5,14 @@
 //! counted. One worker thread, with its own single-threaded tokio runtime, takes batches
 //! from the queue and calls the exporter with a timeout; a batch that fails is dropped and
 //! counted. Shutdown cuts an export in flight short at its deadline. So, at
-//! any moment, `emitted == exported + dropped + pending`, and after shutdown
+//! any moment, `emitted == exported + dropped + spooled + pending`, and after shutdown
 //! `pending == 0`: no span is ever lost without being counted.
+//!
+//! With a disk spool (`TRACEWIRE_SPOOL_DIR`, [`crate::SpoolConfig`]) the worker encodes each
+//! batch into its OTLP request and sends it with its own client ([`crate::spool`]); a
+//! request the collector does not take (no answer, a retryable status) is appended to the
+//! spool instead of dropped, and the spool is replayed, oldest first, once the collector
+//! answers again. While the spool holds spans, new batches queue behind them on disk.
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,7 +27,13 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
 
-use crate::config::BatchConfig;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+use prost::Message;
+
+use crate::config::{BatchConfig, Config, SpoolConfig};
+use crate::spool::{SendError, Sender as OtlpSender, Spool};
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -32,6 +44,19 @@ struct Counters {
     dropped_shutdown: AtomicU64,
     export_batches: AtomicU64,
     export_failures: AtomicU64,
+    spooled: AtomicU64,
+    replayed: AtomicU64,
+    evicted: AtomicU64,
+    spool_rejected: AtomicU64,
+    spool_torn: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::AcqRel);
+        }
+    }
 }
 
 /// A handle on the export counters of one pipeline. Cheap to clone; reads are lock-free.
@@ -58,6 +83,20 @@ pub struct ExportSnapshot {
     pub export_batches: u64,
     /// Export calls that failed or timed out.
     pub export_failures: u64,
+    /// Spans written to the disk spool because the collector did not take them (they
+    /// leave `pending` without being exported or dropped here; a replay delivers them,
+    /// maybe in a later process).
+    pub spooled: u64,
+    /// Spans sent from the disk spool and accepted by the collector (spooled by this
+    /// process or an earlier one).
+    pub replayed: u64,
+    /// Spans deleted from the disk spool unsent to make room, oldest first.
+    pub evicted: u64,
+    /// Spans of the disk spool that the collector refused for good (a status that is not
+    /// retryable) when replayed, and deleted.
+    pub spool_rejected: u64,
+    /// Records of the disk spool found torn or corrupt (a crash mid-write) and skipped.
+    pub spool_torn: u64,
 }
 
 impl ExportSnapshot {
@@ -66,9 +105,9 @@ impl ExportSnapshot {
         self.dropped_queue_full + self.dropped_export_failed + self.dropped_shutdown
     }
 
-    /// Spans neither exported nor dropped yet (queued or being exported).
+    /// Spans neither exported, dropped nor spooled yet (queued or being exported).
     pub fn pending(&self) -> u64 {
-        self.emitted.saturating_sub(self.exported + self.dropped())
+        self.emitted.saturating_sub(self.exported + self.dropped() + self.spooled)
     }
 }
 
@@ -83,6 +122,7 @@ impl ExportStats {
         let dropped_queue_full = l(&c.dropped_queue_full);
         let dropped_export_failed = l(&c.dropped_export_failed);
         let dropped_shutdown = l(&c.dropped_shutdown);
+        let spooled = l(&c.spooled);
         ExportSnapshot {
             exported,
             dropped_queue_full,
@@ -90,6 +130,11 @@ impl ExportStats {
             dropped_shutdown,
             export_batches: l(&c.export_batches),
             export_failures: l(&c.export_failures),
+            spooled,
+            replayed: l(&c.replayed),
+            evicted: l(&c.evicted),
+            spool_rejected: l(&c.spool_rejected),
+            spool_torn: l(&c.spool_torn),
             emitted: l(&c.emitted),
         }
     }
@@ -303,6 +348,26 @@ impl BoundedProcessor {
         batch: BatchConfig,
         log: tracing::Dispatch,
     ) -> Result<Self, PipelineError> {
+        Self::start_inner(factory, batch, log, None)
+    }
+
+    /// Starts the worker with the OTLP client of `config` and its disk spool
+    /// (`config.spool`): see the module documentation.
+    pub(crate) fn start_spooled(config: &Config, log: tracing::Dispatch) -> Result<Self, PipelineError> {
+        let Some(spool) = config.spool.clone() else {
+            return Err(PipelineError::Worker("no spool configured".into()));
+        };
+        let cfg = config.clone();
+        let setup = SpoolSetup { config: spool, sender: Box::new(move || OtlpSender::new(&cfg)) };
+        Self::start_inner(Box::new(|| Ok(NoExporter)), config.batch, log, Some(setup))
+    }
+
+    fn start_inner<E: SpanExporter + 'static>(
+        factory: ExporterFactory<E>,
+        batch: BatchConfig,
+        log: tracing::Dispatch,
+        spool: Option<SpoolSetup>,
+    ) -> Result<Self, PipelineError> {
         let shared = Arc::new(Shared {
             queue: ArrayQueue::new(batch.max_queue_size.max(1)),
             stats: ExportStats::default(),
@@ -326,12 +391,30 @@ impl BoundedProcessor {
                         return;
                     }
                 };
-                let exporter = {
+                let built = {
                     let _enter = rt.enter();
-                    factory()
+                    factory().and_then(|exporter| match spool {
+                        None => Ok((exporter, None)),
+                        Some(SpoolSetup { config, sender }) => {
+                            let retry_delay = crate::spool::retry_delay(batch.schedule_delay);
+                            sender().map(|sender| {
+                                let spooling = Spooling {
+                                    config,
+                                    spool: None,
+                                    sender,
+                                    resource: ResourceAttributesWithSchema::default(),
+                                    retry_at: Instant::now(),
+                                    retry_delay,
+                                    warned_spool: false,
+                                    warned_evicted: false,
+                                };
+                                (exporter, Some(spooling))
+                            })
+                        }
+                    })
                 };
-                match exporter {
-                    Ok(exporter) => {
+                match built {
+                    Ok((exporter, spooling)) => {
                         let _ = ready_tx.send(Ok(()));
                         let mut worker = Worker {
                             rt,
@@ -344,6 +427,7 @@ impl BoundedProcessor {
                             clock: crate::layer::Clock::now(),
                             warned: false,
                             warned_full: false,
+                            spooling,
                         };
                         worker.run();
                         // Nothing queued from now on can be exported: count it.
@@ -466,6 +550,117 @@ struct Worker<E> {
     clock: crate::layer::Clock,
     warned: bool,
     warned_full: bool,
+    /// The disk spool and the client that sends encoded requests, when configured.
+    spooling: Option<Spooling>,
+}
+
+/// What the worker needs to build its spooling side on its own thread.
+struct SpoolSetup {
+    config: SpoolConfig,
+    sender: Box<dyn FnOnce() -> Result<OtlpSender, String> + Send>,
+}
+
+/// The exporter type of a spooling worker, which sends with its own client instead.
+#[derive(Debug)]
+struct NoExporter;
+
+impl SpanExporter for NoExporter {
+    async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+        Err(OTelSdkError::InternalFailure("a spooling worker sends with its own client".into()))
+    }
+}
+
+/// The spooling side of the worker.
+struct Spooling {
+    config: SpoolConfig,
+    /// `None` until opened (again): at start, and after its lock was found held or a
+    /// file of it could not be read.
+    spool: Option<Spool>,
+    sender: OtlpSender,
+    resource: ResourceAttributesWithSchema,
+    /// After a failed attempt, no new one before this.
+    retry_at: Instant,
+    retry_delay: Duration,
+    warned_spool: bool,
+    warned_evicted: bool,
+}
+
+impl Spooling {
+    /// The spool, opened if it is not yet.
+    fn open(&mut self, c: &Counters) -> Option<&mut Spool> {
+        if self.spool.is_none() {
+            match Spool::open(&self.config.dir, self.config.max_bytes) {
+                Ok(mut spool) => {
+                    Counters::add(&c.spool_torn, spool.take_torn());
+                    self.spool = Some(spool);
+                }
+                Err(e) => self.warn(&format!("the disk spool cannot be used ({e}); undelivered spans are dropped")),
+            }
+        }
+        self.spool.as_mut()
+    }
+
+    fn warn(&mut self, what: &str) {
+        if !self.warned_spool {
+            self.warned_spool = true;
+            tracing::warn!(target: "tracewire_telemetry", "{what}. Further drops are counted (ExportStats) without another warning.");
+        }
+    }
+
+    /// Whether spans wait in the spool.
+    fn backlog(&self) -> bool {
+        self.spool.as_ref().is_some_and(|s| !s.is_empty())
+    }
+
+    /// Appends a request of `n` spans to the spool, or counts them as dropped when it
+    /// cannot.
+    fn append(&mut self, c: &Counters, request: &[u8], n: u64) -> bool {
+        let Some(spool) = self.open(c) else {
+            Counters::add(&c.dropped_export_failed, n);
+            return false;
+        };
+        match spool.append(request, n) {
+            Ok(evicted) => {
+                Counters::add(&c.spooled, n);
+                Counters::add(&c.evicted, evicted);
+                if evicted > 0 && !self.warned_evicted {
+                    self.warned_evicted = true;
+                    tracing::warn!(
+                        target: "tracewire_telemetry",
+                        "the disk spool is full (TRACEWIRE_SPOOL_MAX_BYTES={}); its oldest spans are evicted and \
+                         counted (ExportStats) without another warning",
+                        self.config.max_bytes
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                Counters::add(&c.dropped_export_failed, n);
+                self.warn(&format!("cannot write {n} spans to the disk spool ({e}); they were dropped"));
+                false
+            }
+        }
+    }
+}
+
+/// How one attempt to send an encoded request ended.
+enum Sent {
+    Accepted,
+    /// Worth another attempt later.
+    Retry(String),
+    /// Refused for good.
+    Refused(String),
+    /// Cut short at the shutdown deadline.
+    Cancelled,
+}
+
+/// How one replay attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replay {
+    /// A record left the spool (delivered, or refused for good).
+    Progress,
+    /// Nothing was delivered: the spool is empty, or the attempt failed.
+    Stalled,
 }
 
 impl<E: SpanExporter> Worker<E> {
@@ -507,7 +702,12 @@ impl<E: SpanExporter> Worker<E> {
                     });
                     return false;
                 }
-                Ok(Control::SetResource(r)) => self.exporter.set_resource(&r),
+                Ok(Control::SetResource(r)) => {
+                    self.exporter.set_resource(&r);
+                    if let Some(sp) = &mut self.spooling {
+                        sp.resource = (&r).into();
+                    }
+                }
                 Err(TryRecvError::Empty) => return true,
                 // Every processor handle is gone: export what is left, then stop.
                 Err(TryRecvError::Disconnected) => {
@@ -520,6 +720,9 @@ impl<E: SpanExporter> Worker<E> {
 
     fn run(&mut self) {
         let mut next_export = Instant::now() + self.batch.schedule_delay;
+        if let Some(sp) = &mut self.spooling {
+            sp.open(&self.shared.stats.inner);
+        }
         loop {
             self.warn_queue_full();
             if !self.control() {
@@ -537,12 +740,23 @@ impl<E: SpanExporter> Worker<E> {
             if now >= next_export {
                 next_export = now + self.batch.schedule_delay;
             }
+            // Replay the spool a record at a time, between batches.
+            let mut wake_at = next_export;
+            if let Some(sp) = &self.spooling
+                && sp.backlog()
+            {
+                if now >= sp.retry_at {
+                    self.replay_one(None);
+                    continue;
+                }
+                wake_at = wake_at.min(sp.retry_at);
+            }
             self.shared.wake_pending.store(false, Ordering::Release);
             // A batch may have filled while the flag was set: look again before sleeping.
             if self.shared.queue.len() >= self.shared.batch_size {
                 continue;
             }
-            std::thread::park_timeout(next_export.saturating_duration_since(now));
+            std::thread::park_timeout(wake_at.saturating_duration_since(now));
         }
     }
 
@@ -551,7 +765,9 @@ impl<E: SpanExporter> Worker<E> {
     fn drain(&mut self, deadline: Option<Instant>) -> Drain {
         let mut outcome = Drain::Complete;
         while !self.shared.queue.is_empty() {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            // Past the deadline a spooling worker writes what is left to disk (no network)
+            // instead of dropping it.
+            if deadline.is_some_and(|d| Instant::now() >= d) && self.spooling.is_none() {
                 self.shared.drop_rest();
                 return Drain::DeadlinePassed;
             }
@@ -559,7 +775,141 @@ impl<E: SpanExporter> Worker<E> {
                 outcome = Drain::ExportFailed;
             }
         }
+        if let Some(sp) = &self.spooling {
+            // Then replay the spool, oldest first, until it is empty, an attempt fails or
+            // the deadline passes; the rest stays on disk. Shutdown tries even right after
+            // a failure (it is the last chance); a flush waits for the retry delay and
+            // takes at most one export timeout.
+            let now = Instant::now();
+            let until = match deadline {
+                Some(d) => Some(d),
+                None if now >= sp.retry_at => Some(now + self.batch.export_timeout),
+                None => None,
+            };
+            if let Some(until) = until {
+                while Instant::now() < until && self.replay_one(Some(until)) == Replay::Progress {}
+            }
+        }
         outcome
+    }
+
+    /// One attempt to send an encoded request, within the export timeout (less before a
+    /// deadline), cut short by shutdown's deadline.
+    fn send(&mut self, request: &[u8], deadline: Option<Instant>) -> Sent {
+        let Some(sp) = self.spooling.as_mut() else { return Sent::Refused("no spool".into()) };
+        let mut timeout = self.batch.export_timeout;
+        if let Some(d) = deadline {
+            timeout = timeout.min(d.saturating_duration_since(Instant::now()));
+        }
+        let c = &self.shared.stats.inner;
+        c.export_batches.fetch_add(1, Ordering::AcqRel);
+        let (sender, cancel) = (&mut sp.sender, &self.cancel);
+        let result = self.rt.block_on(async {
+            tokio::select! {
+                r = tokio::time::timeout(timeout, sender.send(request)) => Some(r),
+                () = cancel.at_deadline() => None,
+            }
+        });
+        let sent = match result {
+            Some(Ok(Ok(()))) => return Sent::Accepted,
+            Some(Ok(Err(SendError::Retryable(why)))) => Sent::Retry(why),
+            Some(Ok(Err(SendError::Refused(why)))) => Sent::Refused(why),
+            Some(Err(_)) => Sent::Retry(format!("no answer within {timeout:?}")),
+            None => Sent::Cancelled,
+        };
+        c.export_failures.fetch_add(1, Ordering::AcqRel);
+        if matches!(sent, Sent::Retry(_)) {
+            sp.retry_at = Instant::now() + sp.retry_delay;
+        }
+        sent
+    }
+
+    /// Delivers a batch through the spool: sent when the spool is empty and the collector
+    /// is not known to be down, else (or when that fails with a retryable error, or at the
+    /// shutdown deadline) appended to the spool. Returns whether no span was dropped.
+    fn deliver_spooled(&mut self, batch: Vec<SpanData>, n: u64, deadline: Option<Instant>) -> bool {
+        let Some(sp) = self.spooling.as_mut() else { return false };
+        let request =
+            ExportTraceServiceRequest { resource_spans: group_spans_by_resource_and_scope(batch, &sp.resource) }
+                .encode_to_vec();
+        let now = Instant::now();
+        let shared = Arc::clone(&self.shared);
+        let c = &shared.stats.inner;
+        // Oldest first: while spans wait on disk, new ones queue behind them.
+        if sp.backlog() || (sp.spool.is_some() && now < sp.retry_at) || deadline.is_some_and(|d| now >= d) {
+            return sp.append(c, &request, n);
+        }
+        match self.send(&request, deadline) {
+            Sent::Accepted => {
+                c.exported.fetch_add(n, Ordering::AcqRel);
+                true
+            }
+            Sent::Retry(why) => {
+                let spooled = self.spooling.as_mut().is_some_and(|sp| sp.append(c, &request, n));
+                if spooled {
+                    self.warn_spooling(&why);
+                }
+                spooled
+            }
+            // The request may have reached the collector: spooled, it can arrive twice.
+            Sent::Cancelled => self.spooling.as_mut().is_some_and(|sp| sp.append(c, &request, n)),
+            Sent::Refused(why) => {
+                c.dropped_export_failed.fetch_add(n, Ordering::AcqRel);
+                self.warn_failed(n, &why);
+                false
+            }
+        }
+    }
+
+    /// One warning the first time the collector does not take a batch that is spooled.
+    fn warn_spooling(&mut self, why: &str) {
+        if !self.warned {
+            self.warned = true;
+            let dir = self.spooling.as_ref().map(|sp| sp.config.dir.display().to_string()).unwrap_or_default();
+            tracing::warn!(
+                target: "tracewire_telemetry",
+                "span export failed ({why}); spans go to the disk spool in {dir} and are sent when the collector \
+                 answers again. Further failures are counted (ExportStats) without another warning."
+            );
+        }
+    }
+
+    /// Sends the oldest record of the spool once.
+    fn replay_one(&mut self, deadline: Option<Instant>) -> Replay {
+        let shared = Arc::clone(&self.shared);
+        let c = &shared.stats.inner;
+        let Some(sp) = self.spooling.as_mut() else { return Replay::Stalled };
+        let Some(spool) = sp.spool.as_mut() else { return Replay::Stalled };
+        let head = spool.head();
+        Counters::add(&c.spool_torn, spool.take_torn());
+        let head = match head {
+            Ok(Some(head)) => head,
+            Ok(None) => return Replay::Stalled,
+            Err(e) => {
+                // Opened again (and rescanned) at the next attempt.
+                sp.spool = None;
+                sp.retry_at = Instant::now() + sp.retry_delay;
+                sp.warn(&format!("cannot read the disk spool ({e})"));
+                return Replay::Stalled;
+            }
+        };
+        let sent = self.send(&head.request, deadline);
+        let Some(sp) = self.spooling.as_mut() else { return Replay::Stalled };
+        let rejected = match sent {
+            Sent::Accepted => false,
+            Sent::Refused(why) => {
+                sp.warn(&format!("the collector refused {} spooled spans ({why}); they were deleted", head.spans));
+                true
+            }
+            Sent::Retry(_) | Sent::Cancelled => return Replay::Stalled,
+        };
+        Counters::add(if rejected { &c.spool_rejected } else { &c.replayed }, head.spans);
+        if let Some(spool) = sp.spool.as_mut()
+            && let Err(e) = spool.pop_head()
+        {
+            sp.warn(&format!("cannot record replay progress in the disk spool ({e}); a restart may send spans twice"));
+        }
+        Replay::Progress
     }
 
     /// Exports up to one batch from the queue within the export timeout, or less before a
@@ -585,6 +935,9 @@ impl<E: SpanExporter> Worker<E> {
             self.shared.full.store(false, Ordering::Relaxed);
         }
         let n = batch.len() as u64;
+        if self.spooling.is_some() {
+            return self.deliver_spooled(batch, n, deadline);
+        }
         let mut timeout = self.batch.export_timeout;
         if let Some(d) = deadline {
             timeout = timeout.min(d.saturating_duration_since(Instant::now()));
@@ -623,6 +976,11 @@ impl<E: SpanExporter> Worker<E> {
         let c = &self.shared.stats.inner;
         c.export_failures.fetch_add(1, Ordering::AcqRel);
         c.dropped_export_failed.fetch_add(n, Ordering::AcqRel);
+        self.warn_failed(n, why);
+    }
+
+    /// One warning the first time spans are dropped for a failed export.
+    fn warn_failed(&mut self, n: u64, why: &str) {
         if !self.warned {
             self.warned = true;
             tracing::warn!(

@@ -10,7 +10,11 @@
 //! - [`Stage`] and [`stage_span!`]: the stage taxonomy (`docs/stages.md`).
 //! - [`Queued`]: queue-residence spans, from enqueue to dequeue, across threads.
 //! - [`set_parent_from`], [`inject_current`], [`in_remote_span`]: context helpers.
+//! - Feature `tower`: `tower::ServerLayer` and `tower::ClientLayer`, middleware that
+//!   continues and propagates traces for tonic, axum and hyper-util services.
 //! - Export never blocks: a bounded queue, drops counted exactly ([`ExportSnapshot`]).
+//! - An optional disk spool ([`SpoolConfig`], `TRACEWIRE_SPOOL_DIR`) keeps what the
+//!   collector does not take and replays it, also in a later process.
 //! - Shutdown is bounded ([`TelemetryGuard::shutdown`], default 2 s), also with the
 //!   collector down and on a current-thread runtime.
 //!
@@ -33,12 +37,16 @@
 //! [`Queued`] records nothing: instrumentation compiles out.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+// `Error::Shutdown` carries the export counters by value, so that a caller can still read
+// them from the error; it is returned at most once per pipeline, so its size costs nothing.
+#![allow(clippy::result_large_err)]
 
 mod config;
 mod context;
 mod export;
 mod layer;
 mod queue;
+mod spool;
 mod stage;
 
 use std::time::Duration;
@@ -52,7 +60,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-pub use config::{BatchConfig, Config, ConfigError, Propagators, Protocol, Sampler, VARIABLES};
+pub use config::{BatchConfig, Config, ConfigError, Propagators, Protocol, Sampler, SpoolConfig, VARIABLES};
 pub use context::{
     current_context, current_trace_id, in_remote_span, inject_current, inject_span, propagation_stats, remote_context,
     set_parent_from, span_context,
@@ -70,6 +78,9 @@ pub const DEFAULT_EXPORT_FILTER: &str = "info,h2=off,hyper=off,hyper_util=off,to
 
 #[cfg(feature = "testing")]
 pub mod testing;
+
+#[cfg(feature = "tower")]
+pub mod tower;
 
 #[doc(hidden)]
 pub mod __private {
@@ -203,11 +214,16 @@ fn otlp_exporter(config: &Config) -> Result<opentelemetry_otlp::SpanExporter, St
 }
 
 impl Pipeline {
-    /// The OTLP pipeline the configuration describes.
+    /// The OTLP pipeline the configuration describes. With [`Config::spool`] set, spans
+    /// the collector does not take go to the disk spool (see [`SpoolConfig`]).
     ///
     /// # Errors
     /// When the exporter or its worker cannot start.
     pub fn new(config: &Config) -> Result<Self, Error> {
+        if config.spool.is_some() {
+            let log = log_dispatch(config.log_filter.as_deref().unwrap_or("warn"));
+            return Ok(Self::with_processor(config, BoundedProcessor::start_spooled(config, log)?));
+        }
         let cfg = config.clone();
         Self::with_exporter(config, Box::new(move || otlp_exporter(&cfg)))
     }
@@ -238,6 +254,10 @@ impl Pipeline {
     ) -> Result<Self, Error> {
         let log = log_dispatch(config.log_filter.as_deref().unwrap_or("warn"));
         let processor = BoundedProcessor::start(factory, config.batch, log)?;
+        Ok(Self::with_processor(config, processor))
+    }
+
+    fn with_processor(config: &Config, processor: BoundedProcessor) -> Self {
         let stats = processor.stats();
         let overload = processor.overload();
         let sink = processor.sink();
@@ -246,7 +266,7 @@ impl Pipeline {
             .with_sampler(sampler(config.sampler))
             .with_resource(resource(config))
             .build();
-        Ok(Self {
+        Self {
             provider,
             stats,
             overload,
@@ -254,7 +274,7 @@ impl Pipeline {
             sampler: config.sampler,
             shutdown_timeout: config.shutdown_timeout,
             context_activation: config.context_activation,
-        })
+        }
     }
 
     /// The tracer provider.
