@@ -130,6 +130,10 @@ async fn real_children_busy_loop_sleeper_and_idle_past_the_ttl() {
     let talker = ex.start(&["sh", "-c", "while :; do echo tick; sleep 0.1; done"]).await;
     let mut config = AdminConfig::default();
     config.reap_ttl = Duration::from_secs(1);
+    // A busy loop gets a whole core on an idle machine but a third of one when CI runs the
+    // other tests beside it on 2 cores (34 % seen): the threshold only has to tell it from
+    // the sleeper's 0 %.
+    config.busy_cpu_percent = 15.0;
     let mut monitor = Monitor::new(Arc::clone(&ex.server), config);
     let first = tokio::task::block_in_place(|| monitor.refresh());
     assert!(first.workers.iter().all(|w| w.cpu_percent.is_none()));
@@ -142,7 +146,7 @@ async fn real_children_busy_loop_sleeper_and_idle_past_the_ttl() {
         "busy loop {:?}%, sleep {:?}%, talker {:?}%, server {:?}%",
         bw.cpu_percent, sw.cpu_percent, tw.cpu_percent, m.server.cpu_percent
     );
-    assert!(bw.cpu_percent.unwrap() > 50.0, "{bw:?}");
+    assert!(bw.cpu_percent.unwrap() > 15.0, "{bw:?}");
     assert!(bw.busy);
     assert!(sw.cpu_percent.unwrap() < 5.0, "{sw:?}");
     assert!(!sw.busy);
