@@ -38,12 +38,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::trace::{Link, Span as _, TraceContextExt, Tracer as _};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use rusqlite::{Connection, ErrorCode, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracewire_telemetry::{Queued, Stage, stage_span};
 use tracing::Instrument;
 
+mod retention;
 mod spans;
+pub use retention::{Pruned, Retention};
 pub use spans::{OtlpSpan, SpanFilter, SpanRecord, hex, kind, service_of, status, text, to_request, unhex};
 
 /// The schema version this build writes (`PRAGMA user_version`).
@@ -105,8 +108,15 @@ pub struct StoreConfig {
     pub queue: usize,
     /// What `append` does when the queue is full.
     pub full: FullPolicy,
-    /// Most records in one transaction.
+    /// Most process records in one transaction.
     pub max_batch: usize,
+    /// Most spans in one transaction: while the queue is deep the writer commits this many
+    /// at once (one sync per transaction), and as soon as it is empty what is there.
+    pub max_span_batch: usize,
+    /// Most spans queued and not yet committed; beyond it the [`FullPolicy`] applies, so
+    /// the queue's memory is bounded in spans, whatever the size of a batch. A batch larger
+    /// than this waits for the queue to be empty.
+    pub max_queued_spans: usize,
     /// How long the writer waits for a lock before a write fails with `Locked`.
     pub busy_timeout: Duration,
     /// After a failed write, how long the writer waits before retrying its batch.
@@ -122,6 +132,8 @@ impl Default for StoreConfig {
             queue: 4096,
             full: FullPolicy::Wait(Duration::from_millis(100)),
             max_batch: 512,
+            max_span_batch: 16_384,
+            max_queued_spans: 65_536,
             busy_timeout: Duration::from_millis(200),
             retry_delay: Duration::from_millis(50),
             max_pages: None,
@@ -166,9 +178,11 @@ enum Cmd {
     Append(Queued<Appended>),
     Flush(oneshot::Sender<Result<(), StoreError>>),
     Recent(usize, oneshot::Sender<Result<Vec<ProcessRecord>, StoreError>>),
-    Spans(Vec<SpanRecord>),
+    Spans(Vec<SpanRecord>, OwnedSemaphorePermit),
+    Request(Arc<ExportTraceServiceRequest>, usize, OwnedSemaphorePermit),
     LoadSpans(SpanFilter, oneshot::Sender<Result<Vec<SpanRecord>, StoreError>>),
     CountSpans(oneshot::Sender<Result<u64, StoreError>>),
+    Prune(retention::Step, oneshot::Sender<Result<retention::StepDone, StoreError>>),
 }
 
 /// A handle on the store. Cheap to clone.
@@ -177,6 +191,8 @@ pub struct Store {
     tx: mpsc::Sender<Cmd>,
     config: StoreConfig,
     backlog: Arc<AtomicU64>,
+    /// Room for queued spans ([`StoreConfig::max_queued_spans`] permits).
+    room: Arc<Semaphore>,
     path: Arc<PathBuf>,
 }
 
@@ -258,10 +274,14 @@ fn write_batch(
     conn: &mut Connection,
     batch: &[Appended],
     span_batch: &[SpanRecord],
+    requests: &[(Arc<ExportTraceServiceRequest>, usize)],
     interned: &mut spans::Interned,
 ) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     spans::insert(&tx, span_batch, interned)?;
+    for (request, _) in requests {
+        spans::insert_request(&tx, request, interned)?;
+    }
     for a in batch {
         upsert_process(&tx, &a.record)?;
     }
@@ -356,12 +376,23 @@ struct Writer {
     backlog: Arc<AtomicU64>,
     pending: Vec<Appended>,
     pending_spans: Vec<SpanRecord>,
+    /// Requests and their span counts.
+    pending_requests: Vec<(Arc<ExportTraceServiceRequest>, usize)>,
+    /// How many spans are pending (records and requests).
+    pending_span_count: usize,
+    /// The queue room the pending spans hold, given back once they are committed.
+    permits: Vec<OwnedSemaphorePermit>,
     interned: spans::Interned,
 }
 
 impl Writer {
     fn pending_len(&self) -> usize {
-        self.pending.len() + self.pending_spans.len()
+        self.pending.len() + self.pending_span_count
+    }
+
+    /// Whether the batch is as large as a transaction takes.
+    fn batch_full(&self) -> bool {
+        self.pending.len() >= self.config.max_batch || self.pending_span_count >= self.config.max_span_batch
     }
 
     /// Writes `pending` in one transaction; on failure keeps it for the next attempt.
@@ -370,7 +401,8 @@ impl Writer {
             return Ok(());
         }
         let start = SystemTime::now();
-        let result = write_batch(&mut self.conn, &self.pending, &self.pending_spans, &mut self.interned);
+        let result =
+            write_batch(&mut self.conn, &self.pending, &self.pending_spans, &self.pending_requests, &mut self.interned);
         write_span(start, &self.pending, result.is_ok());
         if result.is_err() {
             // The transaction was rolled back, with the resources and scopes it added.
@@ -380,6 +412,9 @@ impl Writer {
             self.backlog.fetch_sub(self.pending_len() as u64, Ordering::AcqRel);
             self.pending.clear();
             self.pending_spans.clear();
+            self.pending_requests.clear();
+            self.pending_span_count = 0;
+            self.permits.clear();
         }
         result
     }
@@ -394,12 +429,24 @@ impl Writer {
                 let r = self.write_pending().and_then(|()| recent(&self.conn, limit));
                 let _ = ack.send(r);
             }
-            Cmd::Spans(batch) => self.pending_spans.extend(batch),
+            Cmd::Spans(batch, permit) => {
+                self.pending_span_count += batch.len();
+                self.pending_spans.extend(batch);
+                self.permits.push(permit);
+            }
+            Cmd::Request(request, n, permit) => {
+                self.pending_span_count += n;
+                self.pending_requests.push((request, n));
+                self.permits.push(permit);
+            }
             Cmd::LoadSpans(filter, ack) => {
                 let _ = ack.send(self.write_pending().and_then(|()| spans::load(&self.conn, &filter)));
             }
             Cmd::CountSpans(ack) => {
                 let _ = ack.send(self.write_pending().and_then(|()| spans::count(&self.conn)));
+            }
+            Cmd::Prune(step, ack) => {
+                let _ = ack.send(self.write_pending().and_then(|()| retention::step(&mut self.conn, step)));
             }
         }
     }
@@ -423,7 +470,7 @@ impl Writer {
             if let Some(cmd) = first {
                 self.handle(cmd);
                 // Coalesce what is already queued into the same batch.
-                while self.pending_len() < self.config.max_batch {
+                while !self.batch_full() {
                     match self.rx.try_recv() {
                         Ok(cmd) => self.handle(cmd),
                         Err(_) => break,
@@ -473,13 +520,18 @@ impl Store {
             backlog: Arc::clone(&backlog),
             pending: Vec::new(),
             pending_spans: Vec::new(),
+            pending_requests: Vec::new(),
+            pending_span_count: 0,
+            permits: Vec::new(),
             interned: spans::Interned::default(),
         };
         std::thread::Builder::new()
             .name("tracewire-store".into())
             .spawn(move || writer.run())
             .map_err(|e| StoreError::Other(e.to_string()))?;
-        Ok(Self { tx, config, backlog, path: Arc::new(path) })
+        let room =
+            Arc::new(Semaphore::new(config.max_queued_spans.clamp(1, usize::try_from(u32::MAX).unwrap_or(usize::MAX))));
+        Ok(Self { tx, config, backlog, room, path: Arc::new(path) })
     }
 
     /// Records (processes and spans) appended and not yet committed.
@@ -503,8 +555,9 @@ impl Store {
         .await
     }
 
-    /// Queues a batch of received spans (one queue slot, whatever its size) and returns
-    /// without waiting for the disk; the [`FullPolicy`] applies as for [`Store::append`].
+    /// Queues a batch of received spans and returns without waiting for the disk; the
+    /// [`FullPolicy`] applies as for [`Store::append`], and also when the spans queued
+    /// would exceed [`StoreConfig::max_queued_spans`].
     /// A span stored twice (an exporter's retry) is kept once. Everything a span arrived
     /// with is kept ([`SpanRecord::otlp`]); a record without it is stored as
     /// [`SpanRecord::to_otlp`] gives it (string attributes, a resource with its
@@ -534,8 +587,65 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        let n = batch.len() as u64;
-        self.enqueue(Cmd::Spans(batch), n).await
+        let n = batch.len();
+        let permit = self.room(n).await?;
+        self.enqueue(Cmd::Spans(batch, permit), n as u64).await
+    }
+
+    /// Queues the spans of an OTLP export request, as [`Store::append_spans`] does with
+    /// [`SpanRecord::all_of`] of it and with the same rows as a result, without making
+    /// records: the writer reads the request's spans as they are.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    /// use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    /// use tracewire_store::{SpanRecord, Store};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let dir = std::env::temp_dir().join(format!("tw-request-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let store = Store::open(dir.join("traces.db")).unwrap();
+    /// let span = Span { trace_id: vec![1; 16], span_id: vec![2; 8], name: "exec".into(), ..Default::default() };
+    /// let request = ExportTraceServiceRequest {
+    ///     resource_spans: vec![ResourceSpans {
+    ///         scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+    ///         ..Default::default()
+    ///     }],
+    /// };
+    /// store.append_request(Arc::new(request.clone())).await.unwrap();
+    /// assert_eq!(store.spans().await.unwrap(), SpanRecord::all_of(&request));
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # });
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Store::append_spans`].
+    pub async fn append_request(&self, request: Arc<ExportTraceServiceRequest>) -> Result<(), StoreError> {
+        let n: usize = request.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum();
+        if n == 0 {
+            return Ok(());
+        }
+        let permit = self.room(n).await?;
+        self.enqueue(Cmd::Request(request, n, permit), n as u64).await
+    }
+
+    /// Room in the queue for `n` spans ([`StoreConfig::max_queued_spans`]), per the
+    /// [`FullPolicy`].
+    async fn room(&self, n: usize) -> Result<OwnedSemaphorePermit, StoreError> {
+        let want = u32::try_from(n.clamp(1, self.config.max_queued_spans.max(1))).unwrap_or(u32::MAX);
+        let room = Arc::clone(&self.room);
+        match self.config.full {
+            FullPolicy::Error => room.try_acquire_many_owned(want).map_err(|e| match e {
+                tokio::sync::TryAcquireError::NoPermits => StoreError::Full,
+                tokio::sync::TryAcquireError::Closed => StoreError::Closed,
+            }),
+            FullPolicy::Wait(bound) => match tokio::time::timeout(bound, room.acquire_many_owned(want)).await {
+                Ok(Ok(permit)) => Ok(permit),
+                Ok(Err(_)) => Err(StoreError::Closed),
+                Err(_) => Err(StoreError::Full),
+            },
+        }
     }
 
     /// Queues `cmd` (holding `records` records) per the [`FullPolicy`].
@@ -574,6 +684,58 @@ impl Store {
         done.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Calls `f` with each stored trace that `filter` selects, after a barrier: in trace id
+    /// order, a trace's spans ordered by start (then span id), each span as
+    /// [`Store::spans_matching`] gives it. The spans are read on a thread of their own with
+    /// a read-only connection (WAL: the writer keeps writing meanwhile) one row at a time,
+    /// so memory holds one trace, not the database.
+    ///
+    /// ```
+    /// use tracewire_store::{SpanFilter, SpanRecord, Store};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let dir = std::env::temp_dir().join(format!("tw-each-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let store = Store::open(dir.join("traces.db")).unwrap();
+    /// let span = |trace: &str, id: &str| SpanRecord { trace_id: trace.into(), span_id: id.into(), ..Default::default() };
+    /// let (a, b) = ("0af7651916cd43dd8448eb211c80319c", "1af7651916cd43dd8448eb211c80319c");
+    /// store.append_spans(vec![span(b, "0000000000000001"), span(a, "0000000000000002"), span(b, "0000000000000003")]).await.unwrap();
+    /// let sizes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    /// let seen = std::sync::Arc::clone(&sizes);
+    /// store.for_each_trace(SpanFilter::default(), move |t: Vec<SpanRecord>| {
+    ///     seen.lock().unwrap().push((t[0].trace_id.clone(), t.len()));
+    /// }).await.unwrap();
+    /// assert_eq!(*sizes.lock().unwrap(), [(a.to_owned(), 1), (b.to_owned(), 2)]);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # });
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Store::spans`].
+    pub async fn for_each_trace<F>(&self, filter: SpanFilter, mut f: F) -> Result<(), StoreError>
+    where
+        F: FnMut(Vec<SpanRecord>) + Send + 'static,
+    {
+        let (ack, done) = oneshot::channel();
+        self.tx.send(Cmd::Flush(ack)).await.map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)??;
+        let (path, busy_timeout) = (Arc::clone(&self.path), self.config.busy_timeout);
+        let (ack, done) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("tracewire-store-read".into())
+            .spawn(move || {
+                let mut read = || -> Result<(), StoreError> {
+                    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                    let conn = Connection::open_with_flags(path.as_path(), flags)?;
+                    conn.busy_timeout(busy_timeout)?;
+                    spans::for_each_trace(&conn, &filter, &mut f)
+                };
+                let _ = ack.send(read());
+            })
+            .map_err(|e| StoreError::Other(e.to_string()))?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// How many spans are stored, after a barrier.
     ///
     /// # Errors
@@ -582,6 +744,55 @@ impl Store {
         let (ack, done) = oneshot::channel();
         self.tx.send(Cmd::CountSpans(ack)).await.map_err(|_| StoreError::Closed)?;
         done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Removes the traces `retention` selects, each one whole (all its spans, by trace id),
+    /// after a barrier. The work is done in steps of a bounded number of spans, each its own
+    /// transaction, with the appends queued meanwhile written between them, so ingest is
+    /// never held up for long. Resources and scopes no longer referenced stay (each is
+    /// stored once, however many spans share it).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tracewire_store::{Retention, SpanRecord, Store};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let dir = std::env::temp_dir().join(format!("tw-prune-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let store = Store::open(dir.join("traces.db")).unwrap();
+    /// let span = |trace: &str, id: &str, start_ns| SpanRecord {
+    ///     trace_id: trace.into(), span_id: id.into(), start_ns, end_ns: start_ns + 1_000, ..Default::default()
+    /// };
+    /// let (old, new) = ("0af7651916cd43dd8448eb211c80319c", "4bf92f3577b34da6a3ce929d0e0e4736");
+    /// store.append_spans(vec![span(old, "b7ad6b7169203331", 1), span(old, "00f067aa0ba902b7", 2), span(new, "b7ad6b7169203331", 3)]).await.unwrap();
+    /// // At most two spans: the oldest trace (two spans) goes whole.
+    /// let pruned = store.prune(Retention::default().max_spans(2)).await.unwrap();
+    /// assert_eq!((pruned.traces, pruned.spans), (1, 2));
+    /// assert_eq!(store.spans().await.unwrap()[0].trace_id, new);
+    /// // Everything here ended in 1970.
+    /// assert_eq!(store.prune(Retention::default().max_age(Duration::from_secs(86_400))).await.unwrap().spans, 1);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # });
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Store::flush`]; what SQLite reports for a step (the steps before it stay done).
+    pub async fn prune(&self, retention: Retention) -> Result<Pruned, StoreError> {
+        let mut total = Pruned::default();
+        if retention.is_empty() {
+            return Ok(total);
+        }
+        let mut step = retention::Step::first(retention, SystemTime::now());
+        loop {
+            let (ack, done) = oneshot::channel();
+            self.tx.send(Cmd::Prune(step, ack)).await.map_err(|_| StoreError::Closed)?;
+            let done = done.await.map_err(|_| StoreError::Closed)??;
+            total += done.pruned;
+            match done.next {
+                Some(next) => step = next,
+                None => return Ok(total),
+            }
+        }
     }
 
     /// A barrier: resolves once every record appended before it is committed and synced.

@@ -715,6 +715,65 @@ pub(crate) fn insert(tx: &Connection, spans: &[SpanRecord], interned: &mut Inter
     Ok(())
 }
 
+/// Writes the spans of `request` with the rows [`insert`] writes for
+/// [`SpanRecord::all_of`] of it, read from the request's spans as they are (no records).
+pub(crate) fn insert_request(
+    tx: &Connection,
+    request: &ExportTraceServiceRequest,
+    interned: &mut Interned,
+) -> Result<(), StoreError> {
+    use prost::encoding::message;
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO spans (trace_id, span_id, parent_id, name, start_ns, end_ns, kind, status_code, resource_id, scope_id, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+    let (no_resource, no_scope) = (Resource::default(), InstrumentationScope::default());
+    let mut buf = Vec::with_capacity(512);
+    let mut body = Vec::with_capacity(512);
+    for rs in &request.resource_spans {
+        let resource = rs.resource.as_ref().unwrap_or(&no_resource);
+        buf.clear();
+        message::encode(1, resource, &mut buf);
+        str_field(3, &rs.schema_url, &mut buf);
+        let resource_id = interned.resource(tx, &buf, &service_of(resource))?;
+        for ss in &rs.scope_spans {
+            buf.clear();
+            message::encode(1, ss.scope.as_ref().unwrap_or(&no_scope), &mut buf);
+            str_field(3, &ss.schema_url, &mut buf);
+            let scope_id = interned.scope(tx, &buf)?;
+            for s in &ss.spans {
+                let start_ns = i64::try_from(s.start_time_unix_nano).unwrap_or(i64::MAX);
+                let end_ns = i64::try_from(s.end_time_unix_nano).unwrap_or(i64::MAX);
+                // A time the column cannot give back (past `i64::MAX`) stays in the body.
+                encode_body(
+                    s,
+                    s.status.as_ref(),
+                    (
+                        u64::try_from(start_ns) != Ok(s.start_time_unix_nano),
+                        u64::try_from(end_ns) != Ok(s.end_time_unix_nano),
+                    ),
+                    &mut body,
+                );
+                let parent = (!s.parent_span_id.is_empty()).then_some(&s.parent_span_id);
+                stmt.execute(params![
+                    s.trace_id,
+                    s.span_id,
+                    parent,
+                    s.name,
+                    start_ns,
+                    end_ns,
+                    s.kind,
+                    s.status.as_ref().map_or(status::UNSET, |st| st.code),
+                    resource_id,
+                    scope_id,
+                    body,
+                ])?;
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn count(conn: &Connection) -> Result<u64, StoreError> {
     let n: i64 = conn.query_row("SELECT count(*) FROM spans", [], |r| r.get(0))?;
     Ok(u64::try_from(n).unwrap_or(0))
@@ -890,4 +949,91 @@ fn blob(conn: &Connection, table: &str, id: i64) -> Result<Vec<u8>, String> {
     conn.prepare_cached(&format!("SELECT body FROM {table} WHERE id = ?1"))
         .and_then(|mut s| s.query_row([id], |r| r.get(0)))
         .map_err(|e| format!("{table} {id}: {e}"))
+}
+
+/// Calls `f` with each trace that `filter` selects, in trace id order, its spans ordered by
+/// start (then span id), reading one row at a time: memory holds one trace, not the
+/// selection. A trace id listed twice in the filter is read once.
+pub(crate) fn for_each_trace(
+    conn: &Connection,
+    filter: &SpanFilter,
+    f: &mut dyn FnMut(Vec<SpanRecord>),
+) -> Result<(), StoreError> {
+    let mut reader = Reader::default();
+    if filter.traces.is_empty() {
+        return reader.each(conn, filter, &[], f);
+    }
+    let mut ids: Vec<ToSqlOutput<'_>> = Vec::new();
+    for t in &filter.traces {
+        if let Some(bytes) = unhex(t) {
+            ids.push(ToSqlOutput::Owned(rusqlite::types::Value::Blob(bytes)));
+        }
+        ids.push(ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())));
+    }
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(format!("{id:?}")));
+    for chunk in ids.chunks(TRACES_PER_QUERY) {
+        reader.each(conn, filter, chunk, f)?;
+    }
+    Ok(())
+}
+
+impl Reader {
+    /// [`for_each_trace`] for one query (`traces`: ids to bind, none for every trace).
+    fn each(
+        &mut self,
+        conn: &Connection,
+        filter: &SpanFilter,
+        traces: &[ToSqlOutput<'_>],
+        f: &mut dyn FnMut(Vec<SpanRecord>),
+    ) -> Result<(), StoreError> {
+        let mut sql = String::from(
+            "SELECT trace_id, span_id, parent_id, name, start_ns, end_ns, kind, status_code, resource_id, scope_id, body
+             FROM spans WHERE 1",
+        );
+        let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
+        if !traces.is_empty() {
+            sql.push_str(" AND trace_id IN (");
+            for (i, t) in traces.iter().enumerate() {
+                sql.push_str(if i == 0 { "?" } else { ", ?" });
+                args.push(t);
+            }
+            sql.push(')');
+        }
+        if let Some(t) = &filter.since_ns {
+            sql.push_str(" AND start_ns >= ?");
+            args.push(t);
+        }
+        if let Some(t) = &filter.until_ns {
+            sql.push_str(" AND start_ns < ?");
+            args.push(t);
+        }
+        // The (trace_id, span_id) index gives this order without sorting the table.
+        sql.push_str(" ORDER BY trace_id");
+        let mut stmt = conn.prepare(&sql)?;
+        let mut rows = stmt.query(args.as_slice())?;
+        let mut current: Option<Vec<u8>> = None;
+        let mut trace: Vec<SpanRecord> = Vec::new();
+        let mut emit = |mut trace: Vec<SpanRecord>| {
+            if !trace.is_empty() {
+                trace.sort_by(|a, b| (a.start_ns, &a.span_id).cmp(&(b.start_ns, &b.span_id)));
+                f(trace);
+            }
+        };
+        while let Some(row) = rows.next()? {
+            let key = match row.get_ref(0)? {
+                ValueRef::Blob(b) => b,
+                ValueRef::Text(t) => t,
+                _ => &[],
+            };
+            if current.as_deref() != Some(key) {
+                current = Some(key.to_vec());
+                emit(std::mem::take(&mut trace));
+            }
+            let span = self.row(conn, row)?;
+            trace.push(span);
+        }
+        emit(trace);
+        Ok(())
+    }
 }
