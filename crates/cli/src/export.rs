@@ -23,6 +23,7 @@ use anyhow::{Context, Result, bail};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceRequest};
 use prost::Message;
+use tracewire_collector::google_rpc::{Status as RpcStatus, retry_delay};
 use tracewire_store::{SpanFilter, SpanRecord, Store, to_request};
 
 use crate::shutdown::Stop;
@@ -469,54 +470,6 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     last.to_string()
 }
 
-/// `google.rpc.Status`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<ProtoAny>,
-}
-
-/// `google.protobuf.Any`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct ProtoAny {
-    #[prost(string, tag = "1")]
-    type_url: String,
-    #[prost(bytes = "vec", tag = "2")]
-    value: Vec<u8>,
-}
-
-/// `google.rpc.RetryInfo`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RetryInfo {
-    #[prost(message, optional, tag = "1")]
-    retry_delay: Option<ProtoDuration>,
-}
-
-/// `google.protobuf.Duration`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct ProtoDuration {
-    #[prost(int64, tag = "1")]
-    seconds: i64,
-    #[prost(int32, tag = "2")]
-    nanos: i32,
-}
-
-/// The `RetryInfo.retry_delay` in a gRPC status's details (`grpc-status-details-bin`, a
-/// `google.rpc.Status`).
-fn retry_delay(details: &[u8]) -> Option<Duration> {
-    let status = RpcStatus::decode(details).ok()?;
-    let any = status.details.iter().find(|a| a.type_url.ends_with("/google.rpc.RetryInfo"))?;
-    let delay = RetryInfo::decode(any.value.as_slice()).ok()?.retry_delay?;
-    Some(
-        Duration::from_secs(u64::try_from(delay.seconds).ok()?)
-            + Duration::from_nanos(u64::try_from(delay.nanos).ok()?),
-    )
-}
-
 /// What happened to the spans of an export.
 #[derive(Default)]
 struct Tally {
@@ -747,15 +700,7 @@ mod tests {
 
     #[test]
     fn a_retry_info_delay_is_read_from_grpc_status_details() {
-        let info = RetryInfo { retry_delay: Some(ProtoDuration { seconds: 2, nanos: 500_000_000 }) };
-        let status = RpcStatus {
-            code: 8,
-            message: "slow down".into(),
-            details: vec![ProtoAny {
-                type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
-                value: info.encode_to_vec(),
-            }],
-        };
+        let status = RpcStatus::with_retry_info(8, "slow down", Duration::from_millis(2500));
         assert_eq!(retry_delay(&status.encode_to_vec()), Some(Duration::from_millis(2500)));
         let grpc =
             tonic::Status::with_details(tonic::Code::ResourceExhausted, "slow down", status.encode_to_vec().into());

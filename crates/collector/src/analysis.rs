@@ -1,6 +1,8 @@
 //! Grouping, skew correction and statistics.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -59,6 +61,17 @@ pub struct Summary {
     pub slos: Vec<SloResult>,
     /// Where the critical paths of all traces spent their time, by stage, largest first.
     pub critical_path: Vec<CriticalShare>,
+    /// How the percentiles are computed: always exact (nearest rank over every duration).
+    pub percentiles: Percentiles,
+}
+
+/// How the percentiles of a [`Summary`] are computed (`summary.json`'s `percentiles`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Percentiles {
+    /// Nearest rank over every duration (the analysis keeps 8 bytes per span for it).
+    #[default]
+    Exact,
 }
 
 /// One stage's part of the critical paths, summed over traces.
@@ -120,6 +133,32 @@ pub(crate) fn by_trace(spans: &[SpanRecord]) -> Vec<Vec<SpanRecord>> {
         g.push(s.clone());
     }
     order.into_iter().filter_map(|t| groups.remove(t)).collect()
+}
+
+/// Spans grouped by trace, in first-seen order, each trace's spans in their given order.
+///
+/// ```
+/// use tracewire_collector::{SpanRecord, into_traces};
+///
+/// let span = |trace: &str, id: &str| SpanRecord { trace_id: trace.into(), span_id: id.into(), ..Default::default() };
+/// let traces = into_traces(vec![span("b", "1"), span("a", "2"), span("b", "3")]);
+/// let ids: Vec<Vec<&str>> = traces.iter().map(|t| t.iter().map(|s| s.span_id.as_str()).collect()).collect();
+/// assert_eq!(ids, [vec!["1", "3"], vec!["2"]]);
+/// ```
+pub fn into_traces(spans: Vec<SpanRecord>) -> Vec<Vec<SpanRecord>> {
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut traces: Vec<Vec<SpanRecord>> = Vec::new();
+    for s in spans {
+        let i = if let Some(&i) = index.get(s.trace_id.as_str()) {
+            i
+        } else {
+            index.insert(s.trace_id.clone(), traces.len());
+            traces.push(Vec::new());
+            traces.len() - 1
+        };
+        traces[i].push(s);
+    }
+    traces
 }
 
 pub(crate) fn children_of(spans: &[SpanRecord]) -> HashMap<&str, Vec<usize>> {
@@ -404,6 +443,7 @@ fn first_output(spans: &[SpanRecord]) -> Option<i64> {
 }
 
 /// The per-trace measures SLOs are judged on.
+#[derive(Debug)]
 pub(crate) struct TraceMeasures {
     pub(crate) e2e: Vec<i64>,
     pub(crate) first_output: Option<i64>,
@@ -414,19 +454,206 @@ pub(crate) struct TraceMeasures {
     pub(crate) has_error: bool,
 }
 
-/// Analyzes `spans` (from any number of traces and services) against `slos`.
+/// Analyzes `spans` (from any number of traces and services) against `slos`: an
+/// [`Analyzer`] fed the spans' traces in first-seen order.
 pub fn analyze(spans: &[SpanRecord], slos: &[Slo]) -> Summary {
-    let traces = by_trace(spans);
-    let mut summary = Summary { traces: traces.len(), spans: spans.len(), ..Summary::default() };
-    let (mut e2e, mut first, mut per_stage): (Vec<i64>, Vec<i64>, BTreeMap<String, Vec<i64>>) = Default::default();
-    let mut stage_errors: BTreeMap<String, usize> = BTreeMap::new();
-    let (mut root_total, mut uncovered_total) = (0i64, 0i64);
-    let mut measures = Vec::with_capacity(traces.len());
-    let (mut critical, mut critical_total): (BTreeMap<String, i64>, i64) = Default::default();
-    for mut t in traces {
-        correct_skew(&mut t);
+    let mut analyzer = Analyzer::new(slos);
+    for t in by_trace(spans) {
+        analyzer.add_trace(t);
+    }
+    analyzer.finish()
+}
+
+/// The most traces with an error that [`Analyzer::finish_with_exports`] keeps (by default):
+/// beyond it, traces with errors are counted as omitted.
+pub const ERROR_TRACES_CAP: usize = 1000;
+
+/// Which traces an [`Analyzer`] keeps for the exports (`traces.jaeger.json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeepPolicy {
+    /// The slowest traces kept, by end-to-end time (their longest root).
+    pub slowest: usize,
+    /// Traces with an error kept, at most (the first seen).
+    pub error_cap: usize,
+    /// When not empty, exactly these traces (hex ids, either case) are exported, and
+    /// `slowest` and the error traces do not apply.
+    pub traces: Vec<String>,
+}
+
+impl Default for KeepPolicy {
+    fn default() -> Self {
+        Self { slowest: 100, error_cap: ERROR_TRACES_CAP, traces: Vec::new() }
+    }
+}
+
+/// One kept trace, ordered by its key (end-to-end time, then arrival).
+#[derive(Debug, Clone)]
+struct Ranked {
+    key: (i64, usize),
+    spans: Arc<Vec<SpanRecord>>,
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+/// The traces an [`Analyzer`] kept: what `traces.jaeger.json` and the waterfalls of
+/// `report.html` draw, with their spans as given (before skew correction).
+#[derive(Debug, Clone, Default)]
+pub struct Exports {
+    /// The exported traces, by arrival (the median trace is added when it is found).
+    pub traces: Vec<Arc<Vec<SpanRecord>>>,
+    /// The median trace of those with a root (by the duration of their first root), when
+    /// it is among the kept traces; else see [`Exports::median_id`].
+    pub median: Option<Arc<Vec<SpanRecord>>>,
+    /// The id of the median trace: a caller holding the spans elsewhere (a database) reads
+    /// it back when [`Exports::median`] is `None`, and passes it to [`Exports::set_median`].
+    pub median_id: Option<String>,
+    /// The slowest trace (by the duration of its first root; the last of equals).
+    pub slowest: Option<Arc<Vec<SpanRecord>>>,
+    /// Traces seen in all.
+    pub seen: usize,
+    /// Whether the exported set follows an explicit list of traces.
+    explicit: bool,
+}
+
+impl Exports {
+    /// Sets the median trace read back by the caller, and exports it too (unless the
+    /// export follows an explicit list of traces).
+    pub fn set_median(&mut self, spans: Vec<SpanRecord>) {
+        let spans = Arc::new(spans);
+        if !self.explicit {
+            self.traces.push(Arc::clone(&spans));
+        }
+        self.median = Some(spans);
+    }
+
+    /// Traces exported.
+    pub fn written(&self) -> usize {
+        self.traces.len()
+    }
+
+    /// Traces seen and not exported.
+    pub fn omitted(&self) -> usize {
+        self.seen.saturating_sub(self.traces.len())
+    }
+
+    /// The exported spans, trace after trace.
+    pub fn spans(&self) -> Vec<SpanRecord> {
+        self.traces.iter().flat_map(|t| t.iter().cloned()).collect()
+    }
+}
+
+/// The streaming analysis: fed one trace at a time ([`Analyzer::add_trace`]), it keeps
+/// per-stage durations (8 bytes a span, for exact percentiles), per-trace SLO measures and
+/// a bounded set of traces for the exports ([`KeepPolicy`]), never every span.
+/// [`Analyzer::finish`] gives what [`analyze`] gives for the same traces.
+///
+/// ```
+/// use tracewire_collector::{Analyzer, SpanRecord, analyze};
+///
+/// let span = |trace: &str, id: &str, start: i64, end: i64| SpanRecord {
+///     trace_id: trace.into(), span_id: id.into(), name: "exec".into(), start_ns: start, end_ns: end,
+///     ..SpanRecord::default()
+/// };
+/// let (a, b) = (vec![span("a", "1", 0, 10)], vec![span("b", "2", 0, 30)]);
+/// let mut analyzer = Analyzer::new(&[]);
+/// analyzer.add_trace(a.clone());
+/// analyzer.add_trace(b.clone());
+/// let all: Vec<SpanRecord> = a.into_iter().chain(b).collect();
+/// assert_eq!(analyzer.finish(), analyze(&all, &[]));
+/// ```
+#[derive(Debug)]
+pub struct Analyzer {
+    slos: Vec<Slo>,
+    /// Stages the SLOs name: the only ones whose per-trace measures are kept.
+    slo_stages: HashSet<String>,
+    summary: Summary,
+    e2e: Vec<i64>,
+    first: Vec<i64>,
+    per_stage: BTreeMap<String, (Vec<i64>, usize)>,
+    root_total: i64,
+    uncovered_total: i64,
+    measures: Vec<TraceMeasures>,
+    critical: BTreeMap<String, i64>,
+    critical_total: i64,
+    // Exports.
+    policy: KeepPolicy,
+    wanted: HashSet<String>,
+    slowest_heap: BinaryHeap<Reverse<Ranked>>,
+    errors: Vec<Ranked>,
+    explicit: Vec<Ranked>,
+    /// Per trace with a root: (its first root's duration, its arrival), and its id.
+    rooted: Vec<((i64, usize), String)>,
+    last_slowest: Option<Ranked>,
+}
+
+impl Analyzer {
+    /// An analysis against `slos` that keeps what [`KeepPolicy::default`] says.
+    pub fn new(slos: &[Slo]) -> Self {
+        Self::with_policy(slos, KeepPolicy::default())
+    }
+
+    /// An analysis against `slos` that keeps the traces `policy` says.
+    pub fn with_policy(slos: &[Slo], policy: KeepPolicy) -> Self {
+        Self {
+            slos: slos.to_vec(),
+            slo_stages: slos.iter().map(|s| s.metric.clone()).collect(),
+            summary: Summary::default(),
+            e2e: Vec::new(),
+            first: Vec::new(),
+            per_stage: BTreeMap::new(),
+            root_total: 0,
+            uncovered_total: 0,
+            measures: Vec::new(),
+            critical: BTreeMap::new(),
+            critical_total: 0,
+            wanted: policy.traces.iter().map(|t| t.to_ascii_lowercase()).collect(),
+            policy,
+            slowest_heap: BinaryHeap::new(),
+            errors: Vec::new(),
+            explicit: Vec::new(),
+            rooted: Vec::new(),
+            last_slowest: None,
+        }
+    }
+
+    /// Spans added so far.
+    pub fn spans(&self) -> usize {
+        self.summary.spans
+    }
+
+    /// Traces added so far.
+    pub fn traces(&self) -> usize {
+        self.summary.traces
+    }
+
+    /// Adds one trace: every span of it, and no span of another trace (the spans of one
+    /// trace given in two calls count as two traces).
+    pub fn add_trace(&mut self, mut t: Vec<SpanRecord>) {
+        if t.is_empty() {
+            return;
+        }
+        let seq = self.summary.traces;
+        self.summary.traces += 1;
+        self.summary.spans += t.len();
+        let shifts = correct_skew(&mut t);
         let ids: HashSet<&str> = t.iter().map(|s| s.span_id.as_str()).collect();
-        summary.orphans += t.iter().filter(|s| s.parent_id.as_ref().is_some_and(|p| !ids.contains(p.as_str()))).count();
+        self.summary.orphans +=
+            t.iter().filter(|s| s.parent_id.as_ref().is_some_and(|p| !ids.contains(p.as_str()))).count();
         let mut m = TraceMeasures {
             e2e: Vec::new(),
             first_output: first_output(&t),
@@ -434,54 +661,161 @@ pub fn analyze(spans: &[SpanRecord], slos: &[Slo]) -> Summary {
             stage_errors: BTreeMap::new(),
             has_error: t.iter().any(SpanRecord::is_error),
         };
-        summary.traces_with_errors += usize::from(m.has_error);
+        let has_error = m.has_error;
+        self.summary.traces_with_errors += usize::from(has_error);
         for (i, ns) in critical_path(&t) {
-            *critical.entry(t[i].stage().to_owned()).or_default() += ns;
-            critical_total += ns;
+            let stage = t[i].stage();
+            match self.critical.get_mut(stage) {
+                Some(total) => *total += ns,
+                None => {
+                    self.critical.insert(stage.to_owned(), ns);
+                }
+            }
+            self.critical_total += ns;
         }
+        let mut longest = None::<i64>;
         for (dur, uncovered) in roots(&t) {
-            e2e.push(dur);
+            self.e2e.push(dur);
             m.e2e.push(dur);
-            root_total += dur;
-            uncovered_total += uncovered;
+            longest = Some(longest.map_or(dur, |l| l.max(dur)));
+            self.root_total += dur;
+            self.uncovered_total += uncovered;
         }
         if let Some(f) = m.first_output {
-            first.push(f);
+            self.first.push(f);
         }
         for s in &t {
-            per_stage.entry(s.stage().to_owned()).or_default().push(s.duration_ns());
-            m.stages.entry(s.stage().to_owned()).or_default().push(s.duration_ns());
-            let errors = usize::from(s.is_error());
-            *stage_errors.entry(s.stage().to_owned()).or_default() += errors;
-            *m.stage_errors.entry(s.stage().to_owned()).or_default() += errors;
+            let (stage, dur, error) = (s.stage(), s.duration_ns(), usize::from(s.is_error()));
+            match self.per_stage.get_mut(stage) {
+                Some((d, e)) => {
+                    d.push(dur);
+                    *e += error;
+                }
+                None => {
+                    self.per_stage.insert(stage.to_owned(), (vec![dur], error));
+                }
+            }
+            if self.slo_stages.contains(stage) {
+                m.stages.entry(stage.to_owned()).or_default().push(dur);
+                *m.stage_errors.entry(stage.to_owned()).or_default() += error;
+            }
         }
-        measures.push(m);
+        if !self.slos.is_empty() {
+            self.measures.push(m);
+        }
+        // The spans as given, for the exports.
+        for (i, ns) in shifts {
+            t[i].start_ns -= ns;
+            t[i].end_ns -= ns;
+        }
+        self.keep(t, seq, longest, has_error);
     }
-    #[allow(clippy::cast_precision_loss)]
-    let fraction = if root_total > 0 { uncovered_total as f64 / root_total as f64 } else { 0.0 };
-    summary.unattributed_fraction = fraction;
-    summary.e2e = stats(e2e);
-    summary.first_output = stats(first);
-    summary.stages = per_stage
-        .into_iter()
-        .map(|(stage, d)| {
-            let errors = stage_errors.get(&stage).copied().unwrap_or(0);
-            #[allow(clippy::cast_precision_loss)]
-            let error_rate = if d.is_empty() { 0.0 } else { errors as f64 / d.len() as f64 };
-            StageStats { stage, stats: stats(d), errors, error_rate }
-        })
-        .collect();
-    let mut critical: Vec<CriticalShare> = critical
-        .into_iter()
-        .map(|(stage, ns)| CriticalShare {
-            stage,
-            total_ms: ms(ns),
-            #[allow(clippy::cast_precision_loss)]
-            share: if critical_total > 0 { ns as f64 / critical_total as f64 } else { 0.0 },
-        })
-        .collect();
-    critical.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms).then_with(|| a.stage.cmp(&b.stage)));
-    summary.critical_path = critical;
-    summary.slos = slos.iter().map(|slo| slo.evaluate(&summary, &measures)).collect();
-    summary
+
+    /// Keeps `t` (arrival `seq`, end-to-end time `longest`) where the exports need it.
+    fn keep(&mut self, t: Vec<SpanRecord>, seq: usize, longest: Option<i64>, has_error: bool) {
+        let first_root = t.iter().find(|s| s.parent_id.is_none()).map(SpanRecord::duration_ns);
+        let trace_id = t.first().map(|s| s.trace_id.clone()).unwrap_or_default();
+        let spans = Arc::new(t);
+        if let Some(d) = first_root {
+            let key = (d, seq);
+            self.rooted.push((key, trace_id.clone()));
+            if self.last_slowest.as_ref().is_none_or(|s| key > s.key) {
+                self.last_slowest = Some(Ranked { key, spans: Arc::clone(&spans) });
+            }
+        }
+        if !self.wanted.is_empty() {
+            if self.wanted.contains(&trace_id.to_ascii_lowercase()) {
+                self.explicit.push(Ranked { key: (0, seq), spans });
+            }
+            return;
+        }
+        if has_error && self.errors.len() < self.policy.error_cap {
+            self.errors.push(Ranked { key: (0, seq), spans: Arc::clone(&spans) });
+        }
+        if let (Some(e2e), true) = (longest, self.policy.slowest > 0) {
+            let ranked = Ranked { key: (e2e, seq), spans };
+            if self.slowest_heap.len() < self.policy.slowest {
+                self.slowest_heap.push(Reverse(ranked));
+            } else if self.slowest_heap.peek().is_some_and(|Reverse(min)| ranked.key > min.key) {
+                self.slowest_heap.pop();
+                self.slowest_heap.push(Reverse(ranked));
+            }
+        }
+    }
+
+    /// The summary of the traces added.
+    pub fn finish(self) -> Summary {
+        self.finish_with_exports().0
+    }
+
+    /// The summary of the traces added, and the traces kept for the exports.
+    pub fn finish_with_exports(mut self) -> (Summary, Exports) {
+        let mut summary = std::mem::take(&mut self.summary);
+        #[allow(clippy::cast_precision_loss)]
+        let fraction = if self.root_total > 0 { self.uncovered_total as f64 / self.root_total as f64 } else { 0.0 };
+        summary.unattributed_fraction = fraction;
+        summary.e2e = stats(std::mem::take(&mut self.e2e));
+        summary.first_output = stats(std::mem::take(&mut self.first));
+        summary.stages = std::mem::take(&mut self.per_stage)
+            .into_iter()
+            .map(|(stage, (d, errors))| {
+                #[allow(clippy::cast_precision_loss)]
+                let error_rate = if d.is_empty() { 0.0 } else { errors as f64 / d.len() as f64 };
+                StageStats { stage, stats: stats(d), errors, error_rate }
+            })
+            .collect();
+        let critical_total = self.critical_total;
+        let mut critical: Vec<CriticalShare> = std::mem::take(&mut self.critical)
+            .into_iter()
+            .map(|(stage, ns)| CriticalShare {
+                stage,
+                total_ms: ms(ns),
+                #[allow(clippy::cast_precision_loss)]
+                share: if critical_total > 0 { ns as f64 / critical_total as f64 } else { 0.0 },
+            })
+            .collect();
+        critical.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms).then_with(|| a.stage.cmp(&b.stage)));
+        summary.critical_path = critical;
+        summary.percentiles = Percentiles::Exact;
+        summary.slos = self.slos.iter().map(|slo| slo.evaluate(&summary, &self.measures)).collect();
+        let exports = self.exports(summary.traces);
+        (summary, exports)
+    }
+
+    fn exports(self, seen: usize) -> Exports {
+        let explicit = !self.wanted.is_empty();
+        let mut kept: Vec<Ranked> = if explicit {
+            self.explicit
+        } else {
+            let mut v: Vec<Ranked> = self.slowest_heap.into_iter().map(|Reverse(r)| r).collect();
+            v.extend(self.errors);
+            v
+        };
+        // By arrival, each trace once.
+        kept.sort_by_key(|r| r.key.1);
+        kept.dedup_by_key(|r| r.key.1);
+        let mut rooted = self.rooted;
+        rooted.sort_unstable_by_key(|(key, _)| *key);
+        let median_key = rooted.get(rooted.len() / 2).map(|(key, id)| (key.1, id.clone()));
+        let mut exports = Exports {
+            traces: kept.iter().map(|r| Arc::clone(&r.spans)).collect(),
+            median: None,
+            median_id: median_key.as_ref().map(|(_, id)| id.clone()),
+            slowest: self.last_slowest.map(|r| r.spans),
+            seen,
+            explicit,
+        };
+        if let Some((seq, _)) = median_key {
+            if let Some(r) = kept.iter().find(|r| r.key.1 == seq) {
+                exports.median = Some(Arc::clone(&r.spans));
+            } else if rooted.last().is_some_and(|(k, _)| k.1 == seq) {
+                // The median is the slowest (one or two traces with a root).
+                exports.median.clone_from(&exports.slowest);
+                if !explicit {
+                    exports.traces.extend(exports.median.clone());
+                }
+            }
+        }
+        exports
+    }
 }

@@ -37,6 +37,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod analysis;
+pub mod google_rpc;
 pub mod input;
 pub mod jaeger;
 pub mod otlp;
@@ -46,7 +47,8 @@ pub mod report;
 mod slo;
 
 pub use analysis::{
-    CriticalShare, LatencyStats, StageStats, Summary, analyze, correct_skew, critical_path, percentile_ns,
+    Analyzer, CriticalShare, ERROR_TRACES_CAP, Exports, KeepPolicy, LatencyStats, Percentiles, StageStats, Summary,
+    analyze, correct_skew, critical_path, into_traces, percentile_ns,
 };
 pub use slo::{Slo, SloError, SloResult};
 

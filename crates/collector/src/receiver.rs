@@ -12,7 +12,8 @@
 //! which accepts exactly what prost would decode, so malformed input is still refused, with
 //! gRPC `INVALID_ARGUMENT` or HTTP 400) and kept as they came
 //! ([`crate::otlp::EncodedRequest`]); they are decoded when [`SpanStore::snapshot`] asks
-//! for them, or at once when a database needs the records.
+//! for them, or at once, once, when there is a database (its writer takes the decoded
+//! request: [`tracewire_store::Store::append_request`]).
 //!
 //! Spans with invalid ids ([`crate::otlp::InvalidSpan`]) are rejected and the rest kept: the
 //! answer is a success with `partial_success` saying how many were rejected and why (OTLP
@@ -36,6 +37,7 @@ use tonic::codegen::{BoxFuture, Service, http};
 use tonic::{Request, Response, Status};
 
 use crate::SpanRecord;
+use crate::google_rpc::{RetryInfo, Status as RpcStatus};
 use crate::otlp::{EncodedRequest, Invalid};
 use tracewire_store::OtlpSpan;
 
@@ -263,11 +265,10 @@ impl SpanStore {
     ) -> Result<Ingested, tracewire_store::StoreError> {
         let total = span_count(&request);
         let invalid = Invalid::remove_from(&mut request);
-        if self.db.is_some() {
-            self.persist(spans_of(&request)).await?;
-        }
+        let request = Arc::new(request);
         let n = total - invalid.spans;
-        self.keep(Held::Decoded(Arc::new(request)), n);
+        self.persist(&request, n).await?;
+        self.keep(Held::Decoded(request), n);
         Ok(self.rejecting(n, total, invalid))
     }
 
@@ -281,10 +282,11 @@ impl SpanStore {
     pub async fn ingest_encoded(&self, request: EncodedRequest) -> Result<Ingested, tracewire_store::StoreError> {
         let (total, invalid) = (request.spans(), request.invalid());
         let request = request.without_invalid();
-        if self.db.is_some() {
-            self.persist(spans_of(&request.decode())).await?;
-        }
         let n = request.spans();
+        if self.db.is_some() {
+            // Decoded once, for the database's writer, which reads its spans as they are.
+            self.persist(&Arc::new(request.decode()), n).await?;
+        }
         self.add_encoded(request);
         Ok(self.rejecting(n, total, invalid))
     }
@@ -295,11 +297,15 @@ impl SpanStore {
         Ingested { accepted, rejected: invalid.spans, message: invalid.message(total) }
     }
 
-    /// Queues records for the database; counts them as refused when it cannot take them.
-    async fn persist(&self, records: Vec<SpanRecord>) -> Result<(), tracewire_store::StoreError> {
+    /// Queues the `n` spans of a request for the database; counts them as refused when it
+    /// cannot take them.
+    async fn persist(
+        &self,
+        request: &Arc<ExportTraceServiceRequest>,
+        n: usize,
+    ) -> Result<(), tracewire_store::StoreError> {
         let Some(db) = &self.db else { return Ok(()) };
-        let n = records.len();
-        db.append_spans(records).await.inspect_err(|_| {
+        db.append_request(Arc::clone(request)).await.inspect_err(|_| {
             self.refused.fetch_add(n as u64, Ordering::Relaxed);
         })
     }
@@ -486,7 +492,7 @@ where
 
 /// How long a throttled sender should wait before retrying, in seconds: gRPC's `RetryInfo`
 /// and HTTP's `Retry-After`.
-const RETRY_AFTER_SECONDS: i64 = 1;
+const RETRY_AFTER_SECONDS: u64 = 1;
 
 /// OTLP/gRPC backpressure (OTLP specification, "OTLP/gRPC Throttling": "the server SHOULD
 /// return an error with code Unavailable and MAY supply additional details via status using
@@ -495,12 +501,9 @@ const RETRY_AFTER_SECONDS: i64 = 1;
 /// [`RETRY_AFTER_SECONDS`], also sent alone as the `google.rpc.retryinfo-bin` trailer (where
 /// the OpenTelemetry Python SDK's exporter reads it).
 fn throttled(message: String) -> Status {
-    let retry = RetryInfo { retry_delay: Some(ProtoDuration { seconds: RETRY_AFTER_SECONDS, nanos: 0 }) };
-    let details = RpcStatus {
-        code: tonic::Code::Unavailable as i32,
-        message: message.clone(),
-        details: vec![ProtoAny { type_url: RETRY_INFO_TYPE.to_owned(), value: retry.encode_to_vec() }],
-    };
+    let delay = std::time::Duration::from_secs(RETRY_AFTER_SECONDS);
+    let retry = RetryInfo::after(delay);
+    let details = RpcStatus::with_retry_info(tonic::Code::Unavailable as i32, &message, delay);
     let mut status = Status::with_details(tonic::Code::Unavailable, message, details.encode_to_vec().into());
     status
         .metadata_mut()
@@ -604,50 +607,6 @@ enum Failure {
     /// Throttling"; to be retried).
     Unavailable(String),
 }
-
-/// `google.rpc.Status`, the body of every OTLP/HTTP failure ("Failures": "The response body
-/// for all HTTP 4xx and HTTP 5xx responses MUST be a Protobuf-encoded Status message"), and
-/// the details of a throttled OTLP/gRPC export.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    /// The gRPC code of the same failure (OTLP does not use it; clients may log it).
-    #[prost(int32, tag = "1")]
-    code: i32,
-    /// For the sender's developers.
-    #[prost(string, tag = "2")]
-    message: String,
-    /// `google.protobuf.Any` details: a `RetryInfo` when throttled.
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<ProtoAny>,
-}
-
-/// `google.protobuf.Any`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct ProtoAny {
-    #[prost(string, tag = "1")]
-    type_url: String,
-    #[prost(bytes = "vec", tag = "2")]
-    value: Vec<u8>,
-}
-
-/// `google.rpc.RetryInfo` (googleapis `google/rpc/error_details.proto`).
-#[derive(Clone, PartialEq, prost::Message)]
-struct RetryInfo {
-    #[prost(message, optional, tag = "1")]
-    retry_delay: Option<ProtoDuration>,
-}
-
-/// `google.protobuf.Duration`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct ProtoDuration {
-    #[prost(int64, tag = "1")]
-    seconds: i64,
-    #[prost(int32, tag = "2")]
-    nanos: i32,
-}
-
-/// The `Any` type URL of [`RetryInfo`].
-const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
 
 impl From<encoding::BodyError> for Failure {
     fn from(e: encoding::BodyError) -> Self {

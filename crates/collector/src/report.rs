@@ -104,9 +104,14 @@ fn waterfall(title: &str, trace: &[SpanRecord]) -> String {
     let mut rows: Vec<(usize, usize)> = Vec::new();
     let mut seen: HashSet<usize> = HashSet::new();
     let mut stack = vec![(0usize, root_index)];
+    let mut more = 0usize;
     while let Some((d, i)) = stack.pop() {
         if !seen.insert(i) {
             continue;
+        }
+        if rows.len() == MAX_WATERFALL_ROWS {
+            more = trace.len() - rows.len();
+            break;
         }
         rows.push((d, i));
         let mut kids = children.get(trace[i].span_id.as_str()).cloned().unwrap_or_default();
@@ -144,20 +149,57 @@ fn waterfall(title: &str, trace: &[SpanRecord]) -> String {
         );
     }
     svg.push_str("</svg>");
+    if more > 0 {
+        let _ = write!(svg, r#"<p class="rows-omitted">{more} more spans of this trace are not drawn.</p>"#);
+    }
     svg
 }
 
-/// The whole page.
+/// The whole page, with the waterfalls of the median and the slowest of the traces of
+/// `spans` (those with a root, by the duration of their first root).
 pub fn render_html(summary: &Summary, spans: &[SpanRecord], slos: &[Slo]) -> String {
-    let mut traces: Vec<Vec<SpanRecord>> = by_trace(spans)
-        .into_iter()
-        .filter(|t| t.iter().any(|s| s.parent_id.is_none()))
-        .map(|mut t| {
-            correct_skew(&mut t);
-            t
-        })
-        .collect();
+    let mut traces: Vec<Vec<SpanRecord>> =
+        by_trace(spans).into_iter().filter(|t| t.iter().any(|s| s.parent_id.is_none())).collect();
     traces.sort_by_key(|t| t.iter().find(|s| s.parent_id.is_none()).map_or(0, SpanRecord::duration_ns));
+    render_page(summary, traces.get(traces.len() / 2).map(Vec::as_slice), traces.last().map(Vec::as_slice), slos)
+}
+
+/// Stage rows drawn at most (the stages with the most spans); the page says how many more.
+pub const MAX_STAGE_ROWS: usize = 200;
+
+/// Waterfall rows drawn at most per trace; the page says how many more.
+pub const MAX_WATERFALL_ROWS: usize = 2000;
+
+/// The whole page, with the waterfalls of `median` and `slowest` (spans as given: they are
+/// corrected for clock skew here). Bounded whatever the input: at most [`MAX_STAGE_ROWS`]
+/// stages and [`MAX_WATERFALL_ROWS`] rows per waterfall, so the page stays under 2 MB
+/// (with a few SLOs).
+pub fn render_page(
+    summary: &Summary,
+    median: Option<&[SpanRecord]>,
+    slowest: Option<&[SpanRecord]>,
+    slos: &[Slo],
+) -> String {
+    let corrected = |t: &[SpanRecord]| {
+        let mut t = t.to_vec();
+        correct_skew(&mut t);
+        t
+    };
+    let (median, slowest) = (median.map(corrected), slowest.map(corrected));
+    let mut shown: Vec<&crate::StageStats> = summary.stages.iter().collect();
+    let hidden = shown.len().saturating_sub(MAX_STAGE_ROWS);
+    if hidden > 0 {
+        shown.sort_by(|a, b| b.stats.count.cmp(&a.stats.count).then_with(|| a.stage.cmp(&b.stage)));
+        shown.truncate(MAX_STAGE_ROWS);
+        shown.sort_by(|a, b| a.stage.cmp(&b.stage));
+    }
+    let hidden_note = if hidden > 0 {
+        format!(
+            r#"<p id="stages-omitted">{hidden} more stages (the ones with the fewest spans) are in summary.json.</p>"#
+        )
+    } else {
+        String::new()
+    };
     let e2e_error_rate =
         if summary.traces == 0 { 0.0 } else { summary.traces_with_errors as f64 / summary.traces as f64 };
     let mut top = vec![Row {
@@ -169,13 +211,12 @@ pub fn render_html(summary: &Summary, spans: &[SpanRecord], slos: &[Slo]) -> Str
     if summary.first_output.count > 0 {
         top.push(Row { name: "first_output".to_owned(), stats: summary.first_output, errors: 0, error_rate: 0.0 });
     }
-    let stage_rows: Vec<Row> = summary
-        .stages
+    let stage_rows: Vec<Row> = shown
         .iter()
         .map(|s| Row { name: s.stage.clone(), stats: s.stats, errors: s.errors, error_rate: s.error_rate })
         .collect();
     let mut stage_table = String::new();
-    for s in &summary.stages {
+    for s in &shown {
         let st = s.stats;
         let marker = if s.errors > 0 { r#"<span class="error-marker">●</span> "# } else { "" };
         let _ = write!(
@@ -214,7 +255,7 @@ pub fn render_html(summary: &Summary, spans: &[SpanRecord], slos: &[Slo]) -> Str
         );
     }
     let mut critical_rows = String::new();
-    for c in &summary.critical_path {
+    for c in summary.critical_path.iter().take(MAX_STAGE_ROWS) {
         let _ = write!(
             critical_rows,
             "<tr><td>{}</td><td>{:.3} ms</td><td>{:.1}%</td></tr>",
@@ -223,8 +264,8 @@ pub fn render_html(summary: &Summary, spans: &[SpanRecord], slos: &[Slo]) -> Str
             c.share * 100.0
         );
     }
-    let median = traces.get(traces.len() / 2).map(|t| waterfall("Median trace", t)).unwrap_or_default();
-    let slowest = traces.last().map(|t| waterfall("Slowest trace", t)).unwrap_or_default();
+    let median = median.map(|t| waterfall("Median trace", &t)).unwrap_or_default();
+    let slowest = slowest.map(|t| waterfall("Slowest trace", &t)).unwrap_or_default();
     format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><title>tracewire report</title><style>
 body{{font-family:system-ui,sans-serif;margin:24px;color:#222}} table{{border-collapse:collapse}}
@@ -235,7 +276,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px}} tr.fail td{{background:#fdd}} tr.
 <p id="totals">{} traces, {} spans, {} orphans; {} traces with errors; unattributed time {:.2}% of end-to-end.</p>
 <h2>SLOs</h2><table id="slos"><tr><th>objective</th><th>measured</th><th>violations</th><th></th></tr>{slo_rows}</table>
 {}{}<h2>Stages</h2><p>Latency and errors (spans with status ERROR) per stage; a red marker flags a stage with errors.</p>
-<table id="stages"><tr><th>stage</th><th>spans</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>max ms</th><th>errors</th><th>err %</th></tr>{stage_table}</table>
+<table id="stages"><tr><th>stage</th><th>spans</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>max ms</th><th>errors</th><th>err %</th></tr>{stage_table}</table>{hidden_note}
 <h2>Critical path</h2><p>Where the traces' critical paths spent their time (darker bars in the waterfalls).</p>
 <table id="critical"><tr><th>stage</th><th>time on the path</th><th>share</th></tr>{critical_rows}</table>
 {}{}</body></html>"#,
