@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tracewire_collector::Slo;
 use tracewire_collector::receiver::{SpanStore, bind, serve_grpc, serve_http};
+use tracewire_store::{Pruned, Retention};
 
 use crate::shutdown::Stop;
 
@@ -21,6 +22,26 @@ pub(crate) struct Options {
     pub(crate) memory: usize,
     pub(crate) out: Option<PathBuf>,
     pub(crate) slos: Vec<Slo>,
+    /// What the database keeps (`--retain`, `--max-spans`).
+    pub(crate) retention: Retention,
+    /// How often retention runs while collecting (and once more at the end).
+    pub(crate) prune_every: Duration,
+}
+
+/// A `--retain` duration: a number and a unit, `s`, `m`, `h` or `d` (`7d`, `12h`, `90m`).
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("{text:?}: expected a number and a unit (7d, 12h, 30m, 45s)"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit is s, m, h or d (7d, 12h, 30m, 45s)")),
+    };
+    n.checked_mul(seconds).map(Duration::from_secs).ok_or_else(|| format!("{text:?}: too long"))
 }
 
 /// How long the receivers get, once stopped, to finish the exports in flight.
@@ -46,6 +67,28 @@ pub(crate) async fn run(o: Options, stop: Stop) -> Result<i32> {
         o.db.as_ref().map(|p| format!(", storing in {}", p.display())).unwrap_or_default()
     );
     std::io::stdout().flush()?;
+
+    // Retention on the database, every `prune_every`, until asked to stop (a prune in
+    // progress finishes first, so what it removed is counted).
+    let (prune_stop, mut prune_stopped) = tokio::sync::watch::channel(false);
+    let pruner = store.db().filter(|_| !o.retention.is_empty()).cloned().map(|db| {
+        let (retention, every) = (o.retention, o.prune_every);
+        tokio::spawn(async move {
+            let mut total = Pruned::default();
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = prune_stopped.changed() => break,
+                    _ = tick.tick() => match db.prune(retention).await {
+                        Ok(p) => total += p,
+                        Err(e) => eprintln!("tracewire: pruning the database: {e}"),
+                    },
+                }
+            }
+            total
+        })
+    });
 
     // Progress once a second until asked to stop.
     let signal = stop.requested();
@@ -83,16 +126,32 @@ pub(crate) async fn run(o: Options, stop: Stop) -> Result<i32> {
             );
         }
     }
-    finish(&store, o.db.as_deref(), o.out.as_deref(), &o.slos).await
+    let _ = prune_stop.send(true);
+    let pruned = match pruner {
+        Some(task) => task.await?,
+        None => Pruned::default(),
+    };
+    finish(&store, o.db.as_deref(), o.retention, pruned, o.out.as_deref(), &o.slos).await
 }
 
 /// After the receivers stopped: the database's barrier, the totals, the report if asked.
-async fn finish(store: &SpanStore, db: Option<&Path>, out: Option<&Path>, slos: &[Slo]) -> Result<i32> {
+async fn finish(
+    store: &SpanStore,
+    db: Option<&Path>,
+    retention: Retention,
+    mut pruned: Pruned,
+    out: Option<&Path>,
+    slos: &[Slo],
+) -> Result<i32> {
     let mut line = format!("received {} spans, refused {}", store.received(), store.refused());
     if let (Some(handle), Some(path)) = (store.db(), db) {
         handle.flush().await.with_context(|| format!("writing {}", path.display()))?;
+        pruned += handle.prune(retention).await.with_context(|| format!("pruning {}", path.display()))?;
         let stored = handle.span_count().await?;
         let _ = write!(line, "; {stored} spans stored in {}", path.display());
+        if !retention.is_empty() {
+            let _ = write!(line, "; pruned {} spans ({} traces)", pruned.spans, pruned.traces);
+        }
     }
     if store.invalid() > 0 {
         let _ = write!(line, "; {} rejected as invalid (answered as partial success)", store.invalid());

@@ -1,13 +1,13 @@
 //! `tracewire demo`: everything in one process, no external service.
 
 use std::io::Write;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tracewire_collector::receiver::{SpanStore, bind, serve_grpc};
-use tracewire_collector::{Slo, SpanRecord};
+use tracewire_collector::{Analyzer, Slo};
 use tracewire_exec::{ExecClient, ExecConfig, ExecServer, Start};
 use tracewire_rpc::grpc::{Address, BoundServer};
 use tracewire_rpc::{Client, ClientConfig, ServerConfig};
@@ -31,9 +31,41 @@ pub(crate) fn default_slos() -> Result<Vec<Slo>> {
         .collect::<Result<Vec<_>, _>>()?)
 }
 
+/// The embedded collector's database: a temporary directory, removed when dropped.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new() -> Result<Self> {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("tracewire-demo-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// This process's peak resident set size in bytes (`getrusage(RUSAGE_SELF)`'s `ru_maxrss`,
+/// which Linux gives in KiB).
+fn peak_rss() -> Option<u64> {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).ok()?;
+    u64::try_from(usage.max_rss()).ok().map(|kib| kib * 1024)
+}
+
+/// Spans the embedded collector keeps in memory besides its database (they are read back
+/// from the database, trace by trace, for the report).
+const IN_MEMORY_SPANS: usize = 1;
+
 pub(crate) async fn run(execs: usize, via_relay: bool, out: &Path, slos: &[Slo]) -> Result<i32> {
-    // 1. The embedded collector, and telemetry exporting to it.
-    let store = Arc::new(SpanStore::new(1_000_000));
+    // 1. The embedded collector, storing into a temporary SQLite database (memory stays
+    //    bounded whatever the number of execs), and telemetry exporting to it.
+    let tmp = TempDb::new()?;
+    let db = tracewire_store::Store::open(tmp.0.join("spans.db")).context("opening the demo's span database")?;
+    let store = Arc::new(SpanStore::new(IN_MEMORY_SPANS).with_db(db.clone()));
     let (listener, collector) = bind("127.0.0.1:0".parse()?).await?;
     tokio::spawn(serve_grpc(listener, Arc::clone(&store), std::future::pending()));
     let endpoint = format!("http://{collector}");
@@ -119,13 +151,37 @@ pub(crate) async fn run(execs: usize, via_relay: bool, out: &Path, slos: &[Slo])
     while store.received() < stats.exported && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let spans: Vec<SpanRecord> = store.snapshot();
+
+    // 5. The analysis, streamed from the database one trace at a time.
+    // (The reader thread may drop its handle on the analyzer just after it is done.)
+    let analyzer = Arc::new(Mutex::new(Some(Analyzer::new(slos))));
+    let feed = Arc::clone(&analyzer);
+    db.for_each_trace(tracewire_store::SpanFilter::default(), move |trace| {
+        if let Ok(mut a) = feed.lock()
+            && let Some(a) = a.as_mut()
+        {
+            a.add_trace(trace);
+        }
+    })
+    .await
+    .context("reading the demo's spans back")?;
+    let analyzer =
+        analyzer.lock().ok().and_then(|mut a| a.take()).context("the analysis of the demo's spans stopped")?;
+    let (summary, mut exports) = analyzer.finish_with_exports();
+    if exports.median.is_none()
+        && let Some(id) = exports.median_id.clone()
+    {
+        let filter = tracewire_store::SpanFilter { traces: vec![id], ..Default::default() };
+        exports.set_median(db.spans_matching(filter).await?);
+    }
+    crate::report::write_files(out, &summary, &exports, slos)?;
+    #[allow(clippy::cast_precision_loss)]
+    let rss = peak_rss().map_or_else(|| "unknown".to_owned(), |b| format!("{:.1} MiB", b as f64 / 1_048_576.0));
     println!(
-        "{execs} remote execs ({}) in {elapsed:.2?}; {} spans dropped",
+        "{execs} remote execs ({}) in {elapsed:.2?}; {} spans dropped; peak RSS {rss}",
         if via_relay { "via relay" } else { "direct" },
         stats.dropped()
     );
-    let summary = crate::report::write(out, &spans, slos)?;
     crate::report::print_table(&summary);
     println!("wrote {0}/summary.json, {0}/report.html, {0}/traces.jaeger.json", out.display());
     Ok(crate::report::exit_code(&summary))

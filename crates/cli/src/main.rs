@@ -11,7 +11,7 @@
 //! tracewire exec --relay http://127.0.0.1:7080 --session S --server-key server.key.pub [--token T] -- CMD
 //!
 //! tracewire demo [--execs 50] [--via relay|direct] [--out tracewire-demo] [--slo 'e2e.p99<=250ms']
-//! tracewire collect --grpc 127.0.0.1:4317 --http 127.0.0.1:4318 [--db traces.db] [--out DIR]
+//! tracewire collect --grpc 127.0.0.1:4317 --http 127.0.0.1:4318 [--db traces.db [--retain 7d] [--max-spans N]] [--out DIR]
 //! tracewire report --db traces.db [--slo ...] [--slo-file slo.toml] [--out DIR]
 //! tracewire report --otlp-json traces.jsonl --jaeger-json trace.json [--otlp-json ...] [--out DIR]
 //! tracewire export --db traces.db (--otlp-json OUT | --otlp-endpoint URL [--protocol http|grpc]) [--trace ID] [--since T] [--until T]
@@ -119,6 +119,18 @@ enum Command {
         /// Spans kept in memory (the oldest go first; the database keeps all).
         #[arg(long, default_value_t = 1_000_000)]
         memory: usize,
+        /// Remove from the database every trace that ended longer ago than this (a number
+        /// and s, m, h or d: 7d, 12h); a trace goes whole, never part of it.
+        #[arg(long, value_name = "DURATION", requires = "db", value_parser = collect::parse_duration)]
+        retain: Option<std::time::Duration>,
+        /// Keep at most N spans in the database: over it, the oldest traces (by first start)
+        /// go, whole, until at most N are left.
+        #[arg(long, value_name = "N", requires = "db")]
+        max_spans: Option<u64>,
+        /// How often --retain and --max-spans run while collecting, in seconds (and once
+        /// more on exit).
+        #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        prune_every: u64,
         /// On exit, write the report files here.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
@@ -341,10 +353,19 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             return demo::run(execs, via == Via::Relay, &out, &slos).await;
         }
-        Command::Collect { grpc, http, db, memory, out, slo } => {
+        Command::Collect { grpc, http, db, memory, retain, max_spans, prune_every, out, slo } => {
             let slos = slo.load()?;
+            let mut retention = tracewire_store::Retention::default();
+            if let Some(age) = retain {
+                retention = retention.max_age(age);
+            }
+            if let Some(n) = max_spans {
+                retention = retention.max_spans(n);
+            }
+            let prune_every = std::time::Duration::from_secs(prune_every);
+            let options = collect::Options { grpc, http, db, memory, out, slos, retention, prune_every };
             let stop = shutdown::listen()?;
-            return collect::run(collect::Options { grpc, http, db, memory, out, slos }, stop).await;
+            return collect::run(options, stop).await;
         }
         Command::Report { inputs, out, slo } => return report::from_inputs(&inputs, &slo.load()?, &out).await,
         Command::Export(args) => return export::run(args, shutdown::listen()?).await,

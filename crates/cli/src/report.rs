@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use tracewire_collector::{Slo, SpanRecord, Summary, analyze};
+use tracewire_collector::{Analyzer, Exports, KeepPolicy, Slo, SpanRecord, Summary, into_traces};
 
 /// The objectives from `--slo` flags and an `--slo-file`, in that order.
 pub(crate) fn load_slos(exprs: &[String], file: Option<&Path>) -> Result<Vec<Slo>> {
@@ -17,20 +17,46 @@ pub(crate) fn load_slos(exprs: &[String], file: Option<&Path>) -> Result<Vec<Slo
 }
 
 /// Analyzes `spans`, writes `out/summary.json`, `out/report.html` and
-/// `out/traces.jaeger.json`, and returns the summary.
+/// `out/traces.jaeger.json` (the default selection of traces), and returns the summary.
 pub(crate) fn write(out: &Path, spans: &[SpanRecord], slos: &[Slo]) -> Result<Summary> {
-    let summary = analyze(spans, slos);
+    let mut analyzer = Analyzer::new(slos);
+    for trace in into_traces(spans.to_vec()) {
+        analyzer.add_trace(trace);
+    }
+    let (summary, mut exports) = analyzer.finish_with_exports();
+    if exports.median.is_none()
+        && let Some(id) = exports.median_id.clone()
+    {
+        exports.set_median(spans.iter().filter(|s| s.trace_id == id).cloned().collect());
+    }
+    write_files(out, &summary, &exports, slos)?;
+    Ok(summary)
+}
+
+/// Writes the three report files of an analysis.
+pub(crate) fn write_files(out: &Path, summary: &Summary, exports: &Exports, slos: &[Slo]) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut json = serde_json::to_value(summary)?;
+    if let Some(object) = json.as_object_mut() {
+        object.insert("jaeger_traces_written".to_owned(), exports.written().into());
+        object.insert("jaeger_traces_omitted".to_owned(), exports.omitted().into());
+    }
+    let html = tracewire_collector::report::render_page(
+        summary,
+        exports.median.as_deref().map(Vec::as_slice),
+        exports.slowest.as_deref().map(Vec::as_slice),
+        slos,
+    );
     let files = [
-        ("summary.json", serde_json::to_string_pretty(&summary)?),
-        ("report.html", tracewire_collector::report::render_html(&summary, spans, slos)),
-        ("traces.jaeger.json", serde_json::to_string(&tracewire_collector::jaeger::to_jaeger(spans))?),
+        ("summary.json", serde_json::to_string_pretty(&json)?),
+        ("report.html", html),
+        ("traces.jaeger.json", serde_json::to_string(&tracewire_collector::jaeger::to_jaeger(&exports.spans()))?),
     ];
     for (name, body) in files {
         let path = out.join(name);
         std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(summary)
+    Ok(())
 }
 
 /// The exit status SLOs give: 3 when any fails.
@@ -95,10 +121,30 @@ pub(crate) fn print_table(summary: &Summary) {
 /// `tracewire collect --db`, OTLP JSON and Jaeger JSON files).
 pub(crate) async fn from_inputs(inputs: &crate::inputs::Inputs, slos: &[Slo], out: &Path) -> Result<i32> {
     let t0 = Instant::now();
-    let spans = inputs.load().await?;
-    eprintln!("analyzing {} spans ...", spans.len());
-    let summary = write(out, &spans, slos)?;
+    let policy = KeepPolicy { slowest: inputs.limit, traces: inputs.traces.clone(), ..KeepPolicy::default() };
+    let (analyzer, source) = inputs.analyze(Analyzer::with_policy(slos, policy)).await?;
+    let (summary, mut exports) = analyzer.finish_with_exports();
+    if exports.median.is_none()
+        && let Some(id) = exports.median_id.clone()
+    {
+        exports.set_median(source.trace(&id).await?);
+    }
+    write_files(out, &summary, &exports, slos)?;
     print_table(&summary);
+    let chosen = if inputs.traces.is_empty() {
+        format!(
+            "the {} slowest, the median and those with an error (at most {})",
+            inputs.limit,
+            tracewire_collector::ERROR_TRACES_CAP
+        )
+    } else {
+        "those given with --trace".to_owned()
+    };
+    println!(
+        "traces.jaeger.json: {} traces written, {} left out (it holds {chosen}; choose with --limit N or --trace ID)",
+        exports.written(),
+        exports.omitted()
+    );
     println!("wrote {0}/summary.json, {0}/report.html, {0}/traces.jaeger.json in {1:.2?}", out.display(), t0.elapsed());
     Ok(exit_code(&summary))
 }
