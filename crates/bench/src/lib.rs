@@ -27,6 +27,7 @@ pub mod fixtures;
 mod ingest;
 mod propagation;
 mod relay;
+mod report;
 mod spans;
 mod store;
 
@@ -97,7 +98,7 @@ impl Scale {
 pub type Section = (&'static str, fn(Scale) -> Result<Vec<Row>>);
 
 /// Every section of `compare`, in the order they run.
-pub fn sections() -> [Section; 8] {
+pub fn sections() -> [Section; 10] {
     [
         ("propagation", propagation::run),
         ("stage_span", spans::run),
@@ -107,6 +108,8 @@ pub fn sections() -> [Section; 8] {
         ("relay_throughput", relay::run),
         ("store", store::run),
         ("collector_ingest", ingest::run),
+        ("collect_db", ingest::run_db),
+        ("report", report::run),
     ]
 }
 
