@@ -830,6 +830,39 @@ pub(crate) fn load(conn: &Connection, filter: &SpanFilter) -> Result<Vec<SpanRec
     Ok(reader.out)
 }
 
+/// The query of the spans `filter` selects (`traces`: the ids to bind, none for every
+/// trace), in `order`, with its arguments.
+fn select<'a>(
+    filter: &'a SpanFilter,
+    traces: &'a [ToSqlOutput<'_>],
+    order: &str,
+) -> (String, Vec<&'a dyn rusqlite::ToSql>) {
+    let mut sql = String::from(
+        "SELECT trace_id, span_id, parent_id, name, start_ns, end_ns, kind, status_code, resource_id, scope_id, body
+         FROM spans WHERE 1",
+    );
+    let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
+    if !traces.is_empty() {
+        sql.push_str(" AND trace_id IN (");
+        for (i, t) in traces.iter().enumerate() {
+            sql.push_str(if i == 0 { "?" } else { ", ?" });
+            args.push(t);
+        }
+        sql.push(')');
+    }
+    if let Some(t) = &filter.since_ns {
+        sql.push_str(" AND start_ns >= ?");
+        args.push(t);
+    }
+    if let Some(t) = &filter.until_ns {
+        sql.push_str(" AND start_ns < ?");
+        args.push(t);
+    }
+    sql.push_str(" ORDER BY ");
+    sql.push_str(order);
+    (sql, args)
+}
+
 /// Loads spans, with the resources and scopes they refer to read once each.
 #[derive(Default)]
 struct Reader {
@@ -840,28 +873,7 @@ struct Reader {
 
 impl Reader {
     fn query(&mut self, conn: &Connection, filter: &SpanFilter, traces: &[ToSqlOutput<'_>]) -> Result<(), StoreError> {
-        let mut sql = String::from(
-            "SELECT trace_id, span_id, parent_id, name, start_ns, end_ns, kind, status_code, resource_id, scope_id, body
-             FROM spans WHERE 1",
-        );
-        let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
-        if !traces.is_empty() {
-            sql.push_str(" AND trace_id IN (");
-            for (i, t) in traces.iter().enumerate() {
-                sql.push_str(if i == 0 { "?" } else { ", ?" });
-                args.push(t);
-            }
-            sql.push(')');
-        }
-        if let Some(t) = &filter.since_ns {
-            sql.push_str(" AND start_ns >= ?");
-            args.push(t);
-        }
-        if let Some(t) = &filter.until_ns {
-            sql.push_str(" AND start_ns < ?");
-            args.push(t);
-        }
-        sql.push_str(" ORDER BY start_ns, trace_id, span_id");
+        let (sql, args) = select(filter, traces, "start_ns, trace_id, span_id");
         // One statement per number of traces: only the unfiltered ones are worth caching.
         let (mut cached, mut fresh);
         let stmt: &mut rusqlite::Statement<'_> = if traces.is_empty() {
@@ -987,29 +999,8 @@ impl Reader {
         traces: &[ToSqlOutput<'_>],
         f: &mut dyn FnMut(Vec<SpanRecord>),
     ) -> Result<(), StoreError> {
-        let mut sql = String::from(
-            "SELECT trace_id, span_id, parent_id, name, start_ns, end_ns, kind, status_code, resource_id, scope_id, body
-             FROM spans WHERE 1",
-        );
-        let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
-        if !traces.is_empty() {
-            sql.push_str(" AND trace_id IN (");
-            for (i, t) in traces.iter().enumerate() {
-                sql.push_str(if i == 0 { "?" } else { ", ?" });
-                args.push(t);
-            }
-            sql.push(')');
-        }
-        if let Some(t) = &filter.since_ns {
-            sql.push_str(" AND start_ns >= ?");
-            args.push(t);
-        }
-        if let Some(t) = &filter.until_ns {
-            sql.push_str(" AND start_ns < ?");
-            args.push(t);
-        }
         // The (trace_id, span_id) index gives this order without sorting the table.
-        sql.push_str(" ORDER BY trace_id");
+        let (sql, args) = select(filter, traces, "trace_id");
         let mut stmt = conn.prepare(&sql)?;
         let mut rows = stmt.query(args.as_slice())?;
         let mut current: Option<Vec<u8>> = None;
