@@ -1,26 +1,14 @@
 //! The `tracewire` binary as real processes: an exec-server and clients, exporting to a
 //! real OTLP collector (rotel-agent).
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracewire_testkit::Rotel;
 
 mod common;
-use common::{BIN, announced, signal};
-
-/// Waits for `child` to exit, failing with `hang` if it takes longer than `limit`.
-fn exit_within(child: &mut Child, limit: Duration, hang: &str) -> std::process::ExitStatus {
-    let t0 = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        assert!(t0.elapsed() < limit, "{hang}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::{BIN, CollectProcess, announced, exit_within, signal};
 
 /// An exec-server process on a free port, stopped by its pid on drop.
 struct ServerProcess {
@@ -388,52 +376,6 @@ fn an_exec_server_on_a_public_address_is_refused_unless_asked_for() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--insecure-allow-remote"));
-}
-
-/// A `tracewire collect` process on free ports, stopped by its pid on drop.
-struct CollectProcess {
-    child: Child,
-    grpc: String,
-    http: String,
-}
-
-impl CollectProcess {
-    fn start(db: &std::path::Path) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["collect", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", "--db"])
-            .arg(db)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        stdout.read_line(&mut line).unwrap();
-        // "collecting OTLP/gRPC on A, OTLP/HTTP on http://B/v1/traces, storing in DB"
-        let grpc = line.split("gRPC on ").nth(1).and_then(|r| r.split(',').next()).unwrap_or_default().to_owned();
-        let http = line.split("HTTP on ").nth(1).and_then(|r| r.split("/v1").next()).unwrap_or_default().to_owned();
-        assert!(!grpc.is_empty() && http.starts_with("http://"), "unexpected: {line:?}");
-        child.stdout = Some(stdout.into_inner());
-        Self { child, grpc: format!("http://{grpc}"), http }
-    }
-
-    /// SIGTERM to its own pid; returns its exit status, stdout and stderr.
-    fn stop(mut self) -> (std::process::ExitStatus, String, String) {
-        signal(&self.child, "-TERM");
-        let status = exit_within(&mut self.child, Duration::from_secs(10), "collect did not stop on SIGTERM");
-        let mut out = String::new();
-        let mut err = String::new();
-        std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut out).unwrap();
-        std::io::Read::read_to_string(self.child.stderr.as_mut().unwrap(), &mut err).unwrap();
-        (status, out, err)
-    }
-}
-
-impl Drop for CollectProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

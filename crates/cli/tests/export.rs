@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,7 +30,7 @@ use tracewire_store::{OtlpSpan, SpanRecord, Store};
 use tracewire_testkit::{HttpStub, Rotel, TempDir};
 
 mod common;
-use common::{BIN, signal};
+use common::{BIN, CollectProcess, exit_within, signal};
 
 /// 2026-01-01T00:00:00Z in Unix nanoseconds: trace A starts then, trace B an hour later.
 const JAN_1_2026_NS: i64 = 1_767_225_600 * 1_000_000_000;
@@ -204,23 +204,8 @@ fn export(db: &Path, args: &[&str], limit: Duration) -> Output {
         err.read_to_end(&mut s).unwrap();
         s
     });
-    let status = wait_within(&mut child, limit);
+    let status = exit_within(&mut child, limit, "tracewire export did not finish");
     Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
-}
-
-fn wait_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let t0 = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("tracewire export did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn text(b: &[u8]) -> String {
@@ -279,48 +264,6 @@ fn export_over_http_and_grpc_into_rotel_agent_delivers_every_span() {
     }
 }
 
-/// A `tracewire collect` process on free ports, stopped by its pid.
-struct CollectProcess {
-    child: Child,
-    grpc: String,
-    http: String,
-}
-
-impl CollectProcess {
-    fn start(db: &Path) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["collect", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", "--db"])
-            .arg(db)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        stdout.read_line(&mut line).unwrap();
-        // "collecting OTLP/gRPC on A, OTLP/HTTP on http://B/v1/traces, storing in DB"
-        let grpc = line.split("gRPC on ").nth(1).and_then(|r| r.split(',').next()).unwrap_or_default().to_owned();
-        let http = line.split("HTTP on ").nth(1).and_then(|r| r.split("/v1").next()).unwrap_or_default().to_owned();
-        assert!(!grpc.is_empty() && http.starts_with("http://"), "unexpected: {line:?}");
-        child.stdout = Some(stdout.into_inner());
-        Self { child, grpc: format!("http://{grpc}"), http }
-    }
-
-    /// SIGTERM to its own pid; waits for it to commit and exit.
-    fn stop(mut self) {
-        signal(&self.child, "-TERM");
-        let status = wait_within(&mut self.child, Duration::from_secs(15));
-        assert!(status.success(), "collect exited with {status}");
-    }
-}
-
-impl Drop for CollectProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn export_into_tracewire_collect_keeps_every_field() {
     let (dir, db, stored) = fixture("tracewire-export-collect");
@@ -336,7 +279,8 @@ fn export_into_tracewire_collect_keeps_every_field() {
             Duration::from_secs(30),
         );
         assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
-        collector.stop();
+        let (status, _, err) = collector.stop();
+        assert!(status.success(), "collect exited with {status}: {err}");
         let copied = read_db(&db2);
         assert_eq!(copied.len(), stored.len(), "{protocol}");
         // Record for record: the analysis's view and the OTLP span, resource and scope.
@@ -756,7 +700,7 @@ fn sigterm_stops_an_export_between_batches_and_reports() {
         std::thread::sleep(Duration::from_millis(10));
     }
     signal(&child, "-TERM");
-    let status = wait_within(&mut child, Duration::from_secs(5));
+    let status = exit_within(&mut child, Duration::from_secs(5), "tracewire export did not finish");
     let mut out = String::new();
     child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     let mut err = String::new();

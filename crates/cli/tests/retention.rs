@@ -6,10 +6,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{BIN, signal};
+use common::{BIN, exit_within, signal};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -59,17 +59,6 @@ fn post(http: &str, spans: Vec<Span>) -> String {
     let mut answer = String::new();
     BufReader::new(conn).read_line(&mut answer).unwrap();
     answer.trim().to_owned()
-}
-
-fn exit_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let t0 = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        assert!(t0.elapsed() < limit, "collect did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Spans per trace (first id byte) in the database.
@@ -136,7 +125,7 @@ async fn collect_prunes_old_and_excess_traces_whole_while_running_and_counts_the
     }
 
     signal(&child, "-TERM");
-    let status = exit_within(&mut child, Duration::from_secs(15));
+    let status = exit_within(&mut child, Duration::from_secs(15), "collect did not stop on SIGTERM");
     let mut out = String::new();
     stdout.read_to_string(&mut out).unwrap();
     assert!(status.success(), "collect exited with {status}: {out}");
