@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Tap, export_raw, request};
+use common::{Forwarder, Tap, export_raw, request};
 use tracewire_collector::SpanRecord;
 use tracewire_collector::receiver::{SpanStore, bind, serve_grpc, serve_http};
 use tracewire_testkit::run_python;
@@ -136,35 +136,12 @@ async fn a_database_that_cannot_keep_up_makes_senders_retry_and_counts_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotel_agent_forwards_to_the_receiver_intact() {
     let r = receiver().await;
-    let (gp, hp) = (tracewire_testkit::free_port(), tracewire_testkit::free_port());
-    let agent = tracewire_testkit::rotel_agent().unwrap();
-    let dir = tracewire_testkit::TempDir::new("tw-rotel-fwd").unwrap();
-    let mut child = std::process::Command::new(agent)
-        .args([
-            "start",
-            "--otlp-grpc-endpoint",
-            &format!("127.0.0.1:{gp}"),
-            "--otlp-http-endpoint",
-            &format!("127.0.0.1:{hp}"),
-        ])
-        .args(["--exporter", "otlp", "--otlp-exporter-endpoint", &r.grpc, "--otlp-exporter-protocol", "grpc"])
-        .args(["--batch-timeout", "100ms"])
-        .arg("--pid-file")
-        .arg(dir.path().join("rotel.pid"))
-        .stdout(std::fs::File::create(dir.path().join("rotel.out")).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("rotel.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(("127.0.0.1", gp)).is_err() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let sent = emit("grpc", &format!("http://127.0.0.1:{gp}"));
+    // rotel-agent's OTLP exporter compresses with gzip by default.
+    let forwarder = Forwarder::start(&r.grpc, "grpc", "gzip");
+    let sent = emit("grpc", &forwarder.grpc);
     let got = wait_for(&r.store, sent[0]["trace_id"].as_str().unwrap(), 2).await;
-    let _ = child.kill();
-    let _ = child.wait();
-    let log = std::fs::read_to_string(dir.path().join("rotel.log")).unwrap_or_default()
-        + &std::fs::read_to_string(dir.path().join("rotel.out")).unwrap_or_default();
+    let log = forwarder.log();
+    drop(forwarder);
     assert_eq!(got.len(), 2, "rotel-agent log:\n{log}");
     check(&sent, &got, "py-grpc");
 }
@@ -316,37 +293,12 @@ async fn python_sdk_with_deflate_is_answered_415_and_nothing_is_stored() {
 async fn rotel_agent_forwards_over_otlp_http_with_gzip_intact() {
     let r = receiver().await;
     let tap = Tap::start(&r.http).await;
-    let (gp, hp) = (tracewire_testkit::free_port(), tracewire_testkit::free_port());
-    let agent = tracewire_testkit::rotel_agent().unwrap();
-    let dir = tracewire_testkit::TempDir::new("tw-rotel-http").unwrap();
-    let mut child = std::process::Command::new(agent)
-        .args([
-            "start",
-            "--otlp-grpc-endpoint",
-            &format!("127.0.0.1:{gp}"),
-            "--otlp-http-endpoint",
-            &format!("127.0.0.1:{hp}"),
-        ])
-        .args(["--exporter", "otlp", "--otlp-exporter-endpoint", &tap.url()])
-        .args(["--otlp-exporter-protocol", "http", "--otlp-exporter-compression", "gzip"])
-        .args(["--batch-timeout", "100ms"])
-        .arg("--pid-file")
-        .arg(dir.path().join("rotel.pid"))
-        .stdout(std::fs::File::create(dir.path().join("rotel.out")).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("rotel.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(("127.0.0.1", gp)).is_err() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let sent = emit_with("grpc", &format!("http://127.0.0.1:{gp}"), 29, &[]);
+    let forwarder = Forwarder::start(&tap.url(), "http", "gzip");
+    let sent = emit_with("grpc", &forwarder.grpc, 29, &[]);
     assert_eq!(sent.len(), 30);
     let got = wait_for(&r.store, sent[0]["trace_id"].as_str().unwrap(), sent.len()).await;
-    let _ = child.kill();
-    let _ = child.wait();
-    let log = std::fs::read_to_string(dir.path().join("rotel.log")).unwrap_or_default()
-        + &std::fs::read_to_string(dir.path().join("rotel.out")).unwrap_or_default();
+    let log = forwarder.log();
+    drop(forwarder);
     assert_eq!(got.len(), sent.len(), "answers {:?}; rotel-agent log:\n{log}", tap.answers());
     check(&sent, &got, "py-grpc");
     assert_eq!(r.store.received(), 30, "each span once");
