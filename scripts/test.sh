@@ -5,6 +5,9 @@
 # Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A one-shot run gains nothing from incremental compilation, whose caches would take as much
+# disk as every test binary together.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 ./scripts/setup-test-deps.sh
 
