@@ -11,10 +11,10 @@
 //!
 //! Run: `cargo bench -p tracewire-benches --bench stage_spans`
 //!
-//! Latest results: `tracewire-bench compare`, docs/benchmarks.md: on the emitting thread
-//! 1.71x tracing-opentelemetry tuned (goal 3x, not met) and 3.00x with its defaults; total
-//! CPU per exported span 2.23x the tuned peer (goal 2x) and 1.24x fastrace (goal 1x), met in
-//! that run, not in every run.
+//! Latest results: `tracewire-bench compare --quick --only stage_span`, docs/benchmarks.md:
+//! on the emitting thread 1.75x tracing-opentelemetry tuned (goal 3x, not met) and 2.75x
+//! with its defaults; total CPU per exported span 1.80x the tuned peer (goal 2x, not met in
+//! that run; 1.77-1.93x in three) and 1.00x fastrace (goal 1x; 0.81-1.19x in three).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -176,44 +176,55 @@ pub fn from_otel_baggage(b: &OtelBaggage) -> Baggage {
     out
 }
 
+/// The non-empty members of one tracestate header value, in order, with the spaces and
+/// tabs around them trimmed: each split at its first `=` (`None` for a member without
+/// one).
+#[derive(Clone)]
+struct Members<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> Iterator for Members<'a> {
+    type Item = Option<(&'a str, &'a str)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let rest = self.rest?;
+            let bytes = rest.as_bytes();
+            let end = bytes.iter().position(|&b| b == b',');
+            self.rest = end.and_then(|comma| rest.get(comma + 1..));
+            let (mut s, mut e) = (0, end.unwrap_or(bytes.len()));
+            while s < e && matches!(bytes[s], b' ' | b'\t') {
+                s += 1;
+            }
+            while e > s && matches!(bytes[e - 1], b' ' | b'\t') {
+                e -= 1;
+            }
+            if s < e {
+                let eq = bytes[s..e].iter().position(|&b| b == b'=').map(|i| s + i);
+                return Some(eq.and_then(|eq| Some((rest.get(s..eq)?, rest.get(eq + 1..e)?))));
+            }
+        }
+    }
+}
+
 /// The members of one tracestate header value, borrowed, when [`TraceState::parse`] would
 /// accept it and keep every member as it is (all valid, at most 32, no repeated key);
 /// `None` otherwise, and the caller takes the general path through [`TraceState`], which
 /// also handles repeats and invalid lists. Nothing is allocated: one pass over the bytes
-/// records where each member's key and value are.
+/// validates (the keys kept on the stack to find a repeat), and the iterator returned
+/// splits the value again.
 fn simple_members(value: &str) -> Option<impl Iterator<Item = (&str, &str)> + Clone> {
-    // (key start, '=' position, member end) of each member.
-    let mut at = [(0usize, 0usize, 0usize); MAX_MEMBERS];
-    let mut n = 0;
-    let bytes = value.as_bytes();
-    let mut start = 0;
-    while start <= bytes.len() {
-        let end = bytes[start..].iter().position(|&b| b == b',').map_or(bytes.len(), |i| start + i);
-        let (mut s, mut e) = (start, end);
-        while s < e && matches!(bytes[s], b' ' | b'\t') {
-            s += 1;
+    let members = Members { rest: Some(value) };
+    let mut keys = [""; MAX_MEMBERS];
+    for (n, member) in members.clone().enumerate() {
+        let (key, val) = member?;
+        if n == MAX_MEMBERS || !valid_key(key) || !valid_value(val) || keys[..n].contains(&key) {
+            return None;
         }
-        while e > s && matches!(bytes[e - 1], b' ' | b'\t') {
-            e -= 1;
-        }
-        if s < e {
-            let eq = s + bytes[s..e].iter().position(|&b| b == b'=')?;
-            let (key, val) = (value.get(s..eq)?, value.get(eq + 1..e)?);
-            if n == MAX_MEMBERS || !valid_key(key) || !valid_value(val) {
-                return None;
-            }
-            if at[..n].iter().any(|&(ks, ke, _)| value.get(ks..ke) == Some(key)) {
-                return None;
-            }
-            at[n] = (s, eq, e);
-            n += 1;
-        }
-        start = end + 1;
+        keys[n] = key;
     }
-    Some((0..n).filter_map(move |i| {
-        let (s, eq, e) = at[i];
-        Some((value.get(s..eq)?, value.get(eq + 1..e)?))
-    }))
+    Some(members.map_while(std::convert::identity))
 }
 
 /// The tracestate of `carrier` as opentelemetry's, by tracewire's rules (what

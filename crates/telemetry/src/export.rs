@@ -40,6 +40,9 @@ struct Counters {
     emitted: AtomicU64,
     exported: AtomicU64,
     dropped_queue_full: AtomicU64,
+    /// Spans shed at start (emitted and dropped at a full queue, both): one counter, so
+    /// that shedding costs one atomic add.
+    shed: AtomicU64,
     dropped_export_failed: AtomicU64,
     dropped_shutdown: AtomicU64,
     export_batches: AtomicU64,
@@ -119,7 +122,9 @@ impl ExportStats {
         // Read the outcome counters before `emitted`, so that `pending` never underflows
         // from a span that finished between the loads.
         let exported = l(&c.exported);
-        let dropped_queue_full = l(&c.dropped_queue_full);
+        // A shed span is emitted and dropped at once: read once, it counts in both.
+        let shed = l(&c.shed);
+        let dropped_queue_full = l(&c.dropped_queue_full) + shed;
         let dropped_export_failed = l(&c.dropped_export_failed);
         let dropped_shutdown = l(&c.dropped_shutdown);
         let spooled = l(&c.spooled);
@@ -135,7 +140,7 @@ impl ExportStats {
             evicted: l(&c.evicted),
             spool_rejected: l(&c.spool_rejected),
             spool_torn: l(&c.spool_torn),
-            emitted: l(&c.emitted),
+            emitted: l(&c.emitted) + shed,
         }
     }
 }
@@ -245,9 +250,7 @@ impl Overload {
     /// `true` (and the span counted as emitted and dropped) when the queue is full.
     pub fn shed(&self) -> bool {
         if self.shared.full.load(Ordering::Relaxed) && self.shared.queue.is_full() {
-            let c = &self.shared.stats.inner;
-            c.emitted.fetch_add(1, Ordering::AcqRel);
-            c.dropped_queue_full.fetch_add(1, Ordering::AcqRel);
+            self.shared.stats.inner.shed.fetch_add(1, Ordering::AcqRel);
             true
         } else {
             false
@@ -666,7 +669,9 @@ enum Replay {
 impl<E: SpanExporter> Worker<E> {
     /// One warning when the queue first overflows; later drops are only counted.
     fn warn_queue_full(&mut self) {
-        if !self.warned_full && self.shared.stats.inner.dropped_queue_full.load(Ordering::Relaxed) > 0 {
+        let c = &self.shared.stats.inner;
+        if !self.warned_full && (c.dropped_queue_full.load(Ordering::Relaxed) > 0 || c.shed.load(Ordering::Relaxed) > 0)
+        {
             self.warned_full = true;
             tracing::warn!(
                 target: "tracewire_telemetry",

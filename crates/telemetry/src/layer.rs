@@ -231,44 +231,71 @@ impl SpanRecord {
     }
 
     /// The exported form, built on the export worker. Adds the stage attribute and kind of a
-    /// stage span.
+    /// stage span. Everything is moved, not cloned: the worker's cost per span bounds how
+    /// many spans a pipeline delivers when its threads emit flat out.
     pub(crate) fn into_span_data(
         self,
         scope: &opentelemetry::InstrumentationScope,
         clock: &Clock,
     ) -> opentelemetry_sdk::trace::SpanData {
         let stage = Stage::from_name(self.name);
-        let mut attributes = Vec::with_capacity(self.attributes.len() + 1);
-        if let Some(stage) = stage
-            && !self.attributes.iter().any(|kv| kv.key.as_str() == STAGE_ATTRIBUTE)
-        {
+        let add_stage = stage.filter(|_| !self.attributes.iter().any(|kv| kv.key.as_str() == STAGE_ATTRIBUTE));
+        let mut attributes = Vec::with_capacity(self.attributes.len() + usize::from(add_stage.is_some()));
+        if let Some(stage) = add_stage {
             attributes.push(KeyValue::new(STAGE_ATTRIBUTE, stage.name()));
         }
-        let span_context = self.span_context();
-        attributes.extend(self.attributes);
-        let extra = self.extra.map(|e| *e).unwrap_or_default();
-        let (start_time, end_time) =
-            extra.wall.unwrap_or_else(|| (clock.system_time(self.start), clock.system_time(self.end)));
-        let span_kind = extra.kind.or_else(|| stage.map(Stage::kind)).unwrap_or(SpanKind::Internal);
+        for kv in self.attributes {
+            attributes.push(kv);
+        }
+        let flags = if self.sampled {
+            opentelemetry::trace::TraceFlags::SAMPLED
+        } else {
+            opentelemetry::trace::TraceFlags::default()
+        };
         let mut events = opentelemetry_sdk::trace::SpanEvents::default();
-        events.events = extra.events;
         let mut links = opentelemetry_sdk::trace::SpanLinks::default();
-        links.links = extra.links.into_iter().map(opentelemetry::trace::Link::with_context).collect();
+        let mut tracestate = TraceState::NONE;
+        let mut name = Cow::Borrowed(self.name);
+        let mut span_kind = None;
+        let mut status = Status::Unset;
+        let mut wall = None;
+        if let Some(extra) = self.extra {
+            let Extra { tracestate: ts, name: n, kind, status: st, events: ev, links: ln, wall: w, .. } = *extra;
+            tracestate = ts;
+            if let Some(n) = n {
+                name = n;
+            }
+            span_kind = kind;
+            status = st;
+            events.events = ev;
+            if !ln.is_empty() {
+                links.links = ln.into_iter().map(opentelemetry::trace::Link::with_context).collect();
+            }
+            wall = w;
+        }
+        let (start_time, end_time) =
+            wall.unwrap_or_else(|| (clock.system_time(self.start), clock.system_time(self.end)));
         opentelemetry_sdk::trace::SpanData {
-            span_context,
+            span_context: SpanContext::new(
+                opentelemetry::trace::TraceId::from_bytes(self.trace_id.to_bytes()),
+                opentelemetry::trace::SpanId::from_bytes(self.span_id.to_bytes()),
+                flags,
+                false,
+                tracestate,
+            ),
             parent_span_id: self.parent_id.map_or(opentelemetry::trace::SpanId::INVALID, |p| {
                 opentelemetry::trace::SpanId::from_bytes(p.to_bytes())
             }),
             parent_span_is_remote: self.parent_remote,
-            span_kind,
-            name: extra.name.unwrap_or(Cow::Borrowed(self.name)),
+            span_kind: span_kind.or_else(|| stage.map(Stage::kind)).unwrap_or(SpanKind::Internal),
+            name,
             start_time,
             end_time,
             attributes,
             dropped_attributes_count: 0,
             events,
             links,
-            status: extra.status,
+            status,
             instrumentation_scope: scope.clone(),
         }
     }
@@ -285,6 +312,9 @@ pub(crate) struct Clock {
     /// Seconds of system time per second of counter time between the two readings (1 when
     /// they are too close together to tell).
     rate: f64,
+    /// `earlier`'s system time in nanoseconds since the Unix epoch (`None` before it), so
+    /// that a conversion is one multiplication and integer additions.
+    base_nanos: Option<u64>,
 }
 
 impl Clock {
@@ -313,7 +343,9 @@ impl Clock {
         let counter = latest.1.saturating_duration_since(earlier.1).as_secs_f64();
         let system = latest.0.duration_since(earlier.0).map_or(0.0, |d| d.as_secs_f64());
         let rate = if counter > 0.005 && system > 0.0 { system / counter } else { 1.0 };
-        Self { earlier, latest, rate }
+        let base_nanos =
+            earlier.0.duration_since(SystemTime::UNIX_EPOCH).ok().and_then(|d| u64::try_from(d.as_nanos()).ok());
+        Self { earlier, latest, rate, base_nanos }
     }
 
     /// Reads both clocks again, keeping the last reading (unless it is too recent to
@@ -330,6 +362,23 @@ impl Clock {
 
     /// The wall-clock time of `t`.
     pub(crate) fn system_time(&self, t: fastant::Instant) -> SystemTime {
+        let (base, at) = self.earlier;
+        let Some(base_nanos) = self.base_nanos else { return self.system_time_slow(t) };
+        // Counter nanoseconds from the reading (signed), scaled to system time: exact in an
+        // f64 for any span of time a clock reading covers (2^53 ns is 104 days).
+        #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+        let scaled = match t.checked_duration_since(at) {
+            Some(after) => (after.as_nanos() as f64 * self.rate) as i64,
+            None => -((at.saturating_duration_since(t).as_nanos() as f64 * self.rate) as i64),
+        };
+        match base_nanos.checked_add_signed(scaled) {
+            Some(nanos) => SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(nanos),
+            None => base,
+        }
+    }
+
+    /// [`Self::system_time`] for a reading before the Unix epoch.
+    fn system_time_slow(&self, t: fastant::Instant) -> SystemTime {
         let (base, at) = self.earlier;
         let converted = match t.checked_duration_since(at) {
             Some(after) => base.checked_add(after.mul_f64(self.rate)),
@@ -398,14 +447,18 @@ where
         let Some(span) = ctx.span(id) else { return };
         let meta = attrs.metadata();
         let mut rec = SpanRecord::new(meta.name(), self.sampler);
-        let parent = Self::parent_of(attrs.parent(), attrs.is_contextual(), &ctx);
         let mut continued = false;
-        if let Some(parent) = parent
-            && let Some(parent) = nearest_recorded(&parent)
-            && let Some(p) = parent.extensions().get::<SpanRecord>()
-        {
-            rec.child_of(p);
-            continued = true;
+        // The parent the registry has just resolved (explicit, or the current span), read
+        // from the new span's data rather than looked up again.
+        if let Some(parent) = span.parent() {
+            // The nearest recorded ancestor, each looked at once.
+            for ancestor in parent.scope() {
+                if let Some(p) = ancestor.extensions().get::<SpanRecord>() {
+                    rec.child_of(p);
+                    continued = true;
+                    break;
+                }
+            }
         }
         if !continued && attrs.is_contextual() {
             // A root in tracing's terms may still be inside a span made with OpenTelemetry's API.
@@ -799,6 +852,34 @@ mod tests {
         // Readings too close together to measure a rate: the counter's own rate.
         let fresh = Clock::from_readings((wall(0), at(0)), (wall(1000), at(1)));
         close(fresh.system_time(at(2)), wall(2000));
+    }
+
+    #[test]
+    fn the_clocks_integer_conversion_agrees_with_durations_scaled_by_the_rate() {
+        use std::time::Duration;
+        let at = |ns: u64| fastant::Instant::ZERO + Duration::from_secs(5000) + Duration::from_nanos(ns);
+        let base = SystemTime::UNIX_EPOCH + Duration::new(1_800_000_000, 123_456_789);
+        for rate_ppm in [-500i64, -3, 0, 7, 1000] {
+            let system = Duration::from_secs(1) + Duration::from_nanos(rate_ppm.unsigned_abs() * 1000);
+            let later = if rate_ppm < 0 { base + Duration::from_secs(2) - system } else { base + system };
+            let clock = Clock::from_readings((base, at(0)), (later, at(1_000_000_000)));
+            assert!(clock.base_nanos.is_some());
+            for ns in [0u64, 1, 999, 1_000_000, 987_654_321, 3_600_000_000_000] {
+                for t in [at(0) + Duration::from_nanos(ns), at(0).checked_sub(Duration::from_nanos(ns)).unwrap()] {
+                    let fast = clock.system_time(t);
+                    let slow = clock.system_time_slow(t);
+                    let d = fast.duration_since(slow).unwrap_or_else(|e| e.duration());
+                    assert!(d < Duration::from_micros(1), "rate {rate_ppm} ppm, {ns} ns: {fast:?} vs {slow:?}");
+                }
+            }
+        }
+        // A reading before the Unix epoch takes the general path.
+        let before = SystemTime::UNIX_EPOCH - Duration::from_secs(10);
+        let clock = Clock::from_readings((before, at(0)), (before, at(0)));
+        assert!(clock.base_nanos.is_none());
+        let t = clock.system_time(at(1_000));
+        let d = t.duration_since(before + Duration::from_micros(1)).unwrap_or_else(|e| e.duration());
+        assert!(d < Duration::from_micros(1), "{t:?}");
     }
 
     #[test]

@@ -84,6 +84,34 @@ fn a_span_tree_keeps_its_parents_fields_and_times() {
 }
 
 #[test]
+fn every_span_of_a_batch_gets_its_own_stages_attribute_and_kind() {
+    // Spans of several names interleaved in one export batch (a stage name on a span that is
+    // not a `stage_span!` too): the worker gives each its own stage, or none.
+    let spans = run(Config::default(), |_| {
+        for _ in 0..3 {
+            drop(stage_span!(ProcessSpawn));
+            drop(stage_span!(ProcessSpawn));
+            drop(tracing::info_span!(target: "tracewire", "not.a.stage"));
+            drop(stage_span!(RpcCall));
+            drop(tracing::info_span!(target: "tracewire", "process.spawn"));
+            drop(stage_span!(RelaySend));
+        }
+    });
+    assert_eq!(spans.len(), 18);
+    for s in &spans {
+        if let Some(stage) = tracewire_telemetry::Stage::from_name(&s.name) {
+            assert_eq!(attr(s, "tracewire.stage").as_deref(), Some(stage.name()), "{}", s.name);
+            assert_eq!(s.span_kind, stage.kind(), "{}", s.name);
+        } else {
+            assert_eq!(s.name, "not.a.stage");
+            assert_eq!(attr(s, "tracewire.stage"), None);
+            assert_eq!(s.span_kind, SpanKind::Internal);
+        }
+    }
+    assert_eq!(spans.iter().filter(|s| s.span_kind == SpanKind::Producer).count(), 3, "relay.send");
+}
+
+#[test]
 fn recorded_fields_events_links_and_otel_fields() {
     let spans = run(Config::default(), |_| {
         let first = tracing::info_span!("first");
@@ -389,6 +417,11 @@ fn while_the_queue_is_full_spans_are_shed_counted_and_skipped_by_their_children(
         }
         let shed = stage_span!(RpcCall);
         assert!(span_context(&shed).is_none(), "a span started while the queue is full is shed");
+        // Exact books while the export is held: 51 spans ended or shed (the root is still
+        // open), 1 in the export, 4 queued, the other 46 dropped at the full queue (the
+        // first by a failed push, the rest shed at their start).
+        let held = stats.snapshot();
+        assert_eq!((held.emitted, held.pending(), held.dropped_queue_full), (51, 5, 46), "{held:?}");
         let entered = shed.enter();
         // Inside the shed span: the nearest recorded ancestor is the parent.
         let mut out = TraceCarrier::default();
