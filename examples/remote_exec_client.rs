@@ -13,8 +13,7 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use tracewire_exec::{Event, ExecClient, OutputStream, Start};
-use tracewire_telemetry::{Config, current_trace_id, init, stage_span};
-use tracing::Instrument;
+use tracewire_telemetry::{Config, init, span_context};
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -22,19 +21,20 @@ async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let server = args.next().context("usage: remote_exec_client SERVER CMD [ARGS...]")?;
     let argv: Vec<String> = args.collect();
+    // tracewire-exec makes the spans: the exec's `exec` root, which (no span being
+    // current) also holds the connection's `rpc.connect`.
     let code = async {
-        eprintln!("trace_id={}", current_trace_id().map(|t| t.to_string()).unwrap_or_default());
         let client = match (std::env::var("RELAY_SESSION"), std::env::var("RELAY_SERVER_KEY")) {
             (Ok(session), Ok(key)) => {
                 let mut ep = tracewire_relay::RelayEndpoint::new(server.clone(), session);
                 ep.token = std::env::var("RELAY_TOKEN").ok();
                 let key = tracewire_relay::read_public_key(std::path::Path::new(&key))?;
-                let link = tracewire_relay::connect(&ep, &key).await?;
-                ExecClient::new(tracewire_rpc::Client::new(link, tracewire_rpc::ClientConfig::default()))
+                ExecClient::connect_via(tracewire_relay::connect(&ep, &key)).await?
             }
             _ => ExecClient::connect(&server).await?,
         };
         let mut process = client.start(Start { argv, ..Start::default() }).await?;
+        eprintln!("trace_id={}", span_context(process.span()).map(|c| c.trace_id.to_string()).unwrap_or_default());
         while let Some(event) = process.next_event().await {
             match event {
                 Event::Output { stream: OutputStream::Stdout, data, .. } => std::io::stdout().write_all(&data)?,
@@ -44,7 +44,6 @@ async fn main() -> Result<()> {
         }
         anyhow::bail!("the connection ended before the command exited")
     }
-    .instrument(stage_span!(Exec))
     .await?;
     let _ = telemetry.shutdown();
     std::process::exit(code);

@@ -87,8 +87,8 @@ pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
                 let t0 = Instant::now();
                 if let Some((client, on)) = variants[k] {
                     set_tracing(on, &pipeline);
-                    let root = tracewire_telemetry::stage_span!(Exec);
-                    tracing::Instrument::instrument(exec_true(client), root).await?;
+                    // tracewire-exec makes the `exec` root of each trace.
+                    exec_true(client).await?;
                 } else {
                     spawn_true_locally().await?;
                 }

@@ -10,8 +10,9 @@ use tracewire_proto::v1::{
     CloseStdin, Kill, Request, Signal, Start, Stream, WriteStdin, envelope::Body, exited, notification,
     request::Method, response,
 };
-use tracewire_rpc::{Client, ClientConfig, Envelope, RpcError};
-use tracewire_telemetry::Queued;
+use tracewire_rpc::{Client, ClientConfig, Envelope, RpcError, Transport};
+use tracewire_telemetry::{Queued, stage_span};
+use tracing::Instrument;
 
 /// Events of one process buffered before its `start` returns, across all processes.
 const EARLY_LIMIT: usize = 4096;
@@ -123,6 +124,30 @@ struct Router {
 pub struct ExecClient {
     rpc: Client,
     router: Arc<Mutex<Router>>,
+    /// The connection's `exec` root until an exec adopts it (see [`ExecClient::connect`]).
+    root: Arc<Mutex<Option<PendingRoot>>>,
+}
+
+/// An `exec` root made at connect time, holding `rpc.connect`, until an exec adopts it.
+struct PendingRoot {
+    span: tracing::Span,
+    /// The trace it continues, when it was made from a carrier with a valid context.
+    continues: Option<tracewire_context::TraceId>,
+}
+
+impl PendingRoot {
+    /// A root of a trace of its own, when no span is current.
+    fn unless_current() -> Option<Self> {
+        tracing::Span::current().is_none().then(|| Self { span: exec_root(), continues: None })
+    }
+
+    /// A root continuing the context in `parent`.
+    fn from_carrier<C: tracewire_context::Carrier + ?Sized>(parent: &C) -> Self {
+        let span = exec_root();
+        let extracted = tracewire_telemetry::set_parent_from(&span, parent);
+        let continues = extracted.remote_parent.map(|_| extracted.context.trace_id);
+        Self { span, continues }
+    }
 }
 
 impl std::fmt::Debug for ExecClient {
@@ -154,7 +179,9 @@ fn event_of(env: Envelope) -> Option<(u64, Event)> {
 }
 
 impl ExecClient {
-    /// A client over an RPC client (whose notifications it takes).
+    /// A client over an RPC client (whose notifications it takes). It makes each exec's
+    /// `exec` span; the connection's span, if any, is the caller's (see
+    /// [`ExecClient::connect_via`], which makes it part of the first exec's trace).
     pub fn new(rpc: Client) -> Self {
         let router = Arc::new(Mutex::new(Router::default()));
         if let Some(mut notes) = rpc.take_notifications() {
@@ -199,17 +226,108 @@ impl ExecClient {
                 }
             });
         }
-        Self { rpc, router }
+        Self { rpc, router, root: Arc::default() }
     }
 
-    /// Connects to an exec-server over gRPC (`127.0.0.1:7070` or `unix:/path`).
+    /// Connects to an exec-server over gRPC (`127.0.0.1:7070` or `unix:/path`), inside an
+    /// `rpc.connect` span.
+    ///
+    /// The spans follow the caller's: with a current span, `rpc.connect` and every exec's
+    /// `exec` span are its children. With none, the connection gets a pending `exec` root
+    /// that starts here and holds `rpc.connect`; the first exec started with no current span
+    /// adopts it (its trace covers the connect and the exec), later ones get roots of their
+    /// own, and a root no exec adopted ends when the last clone of the client is dropped.
     ///
     /// # Errors
-    /// When the server cannot be reached.
+    /// When the address is invalid or the server cannot be reached.
     pub async fn connect(address: &str) -> Result<Self, ExecError> {
-        let address: tracewire_rpc::grpc::Address = address.parse()?;
-        let link = tracewire_rpc::grpc::connect(&address).await?;
-        Ok(Self::new(Client::new(link, ClientConfig::default())))
+        Self::connecting(PendingRoot::unless_current(), connect_grpc(address), error_type).await
+    }
+
+    /// As [`ExecClient::connect`], with the connection's `exec` root continuing the trace in
+    /// `parent` (W3C `traceparent`, `tracestate`, `baggage`), such as the `TRACEPARENT` a
+    /// caller put in this process's environment; [`ExecClient::start_from`] with the same
+    /// context adopts that root. A missing or invalid context starts a new trace, with
+    /// `tracewire.propagation.started` saying why.
+    ///
+    /// # Errors
+    /// As [`ExecClient::connect`].
+    pub async fn connect_from<C: tracewire_context::Carrier + ?Sized>(
+        address: &str,
+        parent: &C,
+    ) -> Result<Self, ExecError> {
+        Self::connecting(Some(PendingRoot::from_carrier(parent)), connect_grpc(address), error_type).await
+    }
+
+    /// Connects over another transport, such as a relay session: `connecting` runs inside
+    /// the connection's pending `exec` root when there is no current span (see
+    /// [`ExecClient::connect`]), so the spans it makes (the relay's `rpc.connect`) belong to
+    /// the first exec's trace.
+    ///
+    /// With a relay: `ExecClient::connect_via(tracewire_relay::connect(&endpoint, &key))`.
+    ///
+    /// ```no_run
+    /// use tracewire_exec::{ExecClient, Start};
+    ///
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let address = "127.0.0.1:7070".parse()?;
+    /// let client = ExecClient::connect_via(tracewire_rpc::grpc::connect(&address)).await?;
+    /// let start = Start { argv: vec!["true".into()], ..Default::default() };
+    /// client.start(start).await?.wait_with_output().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// The error of `connecting`.
+    pub async fn connect_via<T, E, F>(connecting: F) -> Result<Self, E>
+    where
+        T: Transport,
+        E: std::fmt::Debug,
+        F: Future<Output = Result<T, E>>,
+    {
+        Self::connecting(PendingRoot::unless_current(), connecting, kind_of).await
+    }
+
+    /// [`ExecClient::connect_via`] with the root continuing the trace in `parent`, as
+    /// [`ExecClient::connect_from`].
+    ///
+    /// # Errors
+    /// The error of `connecting`.
+    pub async fn connect_via_from<T, E, F, C>(connecting: F, parent: &C) -> Result<Self, E>
+    where
+        T: Transport,
+        E: std::fmt::Debug,
+        F: Future<Output = Result<T, E>>,
+        C: tracewire_context::Carrier + ?Sized,
+    {
+        Self::connecting(Some(PendingRoot::from_carrier(parent)), connecting, kind_of).await
+    }
+
+    /// Runs `connecting` inside `root` (if any), which the client then holds.
+    async fn connecting<T: Transport, E>(
+        root: Option<PendingRoot>,
+        connecting: impl Future<Output = Result<T, E>>,
+        kind: fn(&E) -> String,
+    ) -> Result<Self, E> {
+        let connected = match &root {
+            Some(r) => connecting.instrument(r.span.clone()).await,
+            None => connecting.await,
+        };
+        match connected {
+            Ok(transport) => {
+                let client = Self::new(Client::new(transport, ClientConfig::default()));
+                if let Ok(mut pending) = client.root.lock() {
+                    *pending = root;
+                }
+                Ok(client)
+            }
+            Err(e) => {
+                if let Some(r) = &root {
+                    r.span.record("error.type", kind(&e).as_str());
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The underlying RPC client.
@@ -219,9 +337,96 @@ impl ExecClient {
 
     /// Starts a process; its events arrive on the returned handle.
     ///
+    /// The exec gets its `exec` span here: a child of the current span, or with none the
+    /// connection's pending root (see [`ExecClient::connect`]) if no exec adopted it yet,
+    /// else the root of a trace of its own. It covers the Start call and ends when
+    /// [`RemoteProcess`] hands out Exited (or the connection ends, or the handle is
+    /// dropped); the calls made through the handle are its children.
+    /// [`ExecClient::start_from`] continues a trace from a carrier instead.
+    ///
     /// # Errors
     /// [`ExecError::Rpc`] with the server's typed error (e.g. `SPAWN_FAILED`).
     pub async fn start(&self, start: Start) -> Result<RemoteProcess, ExecError> {
+        let span = match self.adopt(|_| tracing::Span::current().is_none()) {
+            Some(root) => root,
+            None => exec_root(),
+        };
+        self.start_in(start, span).await
+    }
+
+    /// As [`ExecClient::start`], with the `exec` span continuing the trace in `parent`
+    /// (W3C `traceparent`, `tracestate`, `baggage`), for instance the `TRACEPARENT` a
+    /// caller's own tracer put in this process's environment. The connection's pending
+    /// root is adopted when it continues the same trace ([`ExecClient::connect_from`]), or
+    /// when `parent` has no valid context and no span is current. A missing or invalid
+    /// context starts a new trace, with `tracewire.propagation.started` saying why.
+    ///
+    /// ```no_run
+    /// use tracewire_context::EnvCarrier;
+    /// use tracewire_exec::{ExecClient, Start};
+    ///
+    /// # async fn demo() -> Result<(), tracewire_exec::ExecError> {
+    /// let env = EnvCarrier::from_process();
+    /// let client = ExecClient::connect_from("127.0.0.1:7070", &env).await?;
+    /// let start = Start { argv: vec!["true".into()], ..Default::default() };
+    /// let process = client.start_from(start, &env).await?;
+    /// process.wait_with_output().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`ExecClient::start`].
+    pub async fn start_from<C: tracewire_context::Carrier + ?Sized>(
+        &self,
+        start: Start,
+        parent: &C,
+    ) -> Result<RemoteProcess, ExecError> {
+        let wanted = tracewire_context::extract(parent);
+        let wanted = wanted.remote_parent.map(|_| wanted.context.trace_id);
+        let adopted = self.adopt(|root| match wanted {
+            Some(trace) => root.continues == Some(trace),
+            None => tracing::Span::current().is_none(),
+        });
+        let span = match adopted {
+            // It continues that trace already.
+            Some(root) if wanted.is_some() => root,
+            // No valid context: the root stays, and says why.
+            Some(root) => {
+                tracewire_telemetry::set_parent_from(&root, parent);
+                root
+            }
+            None => {
+                let span = exec_root();
+                tracewire_telemetry::set_parent_from(&span, parent);
+                span
+            }
+        };
+        self.start_in(start, span).await
+    }
+
+    /// Takes the connection's pending root if `fits` it.
+    fn adopt(&self, fits: impl FnOnce(&PendingRoot) -> bool) -> Option<tracing::Span> {
+        let mut pending = self.root.lock().ok()?;
+        // A root made while spans were filtered out stays unused.
+        if !pending.as_ref().is_some_and(|root| !root.span.is_disabled() && fits(root)) {
+            return None;
+        }
+        pending.take().map(|root| root.span)
+    }
+
+    async fn start_in(&self, start: Start, span: tracing::Span) -> Result<RemoteProcess, ExecError> {
+        span.record("process.command_args", start.argv.join(" ").as_str());
+        match self.register(start).instrument(span.clone()).await {
+            Ok((process_id, pid, events)) => Ok(RemoteProcess { process_id, pid, events, client: self.clone(), span }),
+            Err(e) => {
+                span.record("error.type", error_type(&e).as_str());
+                Err(e)
+            }
+        }
+    }
+
+    /// The Start call, and the process's route for its events.
+    async fn register(&self, start: Start) -> Result<(u64, u32, mpsc::Receiver<Pending>), ExecError> {
         let reply = self.rpc.call(Request { method: Some(Method::Start(start)) }).await?;
         let response::Result::Started(started) = reply else { return Err(ExecError::UnexpectedResponse) };
         let (tx, rx) = mpsc::channel(PER_PROCESS);
@@ -250,7 +455,7 @@ impl ExecClient {
             }
         }
         drop(tx);
-        Ok(RemoteProcess { process_id: started.process_id, pid: started.pid, events: rx, client: self.clone() })
+        Ok((started.process_id, started.pid, rx))
     }
 
     async fn simple(&self, method: Method) -> Result<(), ExecError> {
@@ -313,15 +518,101 @@ pub struct RemoteProcess {
     pub pid: u32,
     events: mpsc::Receiver<Pending>,
     client: ExecClient,
+    /// The `exec` span, until Exited is handed out.
+    span: tracing::Span,
+}
+
+/// An `exec` span (the current span is its parent); `process.command_args` is recorded
+/// when the exec starts.
+fn exec_root() -> tracing::Span {
+    stage_span!(
+        Exec,
+        process.command_args = tracing::field::Empty,
+        process.exit.code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// The gRPC connection [`ExecClient::connect`] makes, inside its `rpc.connect` span: for
+/// [`ExecClient::connect_via`], when the caller does more within the connection's root
+/// (such as printing its trace id first).
+///
+/// ```no_run
+/// use tracewire_exec::{ExecClient, connect_grpc};
+///
+/// # async fn demo() -> Result<(), tracewire_exec::ExecError> {
+/// let client = ExecClient::connect_via(async {
+///     eprintln!("connecting in trace {:?}", tracewire_telemetry::current_trace_id());
+///     connect_grpc("127.0.0.1:7070").await
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// When the address is invalid or the server cannot be reached.
+pub async fn connect_grpc(address: &str) -> Result<tracewire_rpc::Link, ExecError> {
+    let span = stage_span!(RpcConnect, server.address = address, error.type = tracing::field::Empty);
+    let connected = async {
+        let address: tracewire_rpc::grpc::Address = address.parse()?;
+        Ok(tracewire_rpc::grpc::connect(&address).await?)
+    }
+    .instrument(span.clone())
+    .await;
+    if let Err(e) = &connected {
+        span.record("error.type", error_type(e).as_str());
+    }
+    connected
+}
+
+/// The `error.type` of an error without a code: its variant's name (what its `Debug`
+/// starts with), else its type's name.
+fn kind_of<E: std::fmt::Debug>(e: &E) -> String {
+    let text = format!("{e:?}");
+    let name = text.split(['(', ' ', '{']).next().unwrap_or_default();
+    if name.starts_with(|c: char| c.is_ascii_uppercase()) && name.chars().all(|c| c.is_ascii_alphanumeric()) {
+        name.to_owned()
+    } else {
+        std::any::type_name::<E>().to_owned()
+    }
+}
+
+/// The `error.type` of a failed exec.
+fn error_type(e: &ExecError) -> String {
+    match e {
+        ExecError::Rpc(r) => format!("{:?}", r.code()),
+        ExecError::Disconnected => "Disconnected".to_owned(),
+        ExecError::UnexpectedResponse => "UnexpectedResponse".to_owned(),
+    }
 }
 
 impl RemoteProcess {
     /// The next event; `None` after Exited, or when the connection ended. Taking it ends
     /// its client-side `terminal.queue` span.
+    ///
+    /// Handing out Exited ends the exec's `exec` span; so does the end of the connection.
     pub async fn next_event(&mut self) -> Option<Event> {
-        let pending = self.events.recv().await?;
+        let Some(pending) = self.events.recv().await else {
+            self.span.record("error.type", "Disconnected");
+            self.span = tracing::Span::none();
+            return None;
+        };
         let kind = opentelemetry::KeyValue::new("tracewire.event", pending.get().name());
-        Some(pending.into_inner_with(&[kind]))
+        let event = pending.into_inner_with(&[kind]);
+        if let Event::Exited(status) = &event {
+            if let Some(code) = status.code {
+                self.span.record("process.exit.code", code);
+            }
+            self.span = tracing::Span::none();
+        }
+        Some(event)
+    }
+
+    /// The exec's `exec` span (disabled once Exited was handed out): instrument work that
+    /// belongs to this exec with it, such as a task that forwards stdin through
+    /// [`ExecClient::write_stdin`].
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// Writes to its stdin.
@@ -329,7 +620,7 @@ impl RemoteProcess {
     /// # Errors
     /// When stdin is closed or the process is gone.
     pub async fn write_stdin(&self, data: impl Into<Bytes>) -> Result<(), ExecError> {
-        self.client.write_stdin(self.process_id, data).await
+        self.client.write_stdin(self.process_id, data).instrument(self.span.clone()).await
     }
 
     /// Closes its stdin.
@@ -337,7 +628,7 @@ impl RemoteProcess {
     /// # Errors
     /// When the process is gone.
     pub async fn close_stdin(&self) -> Result<(), ExecError> {
-        self.client.close_stdin(self.process_id).await
+        self.client.close_stdin(self.process_id).instrument(self.span.clone()).await
     }
 
     /// Sends it a signal.
@@ -345,7 +636,7 @@ impl RemoteProcess {
     /// # Errors
     /// When the process is gone or the signal is unknown.
     pub async fn signal(&self, signal: i32) -> Result<(), ExecError> {
-        self.client.signal(self.process_id, signal).await
+        self.client.signal(self.process_id, signal).instrument(self.span.clone()).await
     }
 
     /// Kills it (SIGKILL).
@@ -353,7 +644,7 @@ impl RemoteProcess {
     /// # Errors
     /// When the process is gone.
     pub async fn kill(&self) -> Result<(), ExecError> {
-        self.client.kill(self.process_id).await
+        self.client.kill(self.process_id).instrument(self.span.clone()).await
     }
 
     /// Collects all output until it exits.

@@ -5,8 +5,12 @@
 //! `TRACEPARENT`/`TRACESTATE` so an instrumented child continues the trace, pushes each
 //! output chunk as it is read and Exited only after all output; a slow client pauses the
 //! pipe reading (memory stays bounded); a client's processes are killed when it
-//! disconnects. Spans: `process` (spawn to exit) with `process.spawn`, `process.stdout`,
-//! `process.stderr`, `process.exit`; delivery spans come from `tracewire-rpc`.
+//! disconnects. Spans: on the server `process` (spawn to exit) with `process.spawn`,
+//! `process.run`, `process.stdout`, `process.stderr`, `process.exit`; on the client
+//! `rpc.connect` ([`ExecClient::connect`], or the transport's own through
+//! [`ExecClient::connect_via`]) and each exec's `exec` root ([`ExecClient::start`]), so a
+//! caller writes no span. With no current span the first exec's root holds the connect:
+//! a connection and N execs are N traces. Delivery spans come from `tracewire-rpc`.
 //!
 //! ```no_run
 //! use tracewire_exec::{ExecClient, Start};
@@ -27,7 +31,7 @@
 mod client;
 mod server;
 
-pub use client::{Event, ExecClient, ExecError, ExitStatus, OutputStream, ProcessOutput, RemoteProcess};
+pub use client::{Event, ExecClient, ExecError, ExitStatus, OutputStream, ProcessOutput, RemoteProcess, connect_grpc};
 pub use server::{ExecConfig, ExecServer, ProcessSnapshot, ProcessState, ServerSnapshot};
 pub use tracewire_proto::v1::{ProcessInfo, Start};
 pub use tracewire_store::{Store, StoreConfig};

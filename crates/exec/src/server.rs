@@ -445,27 +445,12 @@ impl ExecServer {
 
         let seq = Arc::new(AtomicU64::new(0));
         let activity = Arc::new(Activity::default());
-        let mut readers = Vec::new();
+        let mut pipes = Vec::new();
         for (pipe, stream) in [
             (child.stdout.take().map(|p| Box::new(p) as Box<dyn AsyncRead + Send + Unpin>), Stream::Stdout),
             (child.stderr.take().map(|p| Box::new(p) as Box<dyn AsyncRead + Send + Unpin>), Stream::Stderr),
         ] {
             let Some(pipe) = pipe else { continue };
-            let span = process_span.in_scope(|| {
-                if stream == Stream::Stderr {
-                    stage_span!(
-                        ProcessStderr,
-                        tracewire.bytes = tracing::field::Empty,
-                        tracewire.first_byte_us = tracing::field::Empty
-                    )
-                } else {
-                    stage_span!(
-                        ProcessStdout,
-                        tracewire.bytes = tracing::field::Empty,
-                        tracewire.first_byte_us = tracing::field::Empty
-                    )
-                }
-            });
             let reader = Reader {
                 process_id,
                 stream,
@@ -476,8 +461,39 @@ impl ExecServer {
                 started,
                 activity: Arc::clone(&activity),
             };
-            readers.push(tokio::spawn(reader.run(pipe).instrument(span)));
+            pipes.push((reader, pipe));
         }
+        // The readers' spans, then the child's running time (`process.run`): from here until
+        // `process.exit` takes over when `wait` sees the exit. Started just after the
+        // readers' spans and ended just after `process.exit` starts, so that the critical
+        // path names the running time `process.run`, and a reader only the time it adds after
+        // the exit (within `process.exit`, which waits for it).
+        let spans: Vec<tracing::Span> = pipes
+            .iter()
+            .map(|(reader, _)| {
+                process_span.in_scope(|| {
+                    if reader.stream == Stream::Stderr {
+                        stage_span!(
+                            ProcessStderr,
+                            tracewire.bytes = tracing::field::Empty,
+                            tracewire.first_byte_us = tracing::field::Empty
+                        )
+                    } else {
+                        stage_span!(
+                            ProcessStdout,
+                            tracewire.bytes = tracing::field::Empty,
+                            tracewire.first_byte_us = tracing::field::Empty
+                        )
+                    }
+                })
+            })
+            .collect();
+        let run = process_span.in_scope(|| stage_span!(ProcessRun, process.pid = pid));
+        let readers: Vec<_> = pipes
+            .into_iter()
+            .zip(spans)
+            .map(|((reader, pipe), span)| tokio::spawn(reader.run(pipe).instrument(span)))
+            .collect();
 
         let (control_tx, control_rx) = mpsc::channel(4);
         if let Ok(mut procs) = self.procs.lock() {
@@ -510,7 +526,7 @@ impl ExecServer {
         // Held until the process span is dropped: `idle` then knows its spans are closed.
         let busy = BusyGuard::new(&self.busy);
         tokio::spawn(async move {
-            waiter.run(child, control_rx, readers).instrument(process_span).await;
+            waiter.run(child, control_rx, readers, run).instrument(process_span).await;
             drop(busy);
         });
         Ok(Response { result: Some(response::Result::Started(Started { process_id, pid })) })
@@ -592,6 +608,7 @@ impl Waiter {
         mut child: tokio::process::Child,
         mut control: mpsc::Receiver<Control>,
         readers: Vec<tokio::task::JoinHandle<(Stream, u64)>>,
+        run: tracing::Span,
     ) {
         let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
         let status = loop {
@@ -612,6 +629,7 @@ impl Waiter {
             process.exit.code = tracing::field::Empty,
             tracewire.signal = tracing::field::Empty
         );
+        drop(run);
         async {
             // Exited goes out only after the readers delivered everything they read.
             let mut bytes = (0u64, 0u64);

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use opentelemetry_sdk::trace::SpanData;
+use tracewire_telemetry::span_context;
 use tracewire_telemetry::testing::InMemoryTelemetry;
-use tracewire_telemetry::{span_context, stage_span};
 use tracing::Instrument;
 
 use common::{argv, client, server, server_with};
@@ -49,16 +49,36 @@ fn tree(spans: &[SpanData]) -> String {
     out
 }
 
+/// Waits until `done` holds for the spans of `trace_id` (or a deadline passes).
+async fn wait_for_spans(trace_id: &str, done: impl Fn(&[SpanData]) -> bool) -> Vec<SpanData> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let spans = spans_of(trace_id);
+        if done(&spans) || std::time::Instant::now() > deadline {
+            return spans;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn attr_of(span: &SpanData, key: &str) -> Option<String> {
+    span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.to_string())
+}
+
+fn named<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
+    spans.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no {name} in\n{}", tree(spans)))
+}
+
+/// A plain user of `ExecClient`, who writes no span: the library makes the `exec` root,
+/// and the first exec's root holds the connection's `rpc.connect`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_remote_exec_span_tree() {
     harness();
     let s = server().await;
     let c = client(&s).await;
-    let root = stage_span!(Exec);
-    let trace_id = span_context(&root).unwrap().trace_id.to_string();
-    let out = async { c.start(argv(&["sh", "-c", "echo hi"])).await.unwrap().wait_with_output().await.unwrap() }
-        .instrument(root)
-        .await;
+    let process = c.start(argv(&["sh", "-c", "echo hi"])).await.unwrap();
+    let trace_id = span_context(process.span()).expect("the exec span is recording").trace_id.to_string();
+    let out = process.wait_with_output().await.unwrap();
     assert_eq!(out.stdout, b"hi\n");
     // The server's last spans end as Exited is delivered: give them a moment.
     let mut spans = Vec::new();
@@ -78,6 +98,7 @@ exec
       process
         process.exit
           terminal.queue
+        process.run
         process.spawn
         process.stderr
         process.stdout
@@ -87,8 +108,12 @@ exec
         terminal.queue
         terminal.queue
     rpc.queue
+  rpc.connect
 ";
-    assert_eq!(tree(&spans), want, "{}", tree(&spans));
+    // The HTTP/2 stack's own spans (`FramedWrite::buffer` under the connect), which the
+    // export filter of `tracewire_telemetry::init` leaves out, are left out here too.
+    let stages: Vec<SpanData> = spans.iter().filter(|s| !s.name.contains("::")).cloned().collect();
+    assert_eq!(tree(&stages), want, "{}", tree(&stages));
     let attr = |name: &str, key: &str| {
         spans
             .iter()
@@ -114,6 +139,286 @@ exec
         .collect();
     client_events.sort();
     assert_eq!(client_events, ["Exited", "Output"]);
+    let exec = named(&spans, "exec");
+    assert_eq!(exec.parent_span_id, opentelemetry::trace::SpanId::INVALID, "the exec is the root");
+    assert_eq!(attr_of(exec, "process.command_args").as_deref(), Some("sh -c echo hi"));
+    assert_eq!(attr_of(exec, "process.exit.code").as_deref(), Some("0"));
+    // The exec ends when Exited is handed out, after the client took Output.
+    let exited_taken = spans
+        .iter()
+        .filter(|s| s.name == "terminal.queue" && s.parent_span_id == process)
+        .map(|s| s.end_time)
+        .max()
+        .unwrap();
+    assert!(exec.end_time >= exited_taken);
+
+    // The connection's span: in the first exec's trace (no span was current), naming the
+    // server.
+    let connect = named(&spans, "rpc.connect");
+    assert_eq!(connect.parent_span_id, exec.span_context.span_id());
+    assert_eq!(attr_of(connect, "server.address").as_deref(), Some(s.address.as_str()));
+    assert_eq!(attr_of(connect, "tracewire.stage").as_deref(), Some("rpc.connect"));
+    assert_eq!(connect.span_kind, opentelemetry::trace::SpanKind::Client);
+}
+
+/// The `rpc.connect` spans naming `address`, in every trace.
+fn connects_to(address: &str) -> Vec<SpanData> {
+    harness()
+        .spans()
+        .into_iter()
+        .filter(|x| x.name == "rpc.connect" && attr_of(x, "server.address").as_deref() == Some(address))
+        .collect()
+}
+
+fn since(a: std::time::SystemTime, b: std::time::SystemTime) -> Duration {
+    b.duration_since(a).unwrap_or_default()
+}
+
+/// With no current span, a connection and three execs are exactly three traces: the
+/// first exec's root starts where the connect starts and holds `rpc.connect`, with no
+/// uncovered time between the connect and the Start call; the others hold no connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_current_span_connect_and_three_execs_are_three_traces() {
+    harness();
+    let s = server().await;
+    let c = client(&s).await;
+    let mut traces = Vec::new();
+    for _ in 0..3 {
+        let process = c.start(argv(&["true"])).await.unwrap();
+        traces.push(span_context(process.span()).unwrap().trace_id.to_string());
+        assert_eq!(process.wait_with_output().await.unwrap().status.code, Some(0));
+    }
+    drop(c);
+    let mut distinct = traces.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "one trace per exec: {traces:?}");
+    let connects = wait_for(|| Some(connects_to(&s.address)).filter(|c| !c.is_empty())).await;
+    assert_eq!(connects.len(), 1, "one rpc.connect, and no trace of its own for it");
+    let connect = &connects[0];
+    assert_eq!(connect.span_context.trace_id().to_string(), traces[0], "the connect is in the first exec's trace");
+
+    let first = wait_for_spans(&traces[0], |s| s.iter().any(|x| x.name == "exec")).await;
+    let root = named(&first, "exec");
+    assert_eq!(root.parent_span_id, opentelemetry::trace::SpanId::INVALID, "{}", tree(&first));
+    assert_eq!(connect.parent_span_id, root.span_context.span_id());
+    assert_eq!(attr_of(root, "process.command_args").as_deref(), Some("true"));
+    // The root starts at the connect's start (two readings of the clock apart).
+    assert!(root.start_time <= connect.start_time);
+    assert!(since(root.start_time, connect.start_time) < Duration::from_millis(1));
+    // And it tiles: the Start call follows the connect with no uncovered time between.
+    let call = first.iter().find(|x| x.name == "rpc.call" && x.parent_span_id == root.span_context.span_id()).unwrap();
+    assert!(call.start_time >= connect.end_time);
+    assert!(
+        since(connect.end_time, call.start_time) < Duration::from_millis(5),
+        "{:?}",
+        since(connect.end_time, call.start_time)
+    );
+    for later in &traces[1..] {
+        let spans = wait_for_spans(later, |s| s.iter().any(|x| x.name == "exec")).await;
+        assert_eq!(named(&spans, "exec").parent_span_id, opentelemetry::trace::SpanId::INVALID);
+        assert!(!spans.iter().any(|x| x.name == "rpc.connect"), "{}", tree(&spans));
+    }
+}
+
+/// A connection whose root no exec adopted (the exec ran under a caller's span) ends
+/// that root when the client is dropped: an `exec` root with the `rpc.connect` and no
+/// command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_no_exec_adopted_ends_when_the_client_is_dropped() {
+    harness();
+    let s = server().await;
+    let c = client(&s).await;
+    let caller = tracing::info_span!("agent.step");
+    let caller_trace = span_context(&caller).unwrap().trace_id.to_string();
+    let out = async { c.start(argv(&["true"])).await.unwrap().wait_with_output().await.unwrap() }
+        .instrument(caller.clone())
+        .await;
+    assert_eq!(out.status.code, Some(0));
+    drop(caller);
+    let spans = wait_for_spans(&caller_trace, |s| s.iter().any(|x| x.name == "exec")).await;
+    assert_eq!(named(&spans, "exec").parent_span_id, named(&spans, "agent.step").span_context.span_id());
+    assert!(!spans.iter().any(|x| x.name == "rpc.connect"), "the connect was not the caller's");
+    // Still pending: the root has not ended, so its connect is all there is of its trace.
+    let connect = wait_for(|| connects_to(&s.address).pop()).await;
+    let pending = connect.span_context.trace_id().to_string();
+    assert!(!spans_of(&pending).iter().any(|x| x.name == "exec"), "the root ends only with the client");
+    drop(c);
+    let spans = wait_for_spans(&pending, |s| s.iter().any(|x| x.name == "exec")).await;
+    let root = named(&spans, "exec");
+    assert_eq!(connect.parent_span_id, root.span_context.span_id());
+    assert_eq!(root.parent_span_id, opentelemetry::trace::SpanId::INVALID);
+    assert_eq!(attr_of(root, "process.command_args"), None);
+}
+
+/// `connect_from` and `start_from` with the same carrier: one trace continuing it, the
+/// exec's root holding the connect (W3C Trace Context, section 3.2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_from_and_start_from_share_the_carriers_trace() {
+    harness();
+    let s = server().await;
+    let trace_id = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let parent_id = "10f067aa0ba902b8";
+    let tp = format!("00-{trace_id}-{parent_id}-01");
+    let carrier = [("traceparent", tp.as_str())];
+    let c = tracewire_exec::ExecClient::connect_from(&s.address, &carrier).await.unwrap();
+    let out = c.start_from(argv(&["true"]), &carrier).await.unwrap().wait_with_output().await.unwrap();
+    assert_eq!(out.status.code, Some(0));
+    let spans = wait_for_spans(trace_id, |s| s.iter().any(|x| x.name == "exec")).await;
+    let exec = named(&spans, "exec");
+    assert_eq!(exec.parent_span_id.to_string(), parent_id);
+    assert!(exec.parent_span_is_remote);
+    assert_eq!(named(&spans, "rpc.connect").parent_span_id, exec.span_context.span_id(), "{}", tree(&spans));
+    assert_eq!(spans.iter().filter(|x| x.name == "exec").count(), 1);
+}
+
+/// Polls `get` until it yields (or a deadline passes, then panics).
+async fn wait_for<T>(get: impl Fn() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(t) = get() {
+            return t;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A caller with a span of its own: the connection and the exec are its children.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exec_and_rpc_connect_are_children_of_the_callers_span() {
+    harness();
+    let s = server().await;
+    let caller = tracing::info_span!("agent.step");
+    let trace_id = span_context(&caller).unwrap().trace_id.to_string();
+    let out = async {
+        let c = client(&s).await;
+        c.start(argv(&["true"])).await.unwrap().wait_with_output().await.unwrap()
+    }
+    .instrument(caller.clone())
+    .await;
+    assert_eq!(out.status.code, Some(0));
+    drop(caller);
+    let spans = wait_for_spans(&trace_id, |s| {
+        s.iter().any(|x| x.name == "agent.step") && s.iter().filter(|x| x.name == "terminal.deliver").count() == 1
+    })
+    .await;
+    let step = named(&spans, "agent.step").span_context.span_id();
+    assert_eq!(named(&spans, "exec").parent_span_id, step, "{}", tree(&spans));
+    assert_eq!(named(&spans, "rpc.connect").parent_span_id, step, "{}", tree(&spans));
+    let exec = named(&spans, "exec").span_context.span_id();
+    assert!(spans.iter().any(|x| x.name == "rpc.call" && x.parent_span_id == exec));
+}
+
+/// `start_from` continues the trace in a carrier (W3C Trace Context, section 3.2:
+/// `traceparent` names the trace id and the parent id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_from_continues_the_carriers_trace() {
+    harness();
+    let s = server().await;
+    let c = client(&s).await;
+    let (trace_id, parent_id) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let tp = format!("00-{trace_id}-{parent_id}-01");
+    let carrier = [("traceparent", tp.as_str())];
+    let out = c.start_from(argv(&["true"]), &carrier).await.unwrap().wait_with_output().await.unwrap();
+    assert_eq!(out.status.code, Some(0));
+    let spans = wait_for_spans(trace_id, |s| s.iter().any(|x| x.name == "exec")).await;
+    let exec = named(&spans, "exec");
+    assert_eq!(exec.parent_span_id.to_string(), parent_id);
+    assert!(exec.parent_span_is_remote);
+}
+
+/// `process.run` is the child's running time: a child that closes its output at once and
+/// runs on has its pipe readers end early, and `process.run` lasts until it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_run_covers_the_childs_running_time_not_its_pipes() {
+    harness();
+    let s = server().await;
+    let c = client(&s).await;
+    let process = c.start(argv(&["sh", "-c", "exec >&- 2>&-; sleep 0.5"])).await.unwrap();
+    let trace_id = span_context(process.span()).unwrap().trace_id.to_string();
+    let out = process.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code, Some(0));
+    let spans = wait_for_spans(&trace_id, |s| s.iter().any(|x| x.name == "process")).await;
+    let (spawn, run, exit, stdout, proc_span) = (
+        named(&spans, "process.spawn"),
+        named(&spans, "process.run"),
+        named(&spans, "process.exit"),
+        named(&spans, "process.stdout"),
+        named(&spans, "process"),
+    );
+    assert_eq!(run.parent_span_id, proc_span.span_context.span_id());
+    assert!(
+        since(run.start_time, run.end_time) >= Duration::from_millis(480),
+        "{:?}",
+        since(run.start_time, run.end_time)
+    );
+    // It starts once the pipe readers are set up, just after the spawn, hence the 20 ms of
+    // slack on the 0.5 s the child sleeps.
+    assert!(run.start_time >= spawn.end_time, "run starts after the spawn");
+    // process.exit takes over as the run ends (two readings of the clock apart).
+    assert!(run.end_time >= exit.start_time && since(exit.start_time, run.end_time) < Duration::from_millis(1));
+    assert!(stdout.end_time < run.end_time, "the stdout reader ended before the child did");
+    assert_eq!(attr_of(run, "process.pid"), attr_of(proc_span, "process.pid"));
+}
+
+/// The spans as the collector's analysis reads them.
+fn records(spans: &[SpanData]) -> Vec<tracewire_collector::SpanRecord> {
+    let ns = |t: std::time::SystemTime| {
+        i64::try_from(t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()).unwrap_or(i64::MAX)
+    };
+    spans
+        .iter()
+        .map(|s| tracewire_collector::SpanRecord {
+            trace_id: s.span_context.trace_id().to_string(),
+            span_id: s.span_context.span_id().to_string(),
+            parent_id: (s.parent_span_id != opentelemetry::trace::SpanId::INVALID)
+                .then(|| s.parent_span_id.to_string()),
+            name: s.name.to_string(),
+            start_ns: ns(s.start_time),
+            end_ns: ns(s.end_time),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// The critical path names what the time was: a child that sleeps 0.2 s spends it in
+/// `process.run`, not in its pipe readers, whether they see EOF as `wait` sees the exit
+/// or (a grandchild holding the pipes 50 ms longer) after it; the time a reader adds
+/// after the exit belongs to `process.exit`, which waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_critical_path_names_process_run_not_the_pipe_readers() {
+    harness();
+    let s = server().await;
+    let c = client(&s).await;
+    for (command, after_exit) in
+        [(&["sleep", "0.2"][..], None), (&["sh", "-c", "sleep 0.2; sleep 0.05 &"][..], Some(50))]
+    {
+        let process = c.start(argv(command)).await.unwrap();
+        let trace_id = span_context(process.span()).unwrap().trace_id.to_string();
+        assert_eq!(process.wait_with_output().await.unwrap().status.code, Some(0));
+        let spans = wait_for_spans(&trace_id, |s| {
+            s.iter().any(|x| x.name == "process") && s.iter().any(|x| x.name == "terminal.deliver")
+        })
+        .await;
+        let trace = records(&spans);
+        let mut on_path: HashMap<&str, Duration> = HashMap::new();
+        for (i, ns) in tracewire_collector::critical_path(&trace) {
+            *on_path.entry(trace[i].name.as_str()).or_default() += Duration::from_nanos(u64::try_from(ns).unwrap());
+        }
+        let at = |name: &str| on_path.get(name).copied().unwrap_or_default();
+        let run = at("process.run");
+        assert!(run >= Duration::from_millis(195), "{command:?}: process.run {run:?} on the path: {on_path:?}");
+        let readers = at("process.stdout") + at("process.stderr");
+        assert!(
+            readers < Duration::from_millis(5),
+            "{command:?}: the pipe readers {readers:?} on the path: {on_path:?}"
+        );
+        if let Some(ms) = after_exit {
+            let exit = at("process.exit");
+            assert!(exit >= Duration::from_millis(ms - 5), "{command:?}: process.exit {exit:?}: {on_path:?}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,12 +426,9 @@ async fn the_child_sees_a_traceparent_in_the_clients_trace() {
     harness();
     let s = server().await;
     let c = client(&s).await;
-    let root = stage_span!(Exec);
-    let trace_id = span_context(&root).unwrap().trace_id.to_string();
-    let out =
-        async { c.start(argv(&["sh", "-c", "echo $TRACEPARENT"])).await.unwrap().wait_with_output().await.unwrap() }
-            .instrument(root)
-            .await;
+    let process = c.start(argv(&["sh", "-c", "echo $TRACEPARENT"])).await.unwrap();
+    let trace_id = span_context(process.span()).unwrap().trace_id.to_string();
+    let out = process.wait_with_output().await.unwrap();
     let tp = String::from_utf8(out.stdout).unwrap();
     let tp = tp.trim();
     let parsed = tracewire_context::TraceParent::parse(tp).unwrap();
@@ -145,20 +447,14 @@ async fn with_child_trace_context_off_the_child_gets_no_trace_variables() {
     config.child_trace_context = false;
     let s = server_with(config, tracewire_rpc::ServerConfig::default()).await;
     let c = client(&s).await;
-    let root = stage_span!(Exec);
-    let trace_id = span_context(&root).unwrap().trace_id.to_string();
     // A variable the server's environment has still reaches the child: only the trace
     // variables are left out.
-    let out = async {
-        c.start(argv(&["sh", "-c", "echo \"tp=${TRACEPARENT-unset} ts=${TRACESTATE-unset} path=${PATH:+set}\""]))
-            .await
-            .unwrap()
-            .wait_with_output()
-            .await
-            .unwrap()
-    }
-    .instrument(root)
-    .await;
+    let process = c
+        .start(argv(&["sh", "-c", "echo \"tp=${TRACEPARENT-unset} ts=${TRACESTATE-unset} path=${PATH:+set}\""]))
+        .await
+        .unwrap();
+    let trace_id = span_context(process.span()).unwrap().trace_id.to_string();
+    let out = process.wait_with_output().await.unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "tp=unset ts=unset path=set");
     // The process and its spawn are still traced.
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -200,13 +200,36 @@ async fn attach(ep: &RelayEndpoint, role: Role) -> Result<Attached<FrameReader<h
 /// session at its limit of clients refuses one more with `Reset(SESSION_FULL)`:
 /// [`RelayError::is_retryable`] says that trying again later may work.
 ///
+/// The attach and the handshake are an `rpc.connect` span (a child of the current span,
+/// or a trace of its own).
+///
 /// # Errors
 /// [`RelayError::WrongKey`], [`RelayError::Handshake`], [`RelayError::Reset`] (a bad
 /// token, a full session, a server that failed the handshake), [`RelayError::Transport`].
 pub async fn connect(ep: &RelayEndpoint, server_public: &[u8; 32]) -> Result<RelayLink, RelayError> {
-    let mut a = attach(ep, Role::Client).await?;
-    let transport = initiate(ep.noise, &ep.session, server_public, &mut a).await?;
-    Ok(start(ep, a, Arc::new(transport), Side::Client { heartbeat: ep.heartbeat }))
+    use tracing::Instrument as _;
+    let span = tracewire_telemetry::stage_span!(
+        RpcConnect,
+        server.address = ep.relay.as_str(),
+        error.type = tracing::field::Empty
+    );
+    let connected = async {
+        let mut a = attach(ep, Role::Client).await?;
+        let transport = initiate(ep.noise, &ep.session, server_public, &mut a).await?;
+        Ok(start(ep, a, Arc::new(transport), Side::Client { heartbeat: ep.heartbeat }))
+    }
+    .instrument(span.clone())
+    .await;
+    if let Err(e) = &connected {
+        span.record("error.type", relay_error_type(e));
+    }
+    connected
+}
+
+/// The `error.type` of a failed connect: the error's kind.
+fn relay_error_type(e: &RelayError) -> String {
+    let text = format!("{e:?}");
+    text.split(['(', ' ', '{']).next().unwrap_or_default().to_owned()
 }
 
 /// The server end of one client: attaches as server, waits for a client's handshake, and
@@ -637,29 +660,29 @@ async fn recv_loop<S: Inbound>(
             let carrier = carrier_of(&message);
             let (parent, _) = remote_context(&carrier);
             let t_decoded = SystemTime::now();
-            emit_stage_span(
-                Stage::RelayRecv,
-                start,
-                arrived,
-                &parent,
-                &[
-                    kv("tracewire.seq.first", usize::try_from(first_seq).unwrap_or(usize::MAX)),
-                    kv("tracewire.seq.last", usize::try_from(last_seq).unwrap_or(usize::MAX)),
-                ],
-            );
-            emit_stage_span(
-                Stage::RelayReorder,
-                arrived,
-                t_open,
-                &parent,
-                &[kv("tracewire.fragments", opened.reordered)],
-            );
             emit_stage_span(Stage::RelayDecrypt, t_open, t_opened, &parent, &[kv("tracewire.bytes", len)]);
             emit_stage_span(Stage::RelayDecode, t_decode, t_decoded, &parent, &[kv("tracewire.bytes", len)]);
             let Some(tx) = &to_rpc else { break 'recv Ended::Locally };
             if tx.send(Bytes::from(message)).await.is_err() {
                 break 'recv Ended::Locally;
             }
+            // The whole receipt: from the first record's arrival (waiting for the rest of
+            // the message's records, opening, decoding) until the RPC layer took the
+            // message, which waits while its bounded queue is full.
+            emit_stage_span(
+                Stage::RelayRecv,
+                start,
+                SystemTime::now(),
+                &parent,
+                &[
+                    kv("tracewire.seq.first", usize::try_from(first_seq).unwrap_or(usize::MAX)),
+                    kv("tracewire.seq.last", usize::try_from(last_seq).unwrap_or(usize::MAX)),
+                    kv(
+                        "tracewire.fragments",
+                        usize::try_from(last_seq.saturating_sub(first_seq).saturating_add(1)).unwrap_or(usize::MAX),
+                    ),
+                ],
+            );
         }
     };
     let clean = matches!(ended, Ended::Closed);

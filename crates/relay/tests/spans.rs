@@ -8,10 +8,9 @@ use std::time::Duration;
 use opentelemetry_sdk::trace::SpanData;
 use tracewire_exec::{ExecClient, ExecConfig, ExecServer, Start};
 use tracewire_relay::{Keypair, RelayConfig, RelayEndpoint, RelayServer};
-use tracewire_rpc::{Client, ClientConfig, ServerConfig};
+use tracewire_rpc::ServerConfig;
+use tracewire_telemetry::span_context;
 use tracewire_telemetry::testing::InMemoryTelemetry;
-use tracewire_telemetry::{span_context, stage_span};
-use tracing::Instrument;
 
 fn harness() -> &'static InMemoryTelemetry {
     tracewire_telemetry::testing::install()
@@ -35,28 +34,42 @@ fn children(spans: &[SpanData]) -> HashMap<String, Vec<String>> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_remote_exec_through_the_relay_span_tree() {
-    harness();
+/// A relay (relay.forward opted in) with an exec-server attached to session `session`,
+/// and a client connected through it with no current span.
+async fn relayed(session: &str, config: ExecConfig) -> (std::net::SocketAddr, ExecClient) {
     let (listener, addr) = RelayServer::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    tokio::spawn(RelayServer::new(RelayConfig::default()).serve(listener, std::future::pending()));
-    let mut ep = RelayEndpoint::new(addr.to_string(), "spans");
+    let relay = RelayServer::new(RelayConfig::default());
+    tokio::spawn(relay.clone().serve(listener, std::future::pending()));
+    let mut ep = RelayEndpoint::new(addr.to_string(), session);
     ep.expose_traceparent = true;
     let kp = Keypair::generate().unwrap();
     let key = kp.public;
     tokio::spawn(tracewire_relay::serve_via_relay(
         ep.clone(),
         kp,
-        Arc::new(ExecServer::new(ExecConfig::default())),
+        Arc::new(ExecServer::new(config)),
         ServerConfig::default(),
         std::future::pending(),
     ));
-    let link = tracewire_relay::connect(&ep, &key).await.unwrap();
-    let client = ExecClient::new(Client::new(link, ClientConfig::default()));
-    let root = stage_span!(Exec);
-    let trace_id = span_context(&root).unwrap().trace_id.to_string();
+    // The exec-server is attached: the client's connect succeeds at its first attempt.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while relay.sessions() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the exec-server did not attach");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (addr, ExecClient::connect_via(tracewire_relay::connect(&ep, &key)).await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_remote_exec_through_the_relay_span_tree() {
+    harness();
+    let (addr, client) = relayed("spans", ExecConfig::default()).await;
+    // No span of the caller's: tracewire-exec makes the exec's root, which holds the
+    // relay's connect.
     let start = Start { argv: vec!["echo".into(), "hi".into()], ..Start::default() };
-    let out = async { client.start(start).await.unwrap().wait_with_output().await.unwrap() }.instrument(root).await;
+    let process = client.start(start).await.unwrap();
+    let trace_id = span_context(process.span()).unwrap().trace_id.to_string();
+    let out = process.wait_with_output().await.unwrap();
     assert_eq!(out.stdout, b"hi\n");
 
     let mut tree = HashMap::new();
@@ -69,7 +82,7 @@ async fn one_remote_exec_through_the_relay_span_tree() {
     }
     let get = |n: &str| tree.get(n).cloned().unwrap_or_default();
     assert_eq!(get("<root>"), ["exec"]);
-    assert_eq!(get("exec"), ["rpc.call"]);
+    assert_eq!(get("exec"), ["rpc.call", "rpc.connect"]);
     // The request crosses the relay under the client's call: sender, relay, receiver stages.
     let hops = |n: usize| {
         let mut v = Vec::new();
@@ -80,7 +93,6 @@ async fn one_remote_exec_through_the_relay_span_tree() {
             "relay.forward",
             "relay.frame",
             "relay.recv",
-            "relay.reorder",
             "relay.send",
         ] {
             v.extend(std::iter::repeat_n(s.to_owned(), n));
@@ -98,6 +110,7 @@ async fn one_remote_exec_through_the_relay_span_tree() {
     want_process.extend(
         [
             "process.exit",
+            "process.run",
             "process.spawn",
             "process.stderr",
             "process.stdout",
@@ -110,4 +123,85 @@ async fn one_remote_exec_through_the_relay_span_tree() {
     );
     want_process.sort();
     assert_eq!(get("process"), want_process);
+
+    // The relay's connect, in the exec's trace (no span was current), and no other.
+    let connects: Vec<SpanData> = harness()
+        .spans()
+        .into_iter()
+        .filter(|s| s.name == "rpc.connect" && attr(s, "server.address").as_deref() == Some(addr.to_string().as_str()))
+        .collect();
+    assert_eq!(connects.len(), 1);
+    assert_eq!(connects[0].span_context.trace_id().to_string(), trace_id);
+
+    // `relay.recv` measures the receipt of each message: from its first record's arrival
+    // until the RPC layer took it, so it holds that message's decrypt and decode.
+    let spans = spans_of(&trace_id);
+    let recvs: Vec<&SpanData> = spans.iter().filter(|s| s.name == "relay.recv").collect();
+    assert_eq!(recvs.len(), 4, "request, response, Output, Exited");
+    for recv in recvs {
+        let same = |name: &str| {
+            spans
+                .iter()
+                .filter(|s| s.name == name && s.parent_span_id == recv.parent_span_id)
+                .filter(|s| s.span_context.trace_id() == recv.span_context.trace_id())
+                .filter(|s| s.start_time >= recv.start_time && s.end_time <= recv.end_time)
+                .count()
+        };
+        assert!(recv.end_time > recv.start_time, "relay.recv measures an interval");
+        assert!(same("relay.decrypt") >= 1 && same("relay.decode") >= 1, "decrypt and decode lie within relay.recv");
+        assert_eq!(attr(recv, "tracewire.fragments").as_deref(), Some("1"));
+    }
+}
+
+fn attr(span: &SpanData, key: &str) -> Option<String> {
+    span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.to_string())
+}
+
+/// A message of several records: `relay.recv` runs from its first record's arrival,
+/// through the wait for the others, to the RPC layer taking it; `relay.decrypt` (the last
+/// record's opening) and `relay.decode` lie at its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_recv_covers_the_wait_for_a_messages_records() {
+    harness();
+    let mut config = ExecConfig::default();
+    config.chunk_size = 256 * 1024;
+    let (_, client) = relayed("records", config).await;
+    let start =
+        Start { argv: vec!["head".into(), "-c".into(), "1000000".into(), "/dev/zero".into()], ..Start::default() };
+    let process = client.start(start).await.unwrap();
+    let trace_id = span_context(process.span()).unwrap().trace_id.to_string();
+    let out = process.wait_with_output().await.unwrap();
+    assert_eq!(out.stdout.len(), 1_000_000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (spans, many) = loop {
+        let spans = spans_of(&trace_id);
+        let many: Vec<SpanData> = spans
+            .iter()
+            .filter(|s| s.name == "relay.recv")
+            .filter(|s| attr(s, "tracewire.fragments").and_then(|f| f.parse::<u64>().ok()).is_some_and(|f| f > 1))
+            .cloned()
+            .collect();
+        if !many.is_empty() || std::time::Instant::now() > deadline {
+            break (spans, many);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!many.is_empty(), "an Output message of several records");
+    for recv in &many {
+        let within = |name: &str| {
+            spans
+                .iter()
+                .filter(|s| s.name == name && s.parent_span_id == recv.parent_span_id)
+                .filter(|s| s.start_time >= recv.start_time && s.end_time <= recv.end_time)
+                .min_by_key(|s| s.start_time)
+                .cloned()
+                .unwrap_or_else(|| panic!("no {name} within relay.recv"))
+        };
+        let decrypt = within("relay.decrypt");
+        within("relay.decode");
+        // Before the last record was opened, relay.recv was waiting for the others.
+        let waited = decrypt.start_time.duration_since(recv.start_time).unwrap_or_default();
+        assert!(waited > Duration::ZERO, "relay.recv began at the first record's arrival");
+        assert!(recv.end_time.duration_since(recv.start_time).unwrap_or_default() > waited);
+    }
 }

@@ -64,10 +64,8 @@ stages! {
     RelaySend = "relay.send", Producer;
     /// The relay forwarding one message (opt-in, timing metadata only).
     RelayForward = "relay.forward", Internal;
-    /// Receiving one message's frames.
+    /// Receiving one message: from its first record's arrival until the RPC layer takes it.
     RelayRecv = "relay.recv", Consumer;
-    /// Waiting in the reorder window.
-    RelayReorder = "relay.reorder", Internal;
     /// Noise decryption of one message's records.
     RelayDecrypt = "relay.decrypt", Internal;
     /// Decoding one reassembled message.
@@ -76,11 +74,13 @@ stages! {
     Process = "process", Internal;
     /// Spawning a child process.
     ProcessSpawn = "process.spawn", Internal;
+    /// A child's running time, from the end of its spawn to its exit.
+    ProcessRun = "process.run", Internal;
     /// A child's stdout: time to first byte and bytes read.
     ProcessStdout = "process.stdout", Internal;
     /// A child's stderr: time to first byte and bytes read.
     ProcessStderr = "process.stderr", Internal;
-    /// Waiting for and reaping the child's exit.
+    /// After the child's exit: waiting for its output readers to drain, and queueing Exited.
     ProcessExit = "process.exit", Internal;
     /// Residence of a terminal event in a delivery queue.
     TerminalQueue = "terminal.queue", Internal;
@@ -194,11 +194,11 @@ macro_rules! __stage_span {
     (@ RelaySend $($f:tt)*) => { $crate::__stage_span!(# "relay.send" $($f)*) };
     (@ RelayForward $($f:tt)*) => { $crate::__stage_span!(# "relay.forward" $($f)*) };
     (@ RelayRecv $($f:tt)*) => { $crate::__stage_span!(# "relay.recv" $($f)*) };
-    (@ RelayReorder $($f:tt)*) => { $crate::__stage_span!(# "relay.reorder" $($f)*) };
     (@ RelayDecrypt $($f:tt)*) => { $crate::__stage_span!(# "relay.decrypt" $($f)*) };
     (@ RelayDecode $($f:tt)*) => { $crate::__stage_span!(# "relay.decode" $($f)*) };
     (@ Process $($f:tt)*) => { $crate::__stage_span!(# "process" $($f)*) };
     (@ ProcessSpawn $($f:tt)*) => { $crate::__stage_span!(# "process.spawn" $($f)*) };
+    (@ ProcessRun $($f:tt)*) => { $crate::__stage_span!(# "process.run" $($f)*) };
     (@ ProcessStdout $($f:tt)*) => { $crate::__stage_span!(# "process.stdout" $($f)*) };
     (@ ProcessStderr $($f:tt)*) => { $crate::__stage_span!(# "process.stderr" $($f)*) };
     (@ ProcessExit $($f:tt)*) => { $crate::__stage_span!(# "process.exit" $($f)*) };
