@@ -4,6 +4,8 @@
 #   - ./.venv: a Python venv with the pinned packages of scripts/requirements-test.txt
 #     (the rotel-agent OTLP collector and the OpenTelemetry Python SDK).
 #   - Debian's chromium (headless browser tests of the HTML report and admin page), with apt.
+#   - Debian's faketime (libfaketime: an exec-server whose clock is off, for the clock-skew
+#     test, crates/cli/tests/clock_skew.rs), with apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,4 +40,16 @@ else
     "${as_root[@]}" apt-get update -qq
     "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
     [ -x /usr/bin/chromium ] || { echo "setup: chromium did not install" >&2; exit 1; }
+fi
+
+faketime_lib() { dpkg -L libfaketime 2>/dev/null | grep -m 1 'libfaketimeMT\.so' || true; }
+if [ -n "$(faketime_lib)" ]; then
+    echo "setup: libfaketime is installed ($(faketime_lib))"
+else
+    echo "setup: installing Debian's faketime (libfaketime)"
+    as_root=()
+    [ "$(id -u)" = 0 ] || as_root=(sudo -n)
+    "${as_root[@]}" apt-get update -qq
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null
+    [ -n "$(faketime_lib)" ] || { echo "setup: libfaketime did not install" >&2; exit 1; }
 fi

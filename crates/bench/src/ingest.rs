@@ -11,16 +11,16 @@
 //! senders share the 2 cores with it, as a co-located collector would.
 //!
 //! And `collector_ingest.sqlite` (section `collect_db`, [`run_db`]): spans per second
-//! stored by the receiver with a database (`tracewire collect --db`); no peer.
+//! stored by the receiver with a database, with the settings of `tracewire collect --db`
+//! (`receiver::db_config`); no peer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::fixtures::{
-    INGEST_BATCH as BATCH, RotelBlackhole, export_request, otlp_client, runtime, start_receiver, start_receiver_with_db,
-};
+use crate::fixtures::{INGEST_BATCH as BATCH, RotelBlackhole, export_request, otlp_client, runtime, start_receiver};
 use crate::{Row, Scale};
 use anyhow::{Result, ensure};
+use tracewire_collector::receiver::{self, SpanStore};
 
 const SENDERS: u64 = 4;
 
@@ -141,8 +141,27 @@ fn memory() -> Option<(u64, u64)> {
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 
+/// The receiver with a database at `path` on `rt` (its own workers), as `tracewire collect
+/// --db` opens it ([`receiver::db_config`]: `synchronous=NORMAL`); its endpoint and store.
+fn start_collect_db(
+    rt: &tokio::runtime::Runtime,
+    capacity: usize,
+    path: &std::path::Path,
+) -> Result<(String, Arc<SpanStore>)> {
+    let store = rt.block_on(async {
+        let db = tracewire_store::Store::open_with(path, receiver::db_config())?;
+        anyhow::Ok(Arc::new(SpanStore::new(capacity).with_db(db)))
+    })?;
+    let endpoint = rt.block_on(async {
+        let (listener, addr) = receiver::bind("127.0.0.1:0".parse()?).await?;
+        tokio::spawn(receiver::serve_grpc(listener, Arc::clone(&store), std::future::pending()));
+        anyhow::Ok(format!("http://{addr}"))
+    })?;
+    Ok((endpoint, store))
+}
+
 /// `collect_db`: spans per second stored by the receiver with a database (`tracewire collect
-/// --db`): distinct ids in every request (the store keys spans by trace and span id), load
+/// --db`, its settings): distinct ids in every request (the store keys spans by trace and span id), load
 /// and the store's flush timed, the database's row count checked against the spans sent;
 /// the peak memory the receiver and its writer add (the process's peak, reset before the
 /// load, above its resident memory then: the requests are built before). No peer.
@@ -152,12 +171,13 @@ pub(crate) fn run_db(scale: Scale) -> Result<Vec<Row>> {
     let db_sent = SENDERS * db_per_sender * BATCH as u64;
     let dir = tracewire_testkit::TempDir::new("tw-bench-ingest-db")?;
     let server_rt = runtime()?;
-    let (ours, store) = start_receiver_with_db(&server_rt, 1 << 16, &dir.path().join("spans.db"))?;
+    let (ours, store) = start_collect_db(&server_rt, 1 << 16, &dir.path().join("spans.db"))?;
     // Warm-up (connections, the first pages), then the timed load.
     load(&client_rt, &ours, 2, |s, k| 1_000_000 + s * 10_000 + k, || ())?;
     // Peak memory from the start of the load (the requests are built; Linux: "5" resets
     // `VmHWM`).
     let mut before = None;
+    let mut cpu0 = Duration::ZERO;
     let ingest = load(
         &client_rt,
         &ours,
@@ -166,6 +186,7 @@ pub(crate) fn run_db(scale: Scale) -> Result<Vec<Row>> {
         || {
             let _ = std::fs::write("/proc/self/clear_refs", "5");
             before = memory();
+            cpu0 = crate::cpu::process_time();
         },
     )?;
     let db = Arc::clone(&store);
@@ -176,10 +197,15 @@ pub(crate) fn run_db(scale: Scale) -> Result<Vec<Row>> {
         let flush = t0.elapsed();
         anyhow::Ok((flush, db.span_count().await?))
     })?;
+    let cpu = crate::cpu::process_time().saturating_sub(cpu0);
     let after = memory();
     let warm = SENDERS * 2 * BATCH as u64;
     ensure!(stored == db_sent + warm, "sent {}, stored {stored} (refused {})", db_sent + warm, store.refused());
     let sqlite = per_s(db_sent, ingest + flush);
+    // CPU of the whole process (senders included) per span stored: what the figure would be
+    // bounded by on 2 idle cores, whatever else runs on the machine.
+    #[allow(clippy::cast_precision_loss)]
+    let cpu_per_span = cpu.as_secs_f64() * 1e6 / db_sent as f64;
     #[allow(clippy::cast_precision_loss)]
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
     let rss = match (before, after) {
@@ -200,7 +226,7 @@ pub(crate) fn run_db(scale: Scale) -> Result<Vec<Row>> {
         "spans/s",
         0.0,
         &format!(
-            "spans stored per second by the receiver with a database (tracewire collect --db), OTLP/gRPC, {SENDERS} senders x {db_per_sender} distinct {BATCH}-span requests, load + flush timed; stored == sent ({db_sent}, and the warm-up's {warm}) checked by the row count; {rss}; no peer"
+            "spans stored per second by the receiver with a database as tracewire collect --db opens it (synchronous=NORMAL: synced at checkpoints, not at each commit), OTLP/gRPC, {SENDERS} senders x {db_per_sender} distinct {BATCH}-span requests, load + flush timed ({cpu_per_span:.1} us of CPU per span, senders included); stored == sent ({db_sent}, and the warm-up's {warm}) checked by the row count; {rss}; no peer"
         ),
     );
     row.ratio = 0.0;

@@ -22,6 +22,7 @@
 pub mod alloc;
 mod cpu;
 mod delivery;
+mod demo;
 mod exec;
 pub mod fixtures;
 mod ingest;
@@ -98,7 +99,7 @@ impl Scale {
 pub type Section = (&'static str, fn(Scale) -> Result<Vec<Row>>);
 
 /// Every section of `compare`, in the order they run.
-pub fn sections() -> [Section; 10] {
+pub fn sections() -> [Section; 11] {
     [
         ("propagation", propagation::run),
         ("stage_span", spans::run),
@@ -110,6 +111,7 @@ pub fn sections() -> [Section; 10] {
         ("collector_ingest", ingest::run),
         ("collect_db", ingest::run_db),
         ("report", report::run),
+        ("demo", demo::run),
     ]
 }
 

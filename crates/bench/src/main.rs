@@ -40,7 +40,8 @@ enum Command {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
         /// Only the sections whose name contains this (`propagation`, `stage_span`, `delivery`,
-        /// `emit_collector_down`, `remote_exec`, `relay_throughput`, `store`, `collector_ingest`, `collect_db`).
+        /// `emit_collector_down`, `remote_exec`, `relay_throughput`, `store`, `collector_ingest`, `collect_db`,
+        /// `report`, `demo`).
         #[arg(long)]
         only: Option<String>,
     },

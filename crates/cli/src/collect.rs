@@ -53,8 +53,8 @@ const RECEIVER_GRACE: Duration = Duration::from_secs(5);
 pub(crate) async fn run(o: Options, stop: Stop) -> Result<i32> {
     let mut store = SpanStore::new(o.memory);
     if let Some(path) = &o.db {
-        store =
-            store.with_db(tracewire_store::Store::open(path).with_context(|| format!("opening {}", path.display()))?);
+        let db = tracewire_store::Store::open_with(path, tracewire_collector::receiver::db_config());
+        store = store.with_db(db.with_context(|| format!("opening {}", path.display()))?);
     }
     let store = Arc::new(store);
     let (gl, grpc) = bind(o.grpc).await?;

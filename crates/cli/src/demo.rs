@@ -9,10 +9,9 @@ use anyhow::{Context, Result};
 use tracewire_collector::receiver::{SpanStore, bind, serve_grpc};
 use tracewire_collector::{Analyzer, Slo};
 use tracewire_exec::{ExecClient, ExecConfig, ExecServer, Start};
+use tracewire_rpc::ServerConfig;
 use tracewire_rpc::grpc::{Address, BoundServer};
-use tracewire_rpc::{Client, ClientConfig, ServerConfig};
-use tracewire_telemetry::{Config, init, stage_span};
-use tracing::Instrument;
+use tracewire_telemetry::{Config, init};
 
 /// The commands the demo runs, in turn: short ones and one with a lot of output.
 const COMMANDS: &[&[&str]] = &[
@@ -31,22 +30,21 @@ pub(crate) fn default_slos() -> Result<Vec<Slo>> {
         .collect::<Result<Vec<_>, _>>()?)
 }
 
-/// The embedded collector's database: a temporary directory, removed when dropped.
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new() -> Result<Self> {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!("tracewire-demo-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Self(dir))
+/// The embedded collector's database, `out/traces.db` (what `tracewire diff` and
+/// `tracewire report --db` read): created fresh, so it holds this run's spans only.
+fn fresh_db(out: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let db = out.join("traces.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", db.display()));
+        match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", file.display()));
+            }
+            _ => {}
+        }
     }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    Ok(db)
 }
 
 /// This process's peak resident set size in bytes (`getrusage(RUSAGE_SELF)`'s `ru_maxrss`,
@@ -61,10 +59,9 @@ fn peak_rss() -> Option<u64> {
 const IN_MEMORY_SPANS: usize = 1;
 
 pub(crate) async fn run(execs: usize, via_relay: bool, out: &Path, slos: &[Slo]) -> Result<i32> {
-    // 1. The embedded collector, storing into a temporary SQLite database (memory stays
+    // 1. The embedded collector, storing every span into out/traces.db (memory stays
     //    bounded whatever the number of execs), and telemetry exporting to it.
-    let tmp = TempDb::new()?;
-    let db = tracewire_store::Store::open(tmp.0.join("spans.db")).context("opening the demo's span database")?;
+    let db = tracewire_store::Store::open(fresh_db(out)?).context("opening the demo's span database")?;
     let store = Arc::new(SpanStore::new(IN_MEMORY_SPANS).with_db(db.clone()));
     let (listener, collector) = bind("127.0.0.1:0".parse()?).await?;
     tokio::spawn(serve_grpc(listener, Arc::clone(&store), std::future::pending()));
@@ -83,10 +80,8 @@ pub(crate) async fn run(execs: usize, via_relay: bool, out: &Path, slos: &[Slo])
     let server = Arc::new(ExecServer::new(ExecConfig::default()));
     let client = if via_relay {
         let (listener, relay) = tracewire_relay::RelayServer::bind("127.0.0.1:0".parse()?).await?;
-        tokio::spawn(
-            tracewire_relay::RelayServer::new(tracewire_relay::RelayConfig::default())
-                .serve(listener, std::future::pending()),
-        );
+        let relay_server = tracewire_relay::RelayServer::new(tracewire_relay::RelayConfig::default());
+        tokio::spawn(relay_server.clone().serve(listener, std::future::pending()));
         let mut ep = tracewire_relay::RelayEndpoint::new(relay.to_string(), "demo");
         ep.expose_traceparent = true;
         let keypair = tracewire_relay::Keypair::generate()?;
@@ -98,19 +93,14 @@ pub(crate) async fn run(execs: usize, via_relay: bool, out: &Path, slos: &[Slo])
             ServerConfig::default(),
             std::future::pending(),
         ));
-        let mut attempt = 0;
-        let link = loop {
-            match tracewire_relay::connect(&ep, &public).await {
-                Ok(l) => break l,
-                Err(e) if attempt < 50 => {
-                    attempt += 1;
-                    tracing::debug!("relay not ready: {e}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => return Err(e).context("connecting through the relay"),
-            }
-        };
-        ExecClient::new(Client::new(link, ClientConfig::default()))
+        // Connect once the exec-server is attached: the connect (in the first exec's trace)
+        // is then one attempt, not retries against a session nobody serves yet.
+        let attached = Instant::now() + Duration::from_secs(10);
+        while relay_server.sessions() == 0 && Instant::now() < attached {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // tracewire-exec puts the relay's `rpc.connect` in the first exec's trace.
+        ExecClient::connect_via(tracewire_relay::connect(&ep, &public)).await.context("connecting through the relay")?
     } else {
         let bound = BoundServer::bind(&"127.0.0.1:0".parse::<Address>()?).await?;
         let address = bound.local_address().to_string();
@@ -123,9 +113,10 @@ pub(crate) async fn run(execs: usize, via_relay: bool, out: &Path, slos: &[Slo])
     let mut stderr = std::io::stderr();
     for i in 0..execs {
         let argv: Vec<String> = COMMANDS[i % COMMANDS.len()].iter().map(|s| (*s).to_owned()).collect();
-        let root = stage_span!(Exec, process.command_args = argv.join(" ").as_str());
+        // tracewire-exec gives each exec its `exec` root span (the first one's holds the
+        // connect).
         let start = Start { argv, ..Start::default() };
-        async { client.start(start).await?.wait_with_output().await }.instrument(root).await?;
+        client.start(start).await?.wait_with_output().await?;
         let _ =
             write!(stderr, "\rremote execs: {}/{execs} ({})", i + 1, if via_relay { "via relay" } else { "direct" });
         let _ = stderr.flush();
@@ -183,6 +174,6 @@ pub(crate) async fn run(execs: usize, via_relay: bool, out: &Path, slos: &[Slo])
         stats.dropped()
     );
     crate::report::print_table(&summary);
-    println!("wrote {0}/summary.json, {0}/report.html, {0}/traces.jaeger.json", out.display());
+    println!("wrote {0}/summary.json, {0}/report.html, {0}/traces.jaeger.json, {0}/traces.db", out.display());
     Ok(crate::report::exit_code(&summary))
 }

@@ -2,12 +2,14 @@
 //! OTLP JSON files and Jaeger JSON files, any number of each, combined.
 
 use std::collections::HashSet;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tracewire_collector::input::{InputError, read_jaeger_json, read_otlp_json};
-use tracewire_collector::{Analyzer, SpanRecord, into_traces};
-use tracewire_store::{SpanFilter, Store};
+use tracewire_collector::input::{InputError, stream_jaeger_json, stream_otlp_json};
+use tracewire_collector::{ANALYZED_ATTRIBUTES, Analyzer, SpanRecord, into_traces};
+use tracewire_store::{FullPolicy, SpanDetail, SpanFilter, Store, StoreConfig};
 
 /// The sources of `tracewire report` and what it exports of them.
 #[derive(clap::Args, Debug)]
@@ -74,100 +76,295 @@ impl Progress {
 pub(crate) enum Source {
     /// The one database, streamed.
     Db(Store),
-    /// The spans of every input, in memory.
+    /// The temporary database the inputs were gathered in (removed when the `TempDb` is
+    /// dropped).
+    Spilled(Store, #[allow(dead_code)] TempDb),
+    /// The spans of every input, in memory (at most [`IN_MEMORY_SPANS`]).
     Spans(Vec<SpanRecord>),
+    /// The one Jaeger JSON file, read again.
+    Jaeger(PathBuf),
 }
 
 impl Source {
     /// The spans of trace `id`.
     pub(crate) async fn trace(&self, id: &str) -> Result<Vec<SpanRecord>> {
         match self {
-            Self::Db(store) => {
+            Self::Db(store) | Self::Spilled(store, _) => {
                 Ok(store.spans_matching(SpanFilter { traces: vec![id.to_owned()], ..Default::default() }).await?)
             }
             Self::Spans(spans) => Ok(spans.iter().filter(|s| s.trace_id == id).cloned().collect()),
+            Self::Jaeger(path) => {
+                let (path, id) = (path.clone(), id.to_owned());
+                let spans = tokio::task::spawn_blocking(move || {
+                    let mut out = Vec::new();
+                    stream_jaeger_json(&path, |spans| {
+                        out.extend(spans.into_iter().filter(|s| s.trace_id == id));
+                        ControlFlow::Continue(())
+                    })
+                    .map(|_| out)
+                })
+                .await??;
+                Ok(spans)
+            }
         }
     }
 }
 
+/// Spans gathered in memory, at most; beyond, they go to a temporary database.
+pub(crate) const IN_MEMORY_SPANS: usize = 20_000;
+
 impl Inputs {
-    /// Feeds every trace of every source to `analyzer`. One database is streamed trace by
-    /// trace (memory holds one trace); several inputs, or files, are read whole and their
-    /// spans combined (a span (trace id, span id) found in more than one place is kept
-    /// once: the first, in the order databases, OTLP JSON, Jaeger JSON) so that a trace
-    /// split across inputs is analyzed as one.
-    pub(crate) async fn analyze(&self, analyzer: Analyzer) -> Result<(Analyzer, Source)> {
+    /// Feeds every trace of every source to `analyzer`, with bounded memory whatever the
+    /// size of the inputs:
+    /// - one database is streamed trace by trace (memory holds one trace);
+    /// - one Jaeger JSON file is read trace by trace, each trace object analyzed as it is
+    ///   read; when a trace turns up in a second trace object, the analysis starts again
+    ///   from `make()` with the file read as below, its spans gathered by trace;
+    /// - otherwise (OTLP JSON, where a trace's spans are spread over the file; several
+    ///   inputs) spans are read piece by piece ([`stream_otlp_json`]) and gathered: in
+    ///   memory up to [`IN_MEMORY_SPANS`], beyond that in a temporary SQLite database,
+    ///   which is then streamed trace by trace like `--db`. A span (trace id, span id)
+    ///   found in more than one place is kept once: the first, in the order databases,
+    ///   OTLP JSON, Jaeger JSON; a trace split across inputs is analyzed as one. Traces are
+    ///   analyzed in trace id order, each one's spans by start, as from a database.
+    /// `make` gives the analyzer (called a second time only in the Jaeger case above).
+    pub(crate) async fn analyze(&self, make: impl Fn() -> Analyzer) -> Result<(Analyzer, Source)> {
         let s = &self.sources;
         let mut progress = Progress::new(self.quiet);
-        if let ([db], [], []) = (s.db.as_slice(), s.otlp_json.as_slice(), s.jaeger_json.as_slice()) {
-            let store = open_db(db)?;
-            let shared = std::sync::Arc::new(std::sync::Mutex::new(Some((analyzer, progress))));
-            let feed = std::sync::Arc::clone(&shared);
-            store
-                .for_each_trace(SpanFilter::default(), move |trace| {
-                    if let Ok(mut guard) = feed.lock()
-                        && let Some((analyzer, progress)) = guard.as_mut()
-                    {
+        let analyzer = make();
+        match (s.db.as_slice(), s.otlp_json.as_slice(), s.jaeger_json.as_slice()) {
+            ([db], [], []) => {
+                let store = open_db(db)?;
+                let analyzer = stream_store(&store, analyzer, progress)
+                    .await
+                    .with_context(|| format!("reading spans from {}", db.display()))?;
+                if analyzer.spans() == 0 {
+                    bail!("the inputs hold no spans ({} holds no spans yet)", db.display());
+                }
+                if !self.quiet {
+                    eprintln!("read {} spans from {}", analyzer.spans(), db.display());
+                }
+                Ok((analyzer, Source::Db(store)))
+            }
+            ([], [], [file]) => {
+                let mut analyzer = analyzer;
+                let (mut rx, reader) = spawn_reader(file.clone(), true);
+                let mut seen = HashSet::new();
+                let mut twice = 0;
+                while let Some(spans) = rx.recv().await {
+                    for mut trace in into_traces(spans) {
+                        let id = trace[0].trace_id.clone();
+                        if !seen.insert(id.clone()) {
+                            // Stop the reader (its sends fail), then read the file again grouped.
+                            drop(rx);
+                            reader.await?.map_err(|e| explain(e, "--otlp-json"))?;
+                            if !self.quiet {
+                                eprintln!(
+                                    "{}: trace {id} is in more than one trace object; reading the file again, its \
+                                     spans gathered by trace",
+                                    file.display()
+                                );
+                            }
+                            return self.grouped(make(), Progress::new(self.quiet)).await;
+                        }
+                        let before = trace.len();
+                        let mut ids = HashSet::new();
+                        trace.retain(|s| ids.insert(s.span_id.clone()));
+                        twice += before - trace.len();
+                        trace.sort_by(|a, b| (a.start_ns, &a.span_id).cmp(&(b.start_ns, &b.span_id)));
                         analyzer.add_trace(trace);
-                        progress.update(analyzer);
+                        progress.update(&analyzer);
                     }
-                })
-                .await
-                .with_context(|| format!("reading spans from {}", db.display()))?;
-            let taken = shared.lock().ok().and_then(|mut g| g.take());
-            let Some((analyzer, _)) = taken else { bail!("the analysis of {} stopped", db.display()) };
-            if analyzer.spans() == 0 {
-                bail!("the inputs hold no spans ({} holds no spans yet)", db.display());
+                }
+                reader.await?.map_err(|e| explain(e, "--otlp-json"))?;
+                if twice > 0 {
+                    eprintln!("{twice} spans found more than once in a trace were kept once");
+                }
+                if analyzer.spans() == 0 {
+                    bail!("the inputs hold no spans");
+                }
+                if !self.quiet {
+                    eprintln!("read {} spans from {}", analyzer.spans(), file.display());
+                }
+                Ok((analyzer, Source::Jaeger(file.clone())))
             }
-            if !self.quiet {
-                eprintln!("read {} spans from {}", analyzer.spans(), db.display());
-            }
-            return Ok((analyzer, Source::Db(store)));
+            _ => self.grouped(analyzer, progress).await,
         }
-        let spans = self.load().await?;
-        let mut analyzer = analyzer;
-        for trace in into_traces(spans.clone()) {
+    }
+
+    /// Reads every input piece by piece and gathers the spans by trace (in memory, then in
+    /// a temporary database), then analyzes the traces in trace id order.
+    async fn grouped(&self, analyzer: Analyzer, progress: Progress) -> Result<(Analyzer, Source)> {
+        let s = &self.sources;
+        let mut grouper = Grouper::default();
+        for db in &s.db {
+            let store = open_db(db)?;
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let before = grouper.added;
+            // A failed send (the gathering stopped on an error) drops the trace.
+            let read = store.for_each_trace(SpanFilter::default(), move |trace| {
+                let _ = tx.blocking_send(trace);
+            });
+            let gather = async {
+                // Owned here, so that it is dropped (and the reader not blocked) on an error.
+                let mut rx = rx;
+                while let Some(trace) = rx.recv().await {
+                    grouper.add(trace).await?;
+                }
+                anyhow::Ok(())
+            };
+            let (read, gathered) = tokio::join!(read, gather);
+            read.with_context(|| format!("reading spans from {}", db.display()))?;
+            gathered?;
+            if !self.quiet {
+                eprintln!("read {} spans from {}", grouper.added - before, db.display());
+            }
+        }
+        for (files, jaeger, other) in [(&s.otlp_json, false, "--jaeger-json"), (&s.jaeger_json, true, "--otlp-json")] {
+            for file in files {
+                let (mut rx, reader) = spawn_reader(file.clone(), jaeger);
+                while let Some(spans) = rx.recv().await {
+                    grouper.add(spans).await?;
+                }
+                let n = reader.await?.map_err(|e| explain(e, other))?;
+                if !self.quiet {
+                    eprintln!("read {n} spans from {}", file.display());
+                }
+            }
+        }
+        grouper.analyze(analyzer, progress).await
+    }
+}
+
+/// Reads an OTLP JSON (or Jaeger JSON) file on a blocking thread, handing its spans on
+/// through a short channel (the reader waits while it is full).
+fn spawn_reader(
+    file: PathBuf,
+    jaeger: bool,
+) -> (tokio::sync::mpsc::Receiver<Vec<SpanRecord>>, tokio::task::JoinHandle<Result<usize, InputError>>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let reader = tokio::task::spawn_blocking(move || {
+        let each = |spans| match tx.blocking_send(spans) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        };
+        if jaeger { stream_jaeger_json(&file, each) } else { stream_otlp_json(&file, each) }
+    });
+    (rx, reader)
+}
+
+/// Feeds the traces of `store` to `analyzer`, one at a time, as the analysis reads them
+/// ([`SpanDetail::Columns`]: no OTLP form, only the attributes it reads). The store's
+/// reading thread decodes while this analysis thread analyzes (a short queue between
+/// them); the analyzer keeps the ids of the traces it chooses for the exports, which are
+/// read back whole at the end ([`crate::report`]).
+async fn stream_store(store: &Store, analyzer: Analyzer, mut progress: Progress) -> Result<Analyzer> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<SpanRecord>>(64);
+    let (done, analyzed) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("tracewire-analyze".into()).spawn(move || {
+        let mut analyzer = analyzer.ids_only();
+        for trace in rx {
             analyzer.add_trace(trace);
             progress.update(&analyzer);
         }
-        Ok((analyzer, Source::Spans(spans)))
+        let _ = done.send(analyzer);
+    })?;
+    let detail = SpanDetail::Columns(ANALYZED_ATTRIBUTES.iter().map(|&a| a.to_owned()).collect());
+    store
+        .for_each_trace_with(SpanFilter::default(), detail, move |trace| {
+            // The analysis thread only stops when this side does.
+            let _ = tx.send(trace);
+        })
+        .await?;
+    analyzed.await.context("the analysis stopped")
+}
+
+/// Spans of several inputs gathered to be grouped by trace: in memory up to
+/// [`IN_MEMORY_SPANS`], then in a temporary database.
+#[derive(Default)]
+struct Grouper {
+    spans: Vec<SpanRecord>,
+    spill: Option<(Store, TempDb)>,
+    /// Spans added.
+    added: usize,
+}
+
+impl Grouper {
+    async fn add(&mut self, batch: Vec<SpanRecord>) -> Result<()> {
+        self.added += batch.len();
+        if let Some((store, _)) = &self.spill {
+            store.append_spans(batch).await?;
+            return Ok(());
+        }
+        self.spans.extend(batch);
+        if self.spans.len() > IN_MEMORY_SPANS {
+            let tmp = TempDb::new()?;
+            let mut config = StoreConfig::default();
+            // Wait for the disk rather than fail; a small queue keeps memory low.
+            config.full = FullPolicy::Wait(Duration::from_secs(3600));
+            config.max_queued_spans = 16_384;
+            let store =
+                Store::open_with(tmp.db(), config).with_context(|| format!("opening {}", tmp.db().display()))?;
+            let mut spans = std::mem::take(&mut self.spans).into_iter();
+            loop {
+                let chunk: Vec<SpanRecord> = spans.by_ref().take(4096).collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                store.append_spans(chunk).await?;
+            }
+            self.spill = Some((store, tmp));
+        }
+        Ok(())
     }
 
-    /// Every span of every source, in the order given (databases, OTLP JSON, Jaeger JSON).
-    /// A span (trace id, span id) found in more than one place is kept once: the first.
-    pub(crate) async fn load(&self) -> Result<Vec<SpanRecord>> {
-        let mut spans = Vec::new();
-        for db in &self.sources.db {
-            let read = from_db(db).await?;
-            if !self.quiet {
-                eprintln!("read {} spans from {}", read.len(), db.display());
+    /// Feeds the gathered traces to `analyzer`, in trace id order, each trace's spans by
+    /// start (then span id), a span seen twice kept once (the first).
+    async fn analyze(self, mut analyzer: Analyzer, mut progress: Progress) -> Result<(Analyzer, Source)> {
+        let (kept, source) = if let Some((store, tmp)) = self.spill {
+            let analyzer_out = stream_store(&store, analyzer, progress).await.context("reading the gathered spans")?;
+            analyzer = analyzer_out;
+            (analyzer.spans(), Source::Spilled(store, tmp))
+        } else {
+            let mut spans = self.spans;
+            let mut seen = HashSet::new();
+            spans.retain(|s| seen.insert((s.trace_id.clone(), s.span_id.clone())));
+            spans.sort_by(|a, b| (&a.trace_id, a.start_ns, &a.span_id).cmp(&(&b.trace_id, b.start_ns, &b.span_id)));
+            for trace in spans.chunk_by(|a, b| a.trace_id == b.trace_id) {
+                analyzer.add_trace(trace.to_vec());
+                progress.update(&analyzer);
             }
-            spans.extend(read);
+            (spans.len(), Source::Spans(spans))
+        };
+        if kept < self.added {
+            eprintln!("{} spans found in more than one input were kept once", self.added - kept);
         }
-        type Reader = fn(PathBuf) -> Result<Vec<SpanRecord>, InputError>;
-        for (files, read, other) in [
-            (&self.sources.otlp_json, (|p| read_otlp_json(p)) as Reader, "--jaeger-json"),
-            (&self.sources.jaeger_json, (|p| read_jaeger_json(p)) as Reader, "--otlp-json"),
-        ] {
-            for file in files {
-                let path = file.clone();
-                let read = tokio::task::spawn_blocking(move || read(path)).await?.map_err(|e| explain(e, other))?;
-                if !self.quiet {
-                    eprintln!("read {} spans from {}", read.len(), file.display());
-                }
-                spans.extend(read);
-            }
-        }
-        let before = spans.len();
-        let mut seen = HashSet::new();
-        spans.retain(|s| seen.insert((s.trace_id.clone(), s.span_id.clone())));
-        if spans.len() < before {
-            eprintln!("{} spans found in more than one input were kept once", before - spans.len());
-        }
-        if spans.is_empty() {
+        if kept == 0 {
             bail!("the inputs hold no spans");
         }
-        Ok(spans)
+        Ok((analyzer, source))
+    }
+}
+
+/// A temporary directory for the gathered spans' database, removed when dropped.
+pub(crate) struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new() -> Result<Self> {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("tracewire-report-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+
+    fn db(&self) -> PathBuf {
+        self.0.join("spans.db")
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -187,15 +384,4 @@ fn open_db(db: &Path) -> Result<Store> {
         bail!("{}: no such database (write one with `tracewire collect --db {}`)", db.display(), db.display());
     }
     Store::open(db).with_context(|| format!("opening {}", db.display()))
-}
-
-/// The spans a `tracewire collect --db` stored.
-async fn from_db(db: &Path) -> Result<Vec<SpanRecord>> {
-    let store = open_db(db)?;
-    eprintln!("reading spans from {} ...", db.display());
-    let spans = store.spans().await.with_context(|| format!("reading spans from {}", db.display()))?;
-    if spans.is_empty() {
-        eprintln!("{} holds no spans yet", db.display());
-    }
-    Ok(spans)
 }

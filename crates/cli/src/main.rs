@@ -15,6 +15,7 @@
 //! tracewire report --db traces.db [--slo ...] [--slo-file slo.toml] [--out DIR]
 //! tracewire report --otlp-json traces.jsonl --jaeger-json trace.json [--otlp-json ...] [--out DIR]
 //! tracewire export --db traces.db (--otlp-json OUT | --otlp-endpoint URL [--protocol http|grpc]) [--trace ID] [--since T] [--until T]
+//! tracewire diff BASE NEW [--json OUT] [--out DIR] [--fail-on 'e2e.p90>+10%']... [--confidence 0.95] [--seed N]
 //! ```
 //!
 //! Both export spans with tracewire-telemetry, configured by the `OTEL_*` variables.
@@ -31,11 +32,12 @@ use tokio::io::AsyncReadExt;
 use tracewire_exec::{Event, ExecClient, ExecConfig, ExecServer, OutputStream, Start};
 use tracewire_rpc::ServerConfig;
 use tracewire_rpc::grpc::{Address, BoundServer};
-use tracewire_telemetry::{Config, current_trace_id, init, stage_span};
+use tracewire_telemetry::{Config, init};
 use tracing::Instrument;
 
 mod collect;
 mod demo;
+mod diff;
 mod export;
 mod inputs;
 mod report;
@@ -160,6 +162,12 @@ enum Command {
     /// end, 1 on an error (e.g. the backend unreachable for --retry-for-ms), 2 for a
     /// malformed argument.
     Export(export::ExportArgs),
+    /// Compare two runs (BASE and NEW: databases, OTLP JSON or Jaeger JSON files, or
+    /// directories written by `demo`) stage by stage: p50/p90/p99 on each side, the change
+    /// with its bootstrap interval, a Mann-Whitney test corrected for the stages compared
+    /// (Holm), and a verdict per stage (slower, faster, unchanged); `docs/diff.md`. Exit
+    /// status 3 when a --fail-on gate is violated, 2 for a malformed argument.
+    Diff(diff::DiffArgs),
     /// Write a new static key pair: the private key to PATH (mode 0600), the public key to
     /// PATH.pub.
     Keygen {
@@ -369,6 +377,7 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Report { inputs, out, slo } => return report::from_inputs(&inputs, &slo.load()?, &out).await,
         Command::Export(args) => return export::run(args, shutdown::listen()?).await,
+        Command::Diff(args) => return diff::run(args).await,
         _ => {}
     }
     let telemetry = init(Config::from_env()?)?;
@@ -434,7 +443,11 @@ async fn run(cli: Cli) -> Result<i32> {
             }
         }
         Command::Keygen { out } => keygen(&out).map(|()| 0),
-        Command::Demo { .. } | Command::Collect { .. } | Command::Report { .. } | Command::Export(_) => Ok(0),
+        Command::Demo { .. }
+        | Command::Collect { .. }
+        | Command::Report { .. }
+        | Command::Export(_)
+        | Command::Diff(_) => Ok(0),
         Command::Relay { listen, token, idle_timeout_ms, max_clients } => {
             relay(&listen, token, std::time::Duration::from_millis(idle_timeout_ms), max_clients).await.map(|()| 0)
         }
@@ -524,16 +537,31 @@ impl std::fmt::Display for Target {
 }
 
 impl Target {
-    async fn connect(&self) -> Result<ExecClient> {
-        match self {
-            Self::Direct(server) => {
-                Ok(ExecClient::connect(server).await.with_context(|| format!("connecting to {server}"))?)
+    /// Connects. tracewire-exec makes the spans: the connection's `rpc.connect` (one per
+    /// attempt through a relay), inside the `exec` root the exec then adopts, which
+    /// continues the trace in `parent` when one is given. `before` runs first, inside that
+    /// root.
+    async fn connect(
+        &self,
+        parent: Option<&tracewire_context::EnvCarrier>,
+        before: impl FnOnce(),
+    ) -> Result<ExecClient> {
+        let connecting = async {
+            before();
+            match self {
+                Self::Direct(server) => {
+                    tracewire_exec::connect_grpc(server).await.with_context(|| format!("connecting to {server}"))
+                }
+                Self::Relay(ep, key_path) => {
+                    let key = tracewire_relay::read_public_key(key_path)?;
+                    let link = connect_retrying(ep, &key).await.with_context(|| format!("connecting to {self}"))?;
+                    Ok(tracewire_rpc::Transport::into_link(link))
+                }
             }
-            Self::Relay(ep, key_path) => {
-                let key = tracewire_relay::read_public_key(key_path)?;
-                let link = connect_retrying(ep, &key).await.with_context(|| format!("connecting to {self}"))?;
-                Ok(ExecClient::new(tracewire_rpc::Client::new(link, tracewire_rpc::ClientConfig::default())))
-            }
+        };
+        match parent {
+            Some(env) => ExecClient::connect_via_from(connecting, env).await,
+            None => ExecClient::connect_via(connecting).await,
         }
     }
 }
@@ -640,69 +668,71 @@ async fn exec(
     if command.is_empty() {
         bail!("no command given (put it after --)");
     }
-    let root = stage_span!(Exec, process.command_args = command.join(" ").as_str());
-    // A caller that runs `tracewire exec` inside its own trace passes it in the environment
-    // (`TRACEPARENT`, `TRACESTATE`, `BAGGAGE`, as tracewire gives every child it starts):
-    // the exec continues it. Without a `TRACEPARENT` the exec starts its own trace.
+    // tracewire-exec makes the spans: `rpc.connect` for the connection, inside the `exec`
+    // root of the exec, so that one trace covers both. A caller that runs `tracewire exec`
+    // inside its own trace passes it in the environment (`TRACEPARENT`, `TRACESTATE`,
+    // `BAGGAGE`, as tracewire gives every child it starts): the exec continues it. Without
+    // a `TRACEPARENT` the exec starts its own trace.
     let env = tracewire_context::EnvCarrier::from_process();
-    if tracewire_context::Carrier::get(&env, tracewire_context::TRACEPARENT).is_some() {
-        tracewire_telemetry::set_parent_from(&root, &env);
-    }
-    async move {
+    let parent = tracewire_context::Carrier::get(&env, tracewire_context::TRACEPARENT).is_some().then_some(&env);
+    // The trace id is printed first, inside the root (a failed connect has its trace too).
+    let print = || {
         if print_trace_id {
-            match current_trace_id() {
+            match tracewire_telemetry::current_trace_id() {
                 Some(id) => eprintln!("trace_id={id}"),
                 None => eprintln!("trace_id=none (instrumentation compiled out or filtered)"),
             }
         }
-        let connect = stage_span!(RpcConnect, server.address = target.to_string().as_str());
-        let client = target.connect().instrument(connect).await?;
-        let start = Start { argv: command, cwd: cwd.unwrap_or_default(), timeout_ms, ..Start::default() };
-        let mut process = client.start(start).await?;
-        // Forward our stdin until it ends, then close the remote one.
-        let stdin_client = client.clone();
-        let process_id = process.process_id;
-        let forward = tokio::spawn(
-            async move {
-                let mut stdin = tokio::io::stdin();
-                let mut buf = vec![0u8; 32 * 1024];
-                loop {
-                    match stdin.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            let data = bytes::Bytes::copy_from_slice(&buf[..n]);
-                            if stdin_client.write_stdin(process_id, data).await.is_err() {
-                                return;
-                            }
+    };
+    let client = target.connect(parent, print).await?;
+    let start = Start { argv: command, cwd: cwd.unwrap_or_default(), timeout_ms, ..Start::default() };
+    let mut process = match parent {
+        Some(env) => client.start_from(start, env).await?,
+        None => client.start(start).await?,
+    };
+    let root = process.span().clone();
+    // Forward our stdin until it ends, then close the remote one.
+    let stdin_client = client.clone();
+    let process_id = process.process_id;
+    let forward = tokio::spawn(
+        async move {
+            let mut stdin = tokio::io::stdin();
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match stdin.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let data = bytes::Bytes::copy_from_slice(&buf[..n]);
+                        if stdin_client.write_stdin(process_id, data).await.is_err() {
+                            return;
                         }
                     }
                 }
-                let _ = stdin_client.close_stdin(process_id).await;
             }
-            .in_current_span(),
-        );
-        let mut stdout = std::io::stdout();
-        let mut stderr = std::io::stderr();
-        let status = loop {
-            match process.next_event().await {
-                Some(Event::Output { stream: OutputStream::Stdout, data, .. }) => {
-                    stdout.write_all(&data)?;
-                    stdout.flush()?;
-                }
-                Some(Event::Output { stream: OutputStream::Stderr, data, .. }) => {
-                    stderr.write_all(&data)?;
-                    stderr.flush()?;
-                }
-                Some(Event::Exited(status)) => break status,
-                None => bail!("the connection to {target} ended before the command exited"),
+            let _ = stdin_client.close_stdin(process_id).await;
+        }
+        // Its calls belong to the exec.
+        .instrument(root),
+    );
+    let mut stdout = std::io::stdout();
+    let mut stderr = std::io::stderr();
+    let status = loop {
+        match process.next_event().await {
+            Some(Event::Output { stream: OutputStream::Stdout, data, .. }) => {
+                stdout.write_all(&data)?;
+                stdout.flush()?;
             }
-        };
-        // Stop forwarding and wait for the task to go, so its spans end inside this trace
-        // (and before telemetry shuts down).
-        forward.abort();
-        let _ = forward.await;
-        Ok(status.shell_code())
-    }
-    .instrument(root)
-    .await
+            Some(Event::Output { stream: OutputStream::Stderr, data, .. }) => {
+                stderr.write_all(&data)?;
+                stderr.flush()?;
+            }
+            Some(Event::Exited(status)) => break status,
+            None => bail!("the connection to {target} ended before the command exited"),
+        }
+    };
+    // Stop forwarding and wait for the task to go, so its spans end inside this trace
+    // (and before telemetry shuts down).
+    forward.abort();
+    let _ = forward.await;
+    Ok(status.shell_code())
 }

@@ -104,6 +104,9 @@ fn exec_streams_output_exits_with_the_code_and_shares_one_trace_with_the_server(
     assert_eq!(exec.resource_attr("service.name"), Some("exec-client"));
     assert_eq!(dispatch.resource_attr("service.name"), Some("exec-server"));
     assert_eq!(call.parent_id, exec.span_id);
+    // The connect is in the exec's trace, under its root (tracewire-exec makes both).
+    assert_eq!(find("rpc.connect").parent_id, exec.span_id);
+    assert_eq!(exec.parent_id, "", "the exec is the trace's root");
     assert_eq!(dispatch.parent_id, call.span_id, "the server continues the client's call");
     assert_eq!(process.parent_id, dispatch.span_id);
     assert_eq!(find("process.exit").attr("process.exit.code"), Some("7"));
@@ -354,6 +357,38 @@ fn demo_runs_ten_execs_into_ten_complete_traces_and_writes_the_report() {
         assert_eq!(jaeger["data"].as_array().unwrap().len(), 10);
         let html = std::fs::read_to_string(out.join("report.html")).unwrap();
         assert!(html.contains("<svg") && html.contains("10 traces"));
+        // `report --db` on the demo's database reads only the attributes the analysis
+        // uses; it must find the same stages, critical path and attribution as the demo,
+        // which analyzed whole spans (the relay's `net.transit` needs its sequence numbers).
+        let again = out.join("again");
+        let o = Command::new(BIN)
+            .args(["report", "--quiet", "--slo", "e2e.p99<=10s", "--db"])
+            .arg(out.join("traces.db"))
+            .arg("--out")
+            .arg(&again)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        let from_db: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(again.join("summary.json")).unwrap()).unwrap();
+        let f = |v: &serde_json::Value| v["unattributed_fraction"].as_f64().unwrap();
+        assert!((f(&summary) - f(&from_db)).abs() < 1e-9, "{via}: {} vs {}", f(&summary), f(&from_db));
+        let path = |v: &serde_json::Value| -> Vec<(String, f64)> {
+            v["critical_path"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| (r["stage"].as_str().unwrap().to_owned(), r["share"].as_f64().unwrap()))
+                .collect()
+        };
+        let (demo_path, db_path) = (path(&summary), path(&from_db));
+        assert_eq!(demo_path.len(), db_path.len(), "{via}: {demo_path:?} vs {db_path:?}");
+        for ((a, x), (b, y)) in demo_path.iter().zip(&db_path) {
+            assert!(a == b && (x - y).abs() < 1e-9, "{via}: {demo_path:?} vs {db_path:?}");
+        }
+        if via == "relay" {
+            assert!(db_path.iter().any(|(s, _)| s == "net.transit"), "{via}: {db_path:?}");
+        }
     }
     // A failing SLO makes the exit status 3, for CI gates.
     let o = Command::new(BIN)

@@ -1,5 +1,5 @@
-//! `tracewire demo` keeps its spans in a temporary SQLite database (memory bounded
-//! whatever `--execs`), prints its peak RSS in its summary line, and removes the database.
+//! `tracewire demo` keeps its spans in a SQLite database, `out/traces.db` (memory bounded
+//! whatever `--execs`), and prints its peak RSS in its summary line.
 
 mod common;
 
@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use common::BIN;
 
 #[test]
-fn demo_prints_its_peak_rss_and_removes_its_temporary_database() {
+fn demo_prints_its_peak_rss_and_keeps_its_spans_in_out_traces_db() {
     let dir = tracewire_testkit::TempDir::new("tracewire-demo-rss").unwrap();
     let child = Command::new(BIN)
         .args(["demo", "--execs", "5", "--via", "direct", "--slo", "e2e.p99<=10s", "--out"])
@@ -34,7 +34,8 @@ fn demo_prints_its_peak_rss_and_removes_its_temporary_database() {
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/summary.json")).unwrap()).unwrap();
     let exec = summary["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "exec").unwrap();
     assert_eq!(exec["count"], 5, "{exec}");
-    // The temporary database (under TMPDIR) is gone.
+    // The spans are in out/traces.db, and nothing is left under TMPDIR.
+    assert!(dir.path().join("out/traces.db").is_file());
     let left: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -61,6 +61,8 @@ pub struct Summary {
     pub slos: Vec<SloResult>,
     /// Where the critical paths of all traces spent their time, by stage, largest first.
     pub critical_path: Vec<CriticalShare>,
+    /// Clock offsets per pair of services (client, server), over all traces.
+    pub clock: Vec<crate::clock::ClockOffset>,
     /// How the percentiles are computed: always exact (nearest rank over every duration).
     pub percentiles: Percentiles,
 }
@@ -69,7 +71,8 @@ pub struct Summary {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Percentiles {
-    /// Nearest rank over every duration (the analysis keeps 8 bytes per span for it).
+    /// Nearest rank over every duration (the analysis keeps 4 bytes per span for it, 8 for
+    /// a span of over 4.29 s).
     #[default]
     Exact,
 }
@@ -118,6 +121,65 @@ pub(crate) fn stats(mut ns: Vec<i64>) -> LatencyStats {
         p90_ms: ms(percentile_ns(&ns, 90.0)),
         p99_ms: ms(percentile_ns(&ns, 99.0)),
         max_ms: ms(ns.last().copied().unwrap_or(0)),
+    }
+}
+
+/// Durations (ns) kept for exact percentiles in 4 bytes each when they fit in a `u32`
+/// (under 4.29 s, nearly every span), else in 8.
+#[derive(Debug, Default)]
+struct Durations {
+    short: Vec<u32>,
+    long: Vec<i64>,
+}
+
+impl Durations {
+    fn push(&mut self, ns: i64) {
+        match u32::try_from(ns) {
+            Ok(short) => self.short.push(short),
+            Err(_) => self.long.push(ns),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.short.len() + self.long.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What [`stats`] gives for the same durations.
+    fn stats(mut self) -> LatencyStats {
+        self.short.sort_unstable();
+        self.long.sort_unstable();
+        // In order: the negative long ones, the short ones, the rest of the long ones.
+        let negative = self.long.partition_point(|&ns| ns < 0);
+        let (short, long) = (&self.short, &self.long);
+        let nth = |i: usize| -> i64 {
+            if i < negative {
+                long[i]
+            } else if i - negative < short.len() {
+                i64::from(short[i - negative])
+            } else {
+                long[i - short.len()]
+            }
+        };
+        let n = self.len();
+        let at = |p: f64| {
+            if n == 0 {
+                return 0;
+            }
+            #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let rank = ((p / 100.0) * n as f64).ceil() as usize;
+            nth(rank.clamp(1, n) - 1)
+        };
+        LatencyStats {
+            count: n,
+            p50_ms: ms(at(50.0)),
+            p90_ms: ms(at(90.0)),
+            p99_ms: ms(at(99.0)),
+            max_ms: ms(if n == 0 { 0 } else { nth(n - 1) }),
+        }
     }
 }
 
@@ -202,8 +264,10 @@ fn shift_subtree(
 
 /// Corrects clock skew between services within one trace, in place:
 /// 1. under a span carrying `tracewire.clock.offset_us` (the server's clock minus the
-///    client's, measured by the four-timestamp method), the spans of another service are
-///    shifted back by that offset;
+///    client's, measured by the four-timestamp method), the server's spans are shifted
+///    back by the offset of the best sample of that (client, server) pair in the trace:
+///    the one with the smallest `tracewire.net.rtt_us`, as NTP chooses (see
+///    [`ClockSample`](crate::ClockSample));
 /// 2. then a child of another service that still falls outside its parent is shifted by
 ///    the least amount that puts it inside (when it fits), with its service's subtree.
 ///
@@ -226,29 +290,36 @@ fn shift_subtree(
 /// assert_eq!(shifted, [(1, -5_000)]);
 /// ```
 pub fn correct_skew(spans: &mut [SpanRecord]) -> Vec<(usize, i64)> {
+    correct_skew_clocked(spans).0
+}
+
+/// [`correct_skew`], and the trace's clock estimates per pair of services.
+pub(crate) fn correct_skew_clocked(spans: &mut [SpanRecord]) -> (Vec<(usize, i64)>, Vec<crate::clock::PairEstimate>) {
     let mut shifted: BTreeMap<usize, i64> = BTreeMap::new();
     let index: HashMap<String, usize> = spans.iter().enumerate().map(|(i, s)| (s.span_id.clone(), i)).collect();
     let ids: HashMap<String, Vec<usize>> = children_of(spans).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-    // 1. Measured offsets.
-    let with_offset: Vec<(usize, i64)> = spans
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| {
-            s.attributes.get("tracewire.clock.offset_us").and_then(|v| v.parse::<i64>().ok()).map(|o| (i, o))
-        })
-        .collect();
-    for (i, offset_us) in with_offset {
-        for &k in ids.get(&spans[i].span_id).map_or(&[][..], Vec::as_slice) {
-            if spans[k].service != spans[i].service && !shifted.contains_key(&k) {
-                let service = spans[k].service.clone();
-                shift_subtree(spans, &ids, k, &service, -offset_us * 1000, &mut shifted);
-            }
-        }
-    }
-    // 2. Containment, for cross-service edges no offset explained.
+    // 1. Measured offsets: one per pair of services (its best sample's), for every edge
+    //    from the pair's client to its server, whether that call has a sample or not.
+    let pairs = crate::clock::estimates(spans, &ids);
     for k in 0..spans.len() {
         let Some(p) = spans[k].parent_id.as_ref().and_then(|p| index.get(p)).copied() else { continue };
         if spans[k].service == spans[p].service || shifted.contains_key(&k) {
+            continue;
+        }
+        if let Some(offset_ns) = crate::clock::offset(&pairs, &spans[p].service, &spans[k].service) {
+            let service = spans[k].service.clone();
+            shift_subtree(spans, &ids, k, &service, offset_ns.saturating_neg(), &mut shifted);
+        }
+    }
+    // 2. Containment, for cross-service edges no offset explained. Between two services
+    //    with a measured offset the clocks agree once corrected: a child there may
+    //    outlive its parent (a client takes an event after the server's process ended).
+    for k in 0..spans.len() {
+        let Some(p) = spans[k].parent_id.as_ref().and_then(|p| index.get(p)).copied() else { continue };
+        if spans[k].service == spans[p].service
+            || shifted.contains_key(&k)
+            || crate::clock::measured(&pairs, &spans[p].service, &spans[k].service)
+        {
             continue;
         }
         let (ps, pe, cs, ce) = (spans[p].start_ns, spans[p].end_ns, spans[k].start_ns, spans[k].end_ns);
@@ -268,7 +339,7 @@ pub fn correct_skew(spans: &mut [SpanRecord]) -> Vec<(usize, i64)> {
         }
     }
     // A measured offset of zero marks spans as placed, but moves nothing.
-    shifted.into_iter().filter(|&(_, ns)| ns != 0).collect()
+    (shifted.into_iter().filter(|&(_, ns)| ns != 0).collect(), pairs)
 }
 
 /// Length of the union of intervals, clipped to `[lo, hi]`.
@@ -352,24 +423,24 @@ pub fn critical_path(trace: &[SpanRecord]) -> Vec<(usize, i64)> {
     let Some(root) = longest_root(trace) else { return Vec::new() };
     let children = children_of(trace);
     let reach = subtree_ends(trace, &children);
-    let mut used: HashSet<usize> = HashSet::from([root]);
+    let mut used = vec![false; trace.len()];
+    used[root] = true;
+    // Per span, its children as candidates (made when its window is first consumed).
+    let mut candidates: Vec<Option<Candidates>> = std::iter::repeat_with(|| None).take(trace.len()).collect();
     let mut on_path: BTreeMap<usize, i64> = BTreeMap::new();
     let mut add = |i: usize, ns: i64| *on_path.entry(i).or_default() += ns;
     // Frames: (span, window start, cursor); the window is consumed from the cursor back.
+    // A span's frames form one chain (it is entered once), its cursor only decreasing.
     let mut stack = vec![(root, trace[root].start_ns, trace[root].end_ns)];
     while let Some((s, lo, cursor)) = stack.pop() {
         if cursor <= lo {
             continue;
         }
-        let best = children
-            .get(trace[s].span_id.as_str())
-            .into_iter()
-            .flatten()
-            .copied()
-            .filter(|c| !used.contains(c))
-            .filter(|&c| trace[c].start_ns < cursor && reach[c] > lo && reach[c] > trace[c].start_ns)
-            .max_by_key(|&c| (reach[c].min(cursor), trace[c].start_ns));
-        let Some(c) = best else {
+        let kids = candidates[s].get_or_insert_with(|| {
+            let kids = children.get(trace[s].span_id.as_str()).map_or(&[][..], Vec::as_slice);
+            Candidates::new(kids, trace, &reach)
+        });
+        let Some(c) = kids.best(cursor, lo, trace, &reach, &used) else {
             add(s, cursor - lo);
             continue;
         };
@@ -377,11 +448,62 @@ pub fn critical_path(trace: &[SpanRecord]) -> Vec<(usize, i64)> {
         if cursor > ce {
             add(s, cursor - ce);
         }
-        used.insert(c);
+        used[c] = true;
         stack.push((s, lo, cs));
         stack.push((c, cs, ce));
     }
     on_path.into_iter().collect()
+}
+
+/// The children of one span on the critical path's walk: the next one is the child whose
+/// subtree runs latest before the cursor, `(min(reach, cursor), start)` largest, the last
+/// of equals (by index), among the unused ones that start before the cursor and reach
+/// past the window's start. As the cursor only moves back, that is found in `O(log n)`
+/// (so a parent of many children costs `O(n log n)`, not `O(n^2)`):
+/// - children whose subtree reaches the cursor all rank by their start: a heap of them,
+///   filled as the cursor passes their reach, and a child that starts at or after the
+///   cursor never qualifies again;
+/// - when none does, the best is the next by (reach, start, index), largest first.
+#[derive(Debug)]
+struct Candidates {
+    /// By (reach, start, index), largest first; the ones with an empty subtree left out.
+    by_reach: Vec<usize>,
+    /// The next of `by_reach` not yet moved to `reaching` or taken.
+    next: usize,
+    /// (start, index) of the children whose subtree reaches the cursor.
+    reaching: BinaryHeap<(i64, usize)>,
+}
+
+impl Candidates {
+    fn new(kids: &[usize], trace: &[SpanRecord], reach: &[i64]) -> Self {
+        let mut by_reach: Vec<usize> = kids.iter().copied().filter(|&c| reach[c] > trace[c].start_ns).collect();
+        by_reach.sort_unstable_by_key(|&c| Reverse((reach[c], trace[c].start_ns, c)));
+        Self { by_reach, next: 0, reaching: BinaryHeap::new() }
+    }
+
+    fn best(&mut self, cursor: i64, lo: i64, trace: &[SpanRecord], reach: &[i64], used: &[bool]) -> Option<usize> {
+        while let Some(&c) = self.by_reach.get(self.next) {
+            if reach[c] < cursor {
+                break;
+            }
+            self.reaching.push((trace[c].start_ns, c));
+            self.next += 1;
+        }
+        while let Some(&(start, c)) = self.reaching.peek() {
+            if start < cursor && !used[c] {
+                return Some(c);
+            }
+            self.reaching.pop();
+        }
+        while let Some(&c) = self.by_reach.get(self.next) {
+            if !used[c] {
+                // Its reach is below the cursor, so it starts before it.
+                return (reach[c] > lo).then_some(c);
+            }
+            self.next += 1;
+        }
+        None
+    }
 }
 
 /// The index of the trace's longest root (the first of equals), if it has one.
@@ -464,6 +586,19 @@ pub fn analyze(spans: &[SpanRecord], slos: &[Slo]) -> Summary {
     analyzer.finish()
 }
 
+/// The span attributes the analysis reads (the stage, clock samples, the Start call,
+/// Output deliveries, and the record sequence numbers that pair relay hops into
+/// `net.transit` intervals): a reader may load only these ([`tracewire_store::SpanDetail`]).
+pub const ANALYZED_ATTRIBUTES: &[&str] = &[
+    "tracewire.stage",
+    "tracewire.clock.offset_us",
+    "tracewire.net.rtt_us",
+    "rpc.method",
+    "tracewire.event",
+    "tracewire.seq.first",
+    "tracewire.seq.last",
+];
+
 /// The most traces with an error that [`Analyzer::finish_with_exports`] keeps (by default):
 /// beyond it, traces with errors are counted as omitted.
 pub const ERROR_TRACES_CAP: usize = 1000;
@@ -486,11 +621,13 @@ impl Default for KeepPolicy {
     }
 }
 
-/// One kept trace, ordered by its key (end-to-end time, then arrival).
+/// One kept trace, ordered by its key (end-to-end time, then arrival): its id, and its
+/// spans unless the analyzer keeps ids only ([`Analyzer::ids_only`]).
 #[derive(Debug, Clone)]
 struct Ranked {
     key: (i64, usize),
-    spans: Arc<Vec<SpanRecord>>,
+    id: String,
+    spans: Option<Arc<Vec<SpanRecord>>>,
 }
 
 impl PartialEq for Ranked {
@@ -558,7 +695,7 @@ impl Exports {
 }
 
 /// The streaming analysis: fed one trace at a time ([`Analyzer::add_trace`]), it keeps
-/// per-stage durations (8 bytes a span, for exact percentiles), per-trace SLO measures and
+/// per-stage durations (4 bytes a span, for exact percentiles), per-trace SLO measures and
 /// a bounded set of traces for the exports ([`KeepPolicy`]), never every span.
 /// [`Analyzer::finish`] gives what [`analyze`] gives for the same traces.
 ///
@@ -584,12 +721,13 @@ pub struct Analyzer {
     summary: Summary,
     e2e: Vec<i64>,
     first: Vec<i64>,
-    per_stage: BTreeMap<String, (Vec<i64>, usize)>,
+    per_stage: BTreeMap<String, (Durations, usize)>,
     root_total: i64,
     uncovered_total: i64,
     measures: Vec<TraceMeasures>,
     critical: BTreeMap<String, i64>,
     critical_total: i64,
+    clock: crate::clock::ClockBook,
     // Exports.
     policy: KeepPolicy,
     wanted: HashSet<String>,
@@ -599,6 +737,8 @@ pub struct Analyzer {
     /// Per trace with a root: (its first root's duration, its arrival), and its id.
     rooted: Vec<((i64, usize), String)>,
     last_slowest: Option<Ranked>,
+    /// Whether kept traces keep their spans (else their ids only).
+    keep_spans: bool,
 }
 
 impl Analyzer {
@@ -621,6 +761,7 @@ impl Analyzer {
             measures: Vec::new(),
             critical: BTreeMap::new(),
             critical_total: 0,
+            clock: crate::clock::ClockBook::default(),
             wanted: policy.traces.iter().map(|t| t.to_ascii_lowercase()).collect(),
             policy,
             slowest_heap: BinaryHeap::new(),
@@ -628,7 +769,18 @@ impl Analyzer {
             explicit: Vec::new(),
             rooted: Vec::new(),
             last_slowest: None,
+            keep_spans: true,
         }
+    }
+
+    /// Keeps the ids of the traces chosen for the exports, not their spans: memory holds no
+    /// trace beyond the one being added, whatever the policy. The caller reads the chosen
+    /// traces back by id ([`Analyzer::finish_with_plan`]); [`Analyzer::finish_with_exports`]
+    /// then gives no spans.
+    #[must_use]
+    pub fn ids_only(mut self) -> Self {
+        self.keep_spans = false;
+        self
     }
 
     /// Spans added so far.
@@ -650,7 +802,12 @@ impl Analyzer {
         let seq = self.summary.traces;
         self.summary.traces += 1;
         self.summary.spans += t.len();
-        let shifts = correct_skew(&mut t);
+        let (shifts, clocks) = correct_skew_clocked(&mut t);
+        self.clock.add(clocks);
+        // Wire time between processes, derived after correction (`crate::transit`).
+        let given = t.len();
+        let transit = crate::transit::derive(&t);
+        t.extend(transit);
         let ids: HashSet<&str> = t.iter().map(|s| s.span_id.as_str()).collect();
         self.summary.orphans +=
             t.iter().filter(|s| s.parent_id.as_ref().is_some_and(|p| !ids.contains(p.as_str()))).count();
@@ -686,14 +843,13 @@ impl Analyzer {
         }
         for s in &t {
             let (stage, dur, error) = (s.stage(), s.duration_ns(), usize::from(s.is_error()));
-            match self.per_stage.get_mut(stage) {
-                Some((d, e)) => {
-                    d.push(dur);
-                    *e += error;
-                }
-                None => {
-                    self.per_stage.insert(stage.to_owned(), (vec![dur], error));
-                }
+            if let Some((d, e)) = self.per_stage.get_mut(stage) {
+                d.push(dur);
+                *e += error;
+            } else {
+                let mut d = Durations::default();
+                d.push(dur);
+                self.per_stage.insert(stage.to_owned(), (d, error));
             }
             if self.slo_stages.contains(stage) {
                 m.stages.entry(stage.to_owned()).or_default().push(dur);
@@ -704,6 +860,7 @@ impl Analyzer {
             self.measures.push(m);
         }
         // The spans as given, for the exports.
+        t.truncate(given);
         for (i, ns) in shifts {
             t[i].start_ns -= ns;
             t[i].end_ns -= ns;
@@ -715,25 +872,26 @@ impl Analyzer {
     fn keep(&mut self, t: Vec<SpanRecord>, seq: usize, longest: Option<i64>, has_error: bool) {
         let first_root = t.iter().find(|s| s.parent_id.is_none()).map(SpanRecord::duration_ns);
         let trace_id = t.first().map(|s| s.trace_id.clone()).unwrap_or_default();
-        let spans = Arc::new(t);
+        let spans = self.keep_spans.then(|| Arc::new(t));
+        let ranked = |key| Ranked { key, id: trace_id.clone(), spans: spans.clone() };
         if let Some(d) = first_root {
             let key = (d, seq);
             self.rooted.push((key, trace_id.clone()));
             if self.last_slowest.as_ref().is_none_or(|s| key > s.key) {
-                self.last_slowest = Some(Ranked { key, spans: Arc::clone(&spans) });
+                self.last_slowest = Some(ranked(key));
             }
         }
         if !self.wanted.is_empty() {
             if self.wanted.contains(&trace_id.to_ascii_lowercase()) {
-                self.explicit.push(Ranked { key: (0, seq), spans });
+                self.explicit.push(ranked((0, seq)));
             }
             return;
         }
         if has_error && self.errors.len() < self.policy.error_cap {
-            self.errors.push(Ranked { key: (0, seq), spans: Arc::clone(&spans) });
+            self.errors.push(ranked((0, seq)));
         }
         if let (Some(e2e), true) = (longest, self.policy.slowest > 0) {
-            let ranked = Ranked { key: (e2e, seq), spans };
+            let ranked = ranked((e2e, seq));
             if self.slowest_heap.len() < self.policy.slowest {
                 self.slowest_heap.push(Reverse(ranked));
             } else if self.slowest_heap.peek().is_some_and(|Reverse(min)| ranked.key > min.key) {
@@ -749,7 +907,37 @@ impl Analyzer {
     }
 
     /// The summary of the traces added, and the traces kept for the exports.
-    pub fn finish_with_exports(mut self) -> (Summary, Exports) {
+    pub fn finish_with_exports(self) -> (Summary, Exports) {
+        let (summary, chosen) = self.finish_chosen();
+        let exports = chosen.exports(summary.traces);
+        (summary, exports)
+    }
+
+    /// The summary of the traces added, and the ids of the traces chosen for the exports
+    /// (what [`Analyzer::finish_with_exports`] would hold), for a caller that reads them
+    /// back from where the spans are (a database), with [`Analyzer::ids_only`].
+    ///
+    /// ```
+    /// use tracewire_collector::{Analyzer, SpanRecord};
+    ///
+    /// let span = |trace: &str, end: i64| SpanRecord { trace_id: trace.into(), span_id: "1".into(), end_ns: end, ..Default::default() };
+    /// let mut analyzer = Analyzer::new(&[]).ids_only();
+    /// for (trace, end) in [("a", 10), ("b", 30), ("c", 20)] {
+    ///     analyzer.add_trace(vec![span(trace, end)]);
+    /// }
+    /// let (summary, plan) = analyzer.finish_with_plan();
+    /// assert_eq!(summary.traces, 3);
+    /// assert_eq!(plan.traces, ["a", "b", "c"]);
+    /// assert_eq!((plan.median.as_deref(), plan.slowest.as_deref()), (Some("c"), Some("b")));
+    /// ```
+    pub fn finish_with_plan(self) -> (Summary, ExportPlan) {
+        let (summary, chosen) = self.finish_chosen();
+        let plan = chosen.plan(summary.traces);
+        (summary, plan)
+    }
+
+    /// The summary, and what is kept for the exports.
+    fn finish_chosen(mut self) -> (Summary, Chosen) {
         let mut summary = std::mem::take(&mut self.summary);
         #[allow(clippy::cast_precision_loss)]
         let fraction = if self.root_total > 0 { self.uncovered_total as f64 / self.root_total as f64 } else { 0.0 };
@@ -761,7 +949,7 @@ impl Analyzer {
             .map(|(stage, (d, errors))| {
                 #[allow(clippy::cast_precision_loss)]
                 let error_rate = if d.is_empty() { 0.0 } else { errors as f64 / d.len() as f64 };
-                StageStats { stage, stats: stats(d), errors, error_rate }
+                StageStats { stage, stats: d.stats(), errors, error_rate }
             })
             .collect();
         let critical_total = self.critical_total;
@@ -776,39 +964,117 @@ impl Analyzer {
             .collect();
         critical.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms).then_with(|| a.stage.cmp(&b.stage)));
         summary.critical_path = critical;
+        summary.clock = self.clock.summary();
         summary.percentiles = Percentiles::Exact;
         summary.slos = self.slos.iter().map(|slo| slo.evaluate(&summary, &self.measures)).collect();
-        let exports = self.exports(summary.traces);
-        (summary, exports)
+        let chosen = Chosen {
+            explicit: self.explicit,
+            slowest_heap: self.slowest_heap,
+            errors: self.errors,
+            rooted: self.rooted,
+            last_slowest: self.last_slowest,
+            wanted: !self.wanted.is_empty(),
+        };
+        (summary, chosen)
+    }
+}
+
+/// The traces chosen for the exports, by id ([`Analyzer::finish_with_plan`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportPlan {
+    /// The ids of the exported traces, by arrival (the median's included, unless the export
+    /// follows an explicit list of traces).
+    pub traces: Vec<String>,
+    /// The median trace of those with a root (by the duration of their first root).
+    pub median: Option<String>,
+    /// The slowest trace (by the duration of its first root; the last of equals).
+    pub slowest: Option<String>,
+    /// Traces seen in all.
+    pub seen: usize,
+}
+
+impl ExportPlan {
+    /// Traces exported.
+    pub fn written(&self) -> usize {
+        self.traces.len()
     }
 
-    fn exports(self, seen: usize) -> Exports {
-        let explicit = !self.wanted.is_empty();
+    /// Traces seen and not exported.
+    pub fn omitted(&self) -> usize {
+        self.seen.saturating_sub(self.traces.len())
+    }
+}
+
+/// What an [`Analyzer`] kept for the exports, taken out of it when it finishes.
+struct Chosen {
+    explicit: Vec<Ranked>,
+    slowest_heap: BinaryHeap<Reverse<Ranked>>,
+    errors: Vec<Ranked>,
+    rooted: Vec<((i64, usize), String)>,
+    last_slowest: Option<Ranked>,
+    /// Whether the export follows an explicit list of traces.
+    wanted: bool,
+}
+
+impl Chosen {
+    /// The kept traces by arrival, each once.
+    fn kept(explicit: bool, list: Vec<Ranked>, heap: BinaryHeap<Reverse<Ranked>>, errors: Vec<Ranked>) -> Vec<Ranked> {
         let mut kept: Vec<Ranked> = if explicit {
-            self.explicit
+            list
         } else {
-            let mut v: Vec<Ranked> = self.slowest_heap.into_iter().map(|Reverse(r)| r).collect();
-            v.extend(self.errors);
+            let mut v: Vec<Ranked> = heap.into_iter().map(|Reverse(r)| r).collect();
+            v.extend(errors);
             v
         };
-        // By arrival, each trace once.
         kept.sort_by_key(|r| r.key.1);
         kept.dedup_by_key(|r| r.key.1);
-        let mut rooted = self.rooted;
+        kept
+    }
+
+    /// The median's (arrival, id), of the traces with a root.
+    fn median(rooted: &mut [((i64, usize), String)]) -> Option<(usize, String)> {
         rooted.sort_unstable_by_key(|(key, _)| *key);
-        let median_key = rooted.get(rooted.len() / 2).map(|(key, id)| (key.1, id.clone()));
+        rooted.get(rooted.len() / 2).map(|(key, id)| (key.1, id.clone()))
+    }
+
+    fn plan(mut self, seen: usize) -> ExportPlan {
+        let explicit = self.wanted;
+        let median = Self::median(&mut self.rooted);
+        let mut kept: Vec<(usize, String)> = Self::kept(explicit, self.explicit, self.slowest_heap, self.errors)
+            .into_iter()
+            .map(|r| (r.key.1, r.id))
+            .collect();
+        if let Some((seq, id)) = &median
+            && !explicit
+            && !kept.iter().any(|(s, _)| s == seq)
+        {
+            let at = kept.partition_point(|(s, _)| s < seq);
+            kept.insert(at, (*seq, id.clone()));
+        }
+        ExportPlan {
+            traces: kept.into_iter().map(|(_, id)| id).collect(),
+            median: median.map(|(_, id)| id),
+            slowest: self.last_slowest.map(|r| r.id),
+            seen,
+        }
+    }
+
+    fn exports(mut self, seen: usize) -> Exports {
+        let explicit = self.wanted;
+        let median_key = Self::median(&mut self.rooted);
+        let kept = Self::kept(explicit, self.explicit, self.slowest_heap, self.errors);
         let mut exports = Exports {
-            traces: kept.iter().map(|r| Arc::clone(&r.spans)).collect(),
+            traces: kept.iter().filter_map(|r| r.spans.clone()).collect(),
             median: None,
             median_id: median_key.as_ref().map(|(_, id)| id.clone()),
-            slowest: self.last_slowest.map(|r| r.spans),
+            slowest: self.last_slowest.and_then(|r| r.spans),
             seen,
             explicit,
         };
         if let Some((seq, _)) = median_key {
             if let Some(r) = kept.iter().find(|r| r.key.1 == seq) {
-                exports.median = Some(Arc::clone(&r.spans));
-            } else if rooted.last().is_some_and(|(k, _)| k.1 == seq) {
+                exports.median.clone_from(&r.spans);
+            } else if self.rooted.last().is_some_and(|(k, _)| k.1 == seq) {
                 // The median is the slowest (one or two traces with a root).
                 exports.median.clone_from(&exports.slowest);
                 if !explicit {

@@ -17,10 +17,15 @@
 //! once. What Jaeger's model has no place for stays lost: schema URLs, link attributes
 //! and trace states, scope attributes (they come back as span attributes), nanoseconds.
 //!
-//! Files may be gzip-compressed (read as they are otherwise). Errors name the file, the line
-//! where the faulty request or document starts, and the field
-//! (`resourceSpans[0].scopeSpans[0].spans[3].traceId: "xyz" is not a hex id`); no input
-//! makes these functions panic.
+//! [`stream_otlp_json`] and [`stream_jaeger_json`] read a file piece by piece, handing
+//! spans on as they are read (a request of JSON lines, a `resourceSpans` element of a long
+//! request, a Jaeger trace), so that memory holds one piece, never the file; the `read_*`
+//! and `parse_*` functions collect what they hand on. Files may be gzip-compressed
+//! (inflated as they are read). Errors name the file, the line where the faulty request or
+//! document starts, and the field
+//! (`resourceSpans[0].scopeSpans[0].spans[3].traceId: "xyz" is not a hex id`), or, for
+//! JSON that does not parse, the line and column of the fault in the file; no input makes
+//! these functions panic.
 //!
 //! ```
 //! use tracewire_collector::input::{parse_jaeger_json, parse_otlp_json};
@@ -45,13 +50,17 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{Span, Status};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use tracewire_store::{OtlpSpan, SpanRecord, kind, status};
 
@@ -72,12 +81,16 @@ pub enum InputError {
         /// The failure.
         error: std::io::Error,
     },
-    /// The file is not JSON (the error says at which line and column).
-    #[error("{}: not valid JSON: {error}", file.display())]
+    /// The file is not JSON.
+    #[error("{}: not valid JSON: {} at line {line} column {column}", file.display(), without_position(error))]
     Json {
         /// The file.
         file: PathBuf,
-        /// The parser's error, with line and column.
+        /// The line (from 1) of the fault.
+        line: usize,
+        /// Its column (from 1, in bytes; 0 at the end of the file after a newline).
+        column: usize,
+        /// The parser's error (its own line and column count from the value it was reading).
         error: serde_json::Error,
     },
     /// A request or trace in the file is not what the format allows.
@@ -108,14 +121,19 @@ pub enum InputError {
 /// JSON), one per line as the OpenTelemetry Collector's file exporter writes them, or
 /// pretty-printed over several lines, one or more per file.
 ///
+/// The whole file is in memory; [`stream_otlp_json`] reads it piece by piece instead.
+///
 /// # Errors
 ///
 /// [`InputError`]: unreadable file, invalid JSON, a field the encoding does not allow, or
 /// another format (Jaeger JSON, OTLP logs or metrics).
 pub fn read_otlp_json(path: impl AsRef<Path>) -> Result<Vec<SpanRecord>, InputError> {
-    let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|error| InputError::Io { file: path.to_owned(), error })?;
-    parse_otlp_json(&bytes, path)
+    let mut out = Vec::new();
+    stream_otlp_json(path, |spans| {
+        out.extend(spans);
+        ControlFlow::Continue(())
+    })?;
+    Ok(out)
 }
 
 /// [`read_otlp_json`] from a reader; `name` stands for the file in errors.
@@ -123,10 +141,13 @@ pub fn read_otlp_json(path: impl AsRef<Path>) -> Result<Vec<SpanRecord>, InputEr
 /// # Errors
 ///
 /// As [`read_otlp_json`].
-pub fn read_otlp_json_from(mut reader: impl Read, name: &Path) -> Result<Vec<SpanRecord>, InputError> {
-    let mut bytes = Vec::new();
-    reader.read_to_end(&mut bytes).map_err(|error| InputError::Io { file: name.to_owned(), error })?;
-    parse_otlp_json(&bytes, name)
+pub fn read_otlp_json_from(reader: impl Read, name: &Path) -> Result<Vec<SpanRecord>, InputError> {
+    let mut out = Vec::new();
+    stream_otlp_json_from(reader, name, |spans| {
+        out.extend(spans);
+        ControlFlow::Continue(())
+    })?;
+    Ok(out)
 }
 
 /// [`read_otlp_json`] of the bytes of a file; `name` stands for the file in errors.
@@ -135,48 +156,77 @@ pub fn read_otlp_json_from(mut reader: impl Read, name: &Path) -> Result<Vec<Spa
 ///
 /// As [`read_otlp_json`].
 pub fn parse_otlp_json(bytes: &[u8], name: &Path) -> Result<Vec<SpanRecord>, InputError> {
-    let bytes = inflate(bytes, name, "OTLP JSON traces")?;
-    let mut out = Vec::new();
-    for_each_value(&bytes, name, |line, value| {
-        let wrong =
-            |found| InputError::WrongFormat { file: name.to_owned(), line, found, expected: "OTLP JSON traces" };
-        if let Value::Object(o) = &value
-            && field(o, "resourceSpans", "resource_spans").is_none()
-        {
-            let other = [
-                ("resourceLogs", "OTLP JSON logs"),
-                ("resourceMetrics", "OTLP JSON metrics"),
-                ("resourceProfiles", "OTLP JSON profiles"),
-                ("data", "Jaeger JSON"),
-                ("traceID", "Jaeger JSON"),
-            ];
-            if let Some((_, found)) = other.iter().find(|(k, _)| o.contains_key(*k)) {
-                return Err(wrong(found));
-            }
-        }
-        let request = crate::otlp_json::decode(&value).map_err(|error| InputError::Invalid {
-            file: name.to_owned(),
-            line,
-            error,
-        })?;
-        out.extend(SpanRecord::all_of(&request));
-        Ok(())
-    })?;
-    Ok(out)
+    read_otlp_json_from(bytes, name)
+}
+
+/// Reads an OTLP JSON file (what [`read_otlp_json`] reads) piece by piece, handing the
+/// spans on as they are read: `each` gets the spans of one request (a line of JSON lines),
+/// or, for a request too long to hold at once (a line over [`LINE_BYTES`], or a request
+/// spread over several lines), of one of its `resourceSpans` at a time. Memory holds one
+/// such piece, never the file; the spans of a trace may come in several pieces. `each`
+/// returning [`ControlFlow::Break`] stops the reading. Returns the number of spans handed on.
+///
+/// ```
+/// use std::ops::ControlFlow;
+/// use tracewire_collector::input::stream_otlp_json_from;
+///
+/// let line = |span: &str| format!(r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"{span}"}}]}}]}}]}}"#);
+/// let file = format!("{}\n{}\n", line("b7ad6b7169203331"), line("00f067aa0ba902b7"));
+/// let mut pieces = Vec::new();
+/// let n = stream_otlp_json_from(file.as_bytes(), "t.jsonl".as_ref(), |spans| {
+///     pieces.push(spans.len());
+///     ControlFlow::Continue(())
+/// })
+/// .unwrap();
+/// assert_eq!((n, pieces), (2, vec![1, 1]));
+/// ```
+///
+/// # Errors
+///
+/// As [`read_otlp_json`]; errors of the JSON syntax give the line and column
+/// ([`InputError::Json`]), errors of content the line where the request starts and the
+/// field. Spans handed on before an error stay handed on.
+pub fn stream_otlp_json(
+    path: impl AsRef<Path>,
+    each: impl FnMut(Vec<SpanRecord>) -> ControlFlow<()>,
+) -> Result<usize, InputError> {
+    let path = path.as_ref();
+    let file = std::fs::File::open(path).map_err(|error| InputError::Io { file: path.to_owned(), error })?;
+    stream_otlp_json_from(file, path, each)
+}
+
+/// [`stream_otlp_json`] from a reader; `name` stands for the file in errors.
+///
+/// # Errors
+///
+/// As [`stream_otlp_json`].
+pub fn stream_otlp_json_from(
+    reader: impl Read,
+    name: &Path,
+    mut each: impl FnMut(Vec<SpanRecord>) -> ControlFlow<()>,
+) -> Result<usize, InputError> {
+    let mut ctx = Ctx { name, line: 1, each: &mut each, error: None, stopped: false, spans: 0 };
+    read_values(reader, Format::Otlp, &mut ctx)?;
+    Ok(ctx.spans)
 }
 
 /// The spans of a Jaeger JSON file: what the Jaeger UI downloads and the query API answers
 /// (`{"data":[{"traceID", "spans", "processes"}, ...]}`), a bare trace object, or an array
 /// of traces.
 ///
+/// The whole file is in memory; [`stream_jaeger_json`] reads it trace by trace instead.
+///
 /// # Errors
 ///
 /// [`InputError`]: unreadable file, invalid JSON, a span or tag that is not Jaeger's model
 /// (an id that is not hex, a `processID` missing from `processes`, ...), or another format.
 pub fn read_jaeger_json(path: impl AsRef<Path>) -> Result<Vec<SpanRecord>, InputError> {
-    let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|error| InputError::Io { file: path.to_owned(), error })?;
-    parse_jaeger_json(&bytes, path)
+    let mut out = Vec::new();
+    stream_jaeger_json(path, |spans| {
+        out.extend(spans);
+        ControlFlow::Continue(())
+    })?;
+    Ok(out)
 }
 
 /// [`read_jaeger_json`] from a reader; `name` stands for the file in errors.
@@ -184,10 +234,13 @@ pub fn read_jaeger_json(path: impl AsRef<Path>) -> Result<Vec<SpanRecord>, Input
 /// # Errors
 ///
 /// As [`read_jaeger_json`].
-pub fn read_jaeger_json_from(mut reader: impl Read, name: &Path) -> Result<Vec<SpanRecord>, InputError> {
-    let mut bytes = Vec::new();
-    reader.read_to_end(&mut bytes).map_err(|error| InputError::Io { file: name.to_owned(), error })?;
-    parse_jaeger_json(&bytes, name)
+pub fn read_jaeger_json_from(reader: impl Read, name: &Path) -> Result<Vec<SpanRecord>, InputError> {
+    let mut out = Vec::new();
+    stream_jaeger_json_from(reader, name, |spans| {
+        out.extend(spans);
+        ControlFlow::Continue(())
+    })?;
+    Ok(out)
 }
 
 /// [`read_jaeger_json`] of the bytes of a file; `name` stands for the file in errors.
@@ -196,85 +249,635 @@ pub fn read_jaeger_json_from(mut reader: impl Read, name: &Path) -> Result<Vec<S
 ///
 /// As [`read_jaeger_json`].
 pub fn parse_jaeger_json(bytes: &[u8], name: &Path) -> Result<Vec<SpanRecord>, InputError> {
-    let bytes = inflate(bytes, name, "Jaeger JSON")?;
-    let mut out = Vec::new();
-    for_each_value(&bytes, name, |line, value| {
-        let root = At::Root;
-        let converted = match &value {
-            Value::Object(o) if o.contains_key("resourceSpans") || o.contains_key("resource_spans") => {
-                return Err(InputError::WrongFormat {
-                    file: name.to_owned(),
-                    line,
-                    found: "OTLP JSON",
-                    expected: "Jaeger JSON",
-                });
-            }
-            Value::Object(o) if o.contains_key("data") => list(o, "data", "data", &root, |v, at| {
-                let mut spans = Vec::new();
-                jaeger_trace(v, at, &mut spans)?;
-                Ok(spans)
-            })
-            .map(|traces| traces.into_iter().flatten().collect()),
-            Value::Array(traces) => traces.iter().enumerate().try_fold(Vec::new(), |mut spans, (i, v)| {
-                jaeger_trace(v, &At::Index(&root, i), &mut spans).map(|()| spans)
-            }),
-            Value::Object(_) => {
-                let mut spans = Vec::new();
-                jaeger_trace(&value, &root, &mut spans).map(|()| spans)
-            }
-            other => {
-                fail(&root, format!("expected Jaeger JSON ({{\"data\":[...]}} or a trace), found {}", kind_of(other)))
-            }
-        };
-        let spans = converted.map_err(|error| InputError::Invalid { file: name.to_owned(), line, error })?;
-        out.extend(spans);
-        Ok(())
-    })?;
-    Ok(out)
+    read_jaeger_json_from(bytes, name)
 }
 
-/// The bytes, inflated when they are gzip; compressed data of other kinds is refused.
-fn inflate<'b>(bytes: &'b [u8], name: &Path, expected: &'static str) -> Result<std::borrow::Cow<'b, [u8]>, InputError> {
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(bytes)
-            .read_to_end(&mut out)
-            .map_err(|error| InputError::Io { file: name.to_owned(), error })?;
-        return Ok(out.into());
+/// Reads a Jaeger JSON file (what [`read_jaeger_json`] reads) trace by trace: `each` gets
+/// the spans of one trace object of `data` (or of the array, or the bare trace) as soon as
+/// it is read, so memory holds one trace, never the file. A trace object's spans normally
+/// share its trace id; a file may hold a trace in more than one object. `each` returning
+/// [`ControlFlow::Break`] stops the reading. Returns the number of spans handed on.
+///
+/// ```
+/// use std::ops::ControlFlow;
+/// use tracewire_collector::input::stream_jaeger_json_from;
+///
+/// let trace = |id: &str| format!(r#"{{"traceID":"{id}","spans":[{{"traceID":"{id}","spanID":"b7ad6b7169203331","operationName":"x","startTime":1,"duration":2}}]}}"#);
+/// let file = format!(r#"{{"data":[{},{}]}}"#, trace("01"), trace("02"));
+/// let mut traces = Vec::new();
+/// stream_jaeger_json_from(file.as_bytes(), "t.json".as_ref(), |spans| {
+///     traces.push(spans[0].trace_id.clone());
+///     ControlFlow::Continue(())
+/// })
+/// .unwrap();
+/// assert_eq!(traces, ["00000000000000000000000000000001", "00000000000000000000000000000002"]);
+/// ```
+///
+/// # Errors
+///
+/// As [`read_jaeger_json`]; as [`stream_otlp_json`] for where they point.
+pub fn stream_jaeger_json(
+    path: impl AsRef<Path>,
+    each: impl FnMut(Vec<SpanRecord>) -> ControlFlow<()>,
+) -> Result<usize, InputError> {
+    let path = path.as_ref();
+    let file = std::fs::File::open(path).map_err(|error| InputError::Io { file: path.to_owned(), error })?;
+    stream_jaeger_json_from(file, path, each)
+}
+
+/// [`stream_jaeger_json`] from a reader; `name` stands for the file in errors.
+///
+/// # Errors
+///
+/// As [`stream_jaeger_json`].
+pub fn stream_jaeger_json_from(
+    reader: impl Read,
+    name: &Path,
+    mut each: impl FnMut(Vec<SpanRecord>) -> ControlFlow<()>,
+) -> Result<usize, InputError> {
+    let mut ctx = Ctx { name, line: 1, each: &mut each, error: None, stopped: false, spans: 0 };
+    read_values(reader, Format::Jaeger, &mut ctx)?;
+    Ok(ctx.spans)
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading JSON values one at a time.
+
+/// The longest line read as one JSON value at once; a value on a longer line, or over
+/// several lines, is read piece by piece (its `resourceSpans` or `data` one at a time).
+pub const LINE_BYTES: usize = 1 << 20;
+
+/// Bytes read from the file at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// A reader with its own buffer that knows the line and column it is at.
+struct Src<R> {
+    inner: R,
+    buf: Vec<u8>,
+    /// The next byte to hand out, in `buf`.
+    pos: usize,
+    eof: bool,
+    /// The line (from 1) of `buf[pos]`.
+    line: usize,
+    /// The offset in the file of `buf[0]`, and of the start of the current line.
+    base: u64,
+    line_start: u64,
+}
+
+impl<R: Read> Src<R> {
+    fn new(inner: R) -> Self {
+        Self { inner, buf: Vec::new(), pos: 0, eof: false, line: 1, base: 0, line_start: 0 }
     }
-    if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+
+    /// Reads more bytes after those buffered (dropping those handed out); false at the end.
+    fn more(&mut self) -> std::io::Result<bool> {
+        if self.eof {
+            return Ok(false);
+        }
+        if self.pos > 0 && self.pos * 2 >= self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.base += self.pos as u64;
+            self.pos = 0;
+        }
+        let old = self.buf.len();
+        self.buf.resize(old + CHUNK, 0);
+        loop {
+            match self.inner.read(&mut self.buf[old..]) {
+                Ok(n) => {
+                    self.buf.truncate(old + n);
+                    self.eof = n == 0;
+                    return Ok(n > 0);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.buf.truncate(old);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Hands out `n` buffered bytes, counting lines.
+    fn advance(&mut self, n: usize) {
+        for (i, &b) in self.buf[self.pos..self.pos + n].iter().enumerate() {
+            if b == b'\n' {
+                self.line += 1;
+                self.line_start = self.base + (self.pos + i + 1) as u64;
+            }
+        }
+        self.pos += n;
+    }
+
+    /// Bytes before `buf[pos]` on its line.
+    fn column(&self) -> usize {
+        usize::try_from(self.base + self.pos as u64 - self.line_start).unwrap_or(usize::MAX)
+    }
+}
+
+impl<R: Read> Read for Src<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.buf.len() && !self.more()? {
+            return Ok(0);
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.advance(n);
+        Ok(n)
+    }
+}
+
+/// What the readers share while reading one file.
+struct Ctx<'a, F> {
+    name: &'a Path,
+    /// The line where the value being read starts.
+    line: usize,
+    each: &'a mut F,
+    /// The error that stopped the reading (the JSON parser's own error is then only a
+    /// way out), or `None` when `each` stopped it or the parser failed.
+    error: Option<InputError>,
+    /// Whether `each` asked to stop.
+    stopped: bool,
+    /// Spans handed on.
+    spans: usize,
+}
+
+/// Why a value could not be read to its end.
+enum Stop {
+    /// `each` asked to stop.
+    Asked,
+    Failed(InputError),
+}
+
+impl<F: FnMut(Vec<SpanRecord>) -> ControlFlow<()>> Ctx<'_, F> {
+    fn emit(&mut self, spans: Vec<SpanRecord>) -> Result<(), Stop> {
+        if spans.is_empty() {
+            return Ok(());
+        }
+        self.spans += spans.len();
+        match (self.each)(spans) {
+            ControlFlow::Continue(()) => Ok(()),
+            ControlFlow::Break(()) => {
+                self.stopped = true;
+                Err(Stop::Asked)
+            }
+        }
+    }
+
+    fn invalid(&self, error: DecodeError) -> Stop {
+        Stop::Failed(InputError::Invalid { file: self.name.to_owned(), line: self.line, error })
+    }
+
+    fn wrong(&self, found: &'static str, expected: &'static str) -> Stop {
+        Stop::Failed(InputError::WrongFormat { file: self.name.to_owned(), line: self.line, found, expected })
+    }
+
+    /// Ends a streamed read with `stop`: kept for the caller, the parser given a way out.
+    fn stop<E: serde::de::Error>(&mut self, stop: Stop) -> E {
+        if let Stop::Failed(e) = stop {
+            self.error = Some(e);
+        }
+        E::custom("stopped")
+    }
+
+    /// One whole OTLP JSON request.
+    fn otlp_value(&mut self, value: Value) -> Result<(), Stop> {
+        if let Value::Object(o) = &value
+            && field(o, "resourceSpans", "resource_spans").is_none()
+            && let Some(found) = o.keys().find_map(|k| other_signal(k))
+        {
+            return Err(self.wrong(found, "OTLP JSON traces"));
+        }
+        let request = crate::otlp_json::decode(&value).map_err(|e| self.invalid(e))?;
+        drop(value);
+        self.emit(SpanRecord::all_of(&request))
+    }
+
+    /// One whole Jaeger JSON value: `{"data": [...]}`, an array of traces or a trace.
+    fn jaeger_value(&mut self, value: &Value) -> Result<(), Stop> {
+        let root = At::Root;
+        match value {
+            Value::Object(o) if o.contains_key("resourceSpans") || o.contains_key("resource_spans") => {
+                Err(self.wrong("OTLP JSON", "Jaeger JSON"))
+            }
+            Value::Object(o) if o.contains_key("data") => match o.get("data") {
+                None | Some(Value::Null) => Ok(()),
+                Some(Value::Array(traces)) => {
+                    let at = At::Key(&root, "data");
+                    traces.iter().enumerate().try_for_each(|(i, v)| self.jaeger_trace(v, &At::Index(&at, i)))
+                }
+                Some(other) => Err(self.invalid(decode_error(
+                    &At::Key(&root, "data"),
+                    format!("expected an array, found {}", kind_of(other)),
+                ))),
+            },
+            Value::Array(traces) => {
+                traces.iter().enumerate().try_for_each(|(i, v)| self.jaeger_trace(v, &At::Index(&root, i)))
+            }
+            Value::Object(_) => self.jaeger_trace(value, &root),
+            other => Err(self.invalid(not_jaeger(kind_of(other)))),
+        }
+    }
+
+    /// Element `i` of an OTLP request's `resourceSpans`.
+    fn otlp_resource_spans(&mut self, v: Value, i: usize) -> Result<(), Stop> {
+        let list = At::Key(&At::Root, "resourceSpans");
+        let rs = crate::otlp_json::read_resource_spans(&v, &At::Index(&list, i)).map_err(|e| self.invalid(e))?;
+        drop(v);
+        self.emit(SpanRecord::all_of(&ExportTraceServiceRequest { resource_spans: vec![rs] }))
+    }
+
+    fn jaeger_trace(&mut self, v: &Value, at: &At<'_>) -> Result<(), Stop> {
+        let mut spans = Vec::new();
+        jaeger_trace(v, at, &mut spans).map_err(|e| self.invalid(e))?;
+        self.emit(spans)
+    }
+}
+
+/// The format a top-level key other than `resourceSpans` says the file holds.
+fn other_signal(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "resourceLogs" => "OTLP JSON logs",
+        "resourceMetrics" => "OTLP JSON metrics",
+        "resourceProfiles" => "OTLP JSON profiles",
+        "data" | "traceID" => "Jaeger JSON",
+        _ => return None,
+    })
+}
+
+fn decode_error(at: &At<'_>, problem: String) -> DecodeError {
+    DecodeError { at: at.to_string(), problem }
+}
+
+fn not_jaeger(found: &str) -> DecodeError {
+    decode_error(&At::Root, format!("expected Jaeger JSON ({{\"data\":[...]}} or a trace), found {found}"))
+}
+
+/// A JSON syntax error of a value that starts at `line` and `column` (bytes before it on
+/// its line), which the parser counts from there.
+fn syntax_error(file: &Path, error: serde_json::Error, line: usize, column: usize) -> InputError {
+    if error.is_io() {
+        return InputError::Io { file: file.to_owned(), error: error.into() };
+    }
+    let (l, c) = (error.line(), error.column());
+    let (line, column) = if l <= 1 { (line, column + c) } else { (line + l - 1, c) };
+    InputError::Json { file: file.to_owned(), line, column, error }
+}
+
+/// The parser's message without its position (given in [`InputError::Json`] for the file).
+fn without_position(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" at line ") {
+        Some(i) if error.line() > 0 => text[..i].to_owned(),
+        _ => text,
+    }
+}
+
+/// Reads the JSON values of `reader` one after another (whitespace between them: JSON
+/// lines or pretty-printed values), inflating gzip. A value whose line fits in
+/// [`LINE_BYTES`] is parsed whole and given to `whole`; a longer one is given to `stream`,
+/// which reads it from the parser piece by piece.
+fn read_values<R: Read, F>(reader: R, format: Format, ctx: &mut Ctx<'_, F>) -> Result<(), InputError>
+where
+    F: FnMut(Vec<SpanRecord>) -> ControlFlow<()>,
+{
+    let name = ctx.name;
+    let io = |error| InputError::Io { file: name.to_owned(), error };
+    let mut head = Src::new(reader);
+    while head.buf.len() < 4 && head.more().map_err(io)? {}
+    let reader: Box<dyn Read + '_> = if head.buf.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(head))
+    } else if head.buf.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         return Err(InputError::WrongFormat {
             file: name.to_owned(),
             line: 1,
             found: "zstd-compressed data (decompress it first: zstd -d)",
-            expected,
+            expected: format.expected(),
         });
+    } else {
+        Box::new(head)
+    };
+    let mut src = Src::new(reader);
+    // A UTF-8 byte order mark is not JSON; editors on some systems write one.
+    while src.buf.len() < 3 && src.more().map_err(io)? {}
+    if src.buf.starts_with(b"\xef\xbb\xbf") {
+        src.pos = 3;
     }
-    Ok(bytes.into())
+    let mut piecewise = false;
+    loop {
+        // To the next value.
+        loop {
+            let ws = src.buf[src.pos..].iter().take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')).count();
+            src.advance(ws);
+            if src.pos < src.buf.len() {
+                break;
+            }
+            if !src.more().map_err(io)? {
+                return Ok(());
+            }
+        }
+        let (line, column) = (src.line, src.column());
+        ctx.line = line;
+        // Its line, when it fits.
+        let mut scanned = 0;
+        let end = loop {
+            if piecewise {
+                break None;
+            }
+            let from = src.pos + scanned;
+            if let Some(i) = src.buf[from..].iter().position(|&b| b == b'\n') {
+                break Some(from + i);
+            }
+            scanned = src.buf.len() - src.pos;
+            if scanned > LINE_BYTES {
+                break None;
+            }
+            if !src.more().map_err(io)? {
+                break Some(src.buf.len());
+            }
+        };
+        if let Some(end) = end {
+            let mut values = serde_json::Deserializer::from_slice(&src.buf[src.pos..end]).into_iter::<Value>();
+            let mut done = end - src.pos;
+            loop {
+                let at = values.byte_offset();
+                match values.next() {
+                    None => break,
+                    Some(Ok(value)) => match format.whole(ctx, value) {
+                        Ok(()) => {}
+                        Err(Stop::Asked) => return Ok(()),
+                        Err(Stop::Failed(e)) => return Err(e),
+                    },
+                    // The value goes on past this line: read it piece by piece.
+                    Some(Err(e)) if e.is_eof() => {
+                        done = at;
+                        piecewise = true;
+                        break;
+                    }
+                    Some(Err(e)) => return Err(syntax_error(name, e, line, column)),
+                }
+            }
+            src.advance(done);
+            continue;
+        }
+        piecewise = false;
+        let mut de = serde_json::Deserializer::from_reader(&mut src);
+        let result = match format {
+            Format::Otlp => OtlpRequest(&mut *ctx).deserialize(&mut de),
+            Format::Jaeger => JaegerDocument(&mut *ctx).deserialize(&mut de),
+        };
+        drop(de);
+        if let Some(e) = ctx.error.take() {
+            return Err(e);
+        }
+        if ctx.stopped {
+            return Ok(());
+        }
+        result.map_err(|e| syntax_error(name, e, line, column))?;
+    }
 }
 
-/// Calls `f` with every JSON value of `bytes` (whitespace-separated: JSON lines, or
-/// pretty-printed values) and the line where it starts.
-#[allow(clippy::naive_bytecount)] // once over the file: not worth a dependency
-fn for_each_value(
-    bytes: &[u8],
-    name: &Path,
-    mut f: impl FnMut(usize, Value) -> Result<(), InputError>,
-) -> Result<(), InputError> {
-    // A UTF-8 byte order mark is not JSON; editors on some systems write one.
-    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-    let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<Value>();
-    let (mut line, mut counted) = (1, 0);
-    loop {
-        let end = stream.byte_offset();
-        let start = bytes[end..].iter().position(|b| !b.is_ascii_whitespace()).map_or(bytes.len(), |p| end + p);
-        line += bytes[counted..start].iter().filter(|&&b| b == b'\n').count();
-        counted = start;
-        match stream.next() {
-            None => return Ok(()),
-            Some(Err(error)) => return Err(InputError::Json { file: name.to_owned(), error }),
-            Some(Ok(value)) => f(line, value)?,
+/// The two formats [`read_values`] reads.
+#[derive(Clone, Copy)]
+enum Format {
+    Otlp,
+    Jaeger,
+}
+
+impl Format {
+    fn expected(self) -> &'static str {
+        match self {
+            Self::Otlp => "OTLP JSON traces",
+            Self::Jaeger => "Jaeger JSON",
         }
+    }
+
+    fn whole<F: FnMut(Vec<SpanRecord>) -> ControlFlow<()>>(
+        self,
+        ctx: &mut Ctx<'_, F>,
+        value: Value,
+    ) -> Result<(), Stop> {
+        match self {
+            Self::Otlp => ctx.otlp_value(value),
+            Self::Jaeger => ctx.jaeger_value(&value),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading a value piece by piece: visitors that hand on each element of `resourceSpans`
+// (OTLP) or `data` (Jaeger) as it is parsed.
+
+/// The `visit_*` methods of the JSON values a visitor does not expect: `self.found(kind)`.
+macro_rules! unexpected {
+    () => {
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            self.found("a boolean")
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            self.found("a number")
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            self.found("a number")
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            self.found("a number")
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            self.found("a string")
+        }
+    };
+}
+
+/// One OTLP JSON request, its `resourceSpans` handed on one at a time.
+struct OtlpRequest<'c, 'a, F>(&'c mut Ctx<'a, F>);
+
+impl<F: FnMut(Vec<SpanRecord>) -> ControlFlow<()>> OtlpRequest<'_, '_, F> {
+    fn found<E: serde::de::Error>(self, kind: &str) -> Result<(), E> {
+        let stop = self.0.invalid(decode_error(&At::Root, format!("expected an object, found {kind}")));
+        Err(self.0.stop(stop))
+    }
+}
+
+impl<'de, F: FnMut(Vec<SpanRecord>) -> ControlFlow<()>> DeserializeSeed<'de> for OtlpRequest<'_, '_, F> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, F: FnMut(Vec<SpanRecord>) -> ControlFlow<()>> Visitor<'de> for OtlpRequest<'_, '_, F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an OTLP JSON request")
+    }
+
+    unexpected!();
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.found("null")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        self.found("an array")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let ctx = self.0;
+        let (mut spans, mut other) = (false, None);
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "resourceSpans" || key == "resource_spans" {
+                if spans {
+                    let at = At::Key(&At::Root, "resourceSpans");
+                    let stop = ctx.invalid(decode_error(&at, "given twice (resourceSpans and resource_spans)".into()));
+                    return Err(ctx.stop(stop));
+                }
+                spans = map.next_value_seed(List { ctx: &mut *ctx, of: Of::ResourceSpans })?;
+            } else {
+                other = other.or_else(|| other_signal(&key));
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        if let (false, Some(found)) = (spans, other) {
+            let stop = ctx.wrong(found, "OTLP JSON traces");
+            return Err(ctx.stop(stop));
+        }
+        Ok(())
+    }
+}
+
+/// One Jaeger JSON value (`{"data": [...]}`, an array of traces or a trace), its traces
+/// handed on one at a time.
+struct JaegerDocument<'c, 'a, F>(&'c mut Ctx<'a, F>);
+
+impl<F: FnMut(Vec<SpanRecord>) -> ControlFlow<()>> JaegerDocument<'_, '_, F> {
+    fn found<E: serde::de::Error>(self, kind: &str) -> Result<(), E> {
+        let stop = self.0.invalid(not_jaeger(kind));
+        Err(self.0.stop(stop))
+    }
+}
+
+impl<'de, F: FnMut(Vec<SpanRecord>) -> ControlFlow<()>> DeserializeSeed<'de> for JaegerDocument<'_, '_, F> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, F: FnMut(Vec<SpanRecord>) -> ControlFlow<()>> Visitor<'de> for JaegerDocument<'_, '_, F> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Jaeger JSON")
+    }
+
+    unexpected!();
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.found("null")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        List { ctx: self.0, of: Of::Traces }.visit_seq(seq).map(|_| ())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let ctx = self.0;
+        // The fields of a bare trace, or those beside `data` (`total`, `errors`, ...).
+        let (mut rest, mut data) = (serde_json::Map::new(), false);
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "data" => {
+                    map.next_value_seed(List { ctx: &mut *ctx, of: Of::Data })?;
+                    data = true;
+                }
+                "resourceSpans" | "resource_spans" => {
+                    let stop = ctx.wrong("OTLP JSON", "Jaeger JSON");
+                    return Err(ctx.stop(stop));
+                }
+                _ if data => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                _ => {
+                    rest.insert(key, map.next_value::<Value>()?);
+                }
+            }
+        }
+        if data {
+            return Ok(());
+        }
+        ctx.jaeger_trace(&Value::Object(rest), &At::Root).map_err(|stop| ctx.stop(stop))
+    }
+}
+
+/// What a [`List`] holds.
+#[derive(Clone, Copy)]
+enum Of {
+    /// An OTLP request's `resourceSpans`.
+    ResourceSpans,
+    /// Jaeger's `data`.
+    Data,
+    /// A top-level array of Jaeger traces.
+    Traces,
+}
+
+/// A list whose elements are handed on one at a time; `null` is an empty list (`false`).
+struct List<'c, 'a, F> {
+    ctx: &'c mut Ctx<'a, F>,
+    of: Of,
+}
+
+impl<F: FnMut(Vec<SpanRecord>) -> ControlFlow<()>> List<'_, '_, F> {
+    fn found<E: serde::de::Error>(self, kind: &str) -> Result<bool, E> {
+        let key = match self.of {
+            Of::ResourceSpans => "resourceSpans",
+            Of::Data | Of::Traces => "data",
+        };
+        let stop = self.ctx.invalid(decode_error(&At::Key(&At::Root, key), format!("expected an array, found {kind}")));
+        Err(self.ctx.stop(stop))
+    }
+}
+
+impl<'de, F: FnMut(Vec<SpanRecord>) -> ControlFlow<()>> DeserializeSeed<'de> for List<'_, '_, F> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, F: FnMut(Vec<SpanRecord>) -> ControlFlow<()>> Visitor<'de> for List<'_, '_, F> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array")
+    }
+
+    unexpected!();
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<bool, A::Error> {
+        self.found("an object")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        let ctx = self.ctx;
+        let mut i = 0;
+        while let Some(v) = seq.next_element::<Value>()? {
+            let done = match self.of {
+                Of::ResourceSpans => ctx.otlp_resource_spans(v, i),
+                Of::Data => ctx.jaeger_trace(&v, &At::Index(&At::Key(&At::Root, "data"), i)),
+                Of::Traces => ctx.jaeger_trace(&v, &At::Index(&At::Root, i)),
+            };
+            done.map_err(|stop| ctx.stop(stop))?;
+            i += 1;
+        }
+        Ok(true)
     }
 }
 

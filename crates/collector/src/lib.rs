@@ -37,6 +37,9 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod analysis;
+mod clock;
+pub mod diff;
+pub mod diff_html;
 pub mod google_rpc;
 pub mod input;
 pub mod jaeger;
@@ -45,11 +48,13 @@ pub mod otlp_json;
 pub mod receiver;
 pub mod report;
 mod slo;
+mod transit;
 
 pub use analysis::{
-    Analyzer, CriticalShare, ERROR_TRACES_CAP, Exports, KeepPolicy, LatencyStats, Percentiles, StageStats, Summary,
-    analyze, correct_skew, critical_path, into_traces, percentile_ns,
+    ANALYZED_ATTRIBUTES, Analyzer, CriticalShare, ERROR_TRACES_CAP, ExportPlan, Exports, KeepPolicy, LatencyStats,
+    Percentiles, StageStats, Summary, analyze, correct_skew, critical_path, into_traces, percentile_ns,
 };
+pub use clock::{ClockOffset, ClockSample, best_sample};
 pub use slo::{Slo, SloError, SloResult};
 
 /// One span, as the analysis needs it (defined by tracewire-store, which persists it).

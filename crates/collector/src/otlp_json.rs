@@ -634,7 +634,7 @@ pub(crate) fn read_bytes(v: &Value, at: &At<'_>) -> R<Vec<u8>> {
     base64_decode(&s).map_or_else(|| fail(at, format!("{s:?} is not base64")), Ok)
 }
 
-fn read_resource_spans(v: &Value, at: &At<'_>) -> R<ResourceSpans> {
+pub(crate) fn read_resource_spans(v: &Value, at: &At<'_>) -> R<ResourceSpans> {
     let o = object(v, at)?;
     Ok(ResourceSpans {
         resource: message(o, "resource", "resource", at, read_resource)?,

@@ -264,6 +264,22 @@ pub fn render_page(
             c.share * 100.0
         );
     }
+    let mut clock_rows = String::new();
+    if summary.clock.is_empty() {
+        clock_rows
+            .push_str(r#"<tr><td colspan="5">no clock samples (no rpc.call with tracewire.clock.offset_us)</td></tr>"#);
+    }
+    for c in &summary.clock {
+        let uncertainty = c.uncertainty_ms.map_or_else(|| "?".to_owned(), |u| format!("&plusmn; {u:.3} ms"));
+        let _ = write!(
+            clock_rows,
+            "<tr><td>{}</td><td>{}</td><td>{:+.3} ms</td><td>{uncertainty}</td><td>{}</td></tr>",
+            esc(&c.from),
+            esc(&c.to),
+            c.offset_ms,
+            c.samples
+        );
+    }
     let median = median.map(|t| waterfall("Median trace", &t)).unwrap_or_default();
     let slowest = slowest.map(|t| waterfall("Slowest trace", &t)).unwrap_or_default();
     format!(
@@ -279,6 +295,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px}} tr.fail td{{background:#fdd}} tr.
 <table id="stages"><tr><th>stage</th><th>spans</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>max ms</th><th>errors</th><th>err %</th></tr>{stage_table}</table>{hidden_note}
 <h2>Critical path</h2><p>Where the traces' critical paths spent their time (darker bars in the waterfalls).</p>
 <table id="critical"><tr><th>stage</th><th>time on the path</th><th>share</th></tr>{critical_rows}</table>
+<h2>Clocks</h2><p>Offsets between services (the server's clock minus the client's), from the exchange with the smallest round trip; the uncertainty is half that round trip.</p>
+<table id="clock"><tr><th>client</th><th>server</th><th>offset</th><th>uncertainty</th><th>samples</th></tr>{clock_rows}</table>
 {}{}</body></html>"#,
         summary.traces,
         summary.spans,

@@ -2,9 +2,10 @@
 //!
 //! Persistence off the request path. [`Store::append`] returns at once: the record goes
 //! into a bounded queue with the caller's trace context; a writer thread coalesces queued
-//! records into one SQLite transaction per batch (WAL, `synchronous=FULL`).
-//! [`Store::flush`] is a barrier: when it resolves, every record appended before it is
-//! committed and on disk. When the queue is full the [`FullPolicy`] decides: wait up to a
+//! records into one SQLite transaction per batch (WAL, `synchronous=FULL` unless
+//! [`StoreConfig::durability`] says otherwise). [`Store::flush`] is a barrier: when it
+//! resolves, every record appended before it is committed (and on disk, with
+//! [`Durability::Full`]). When the queue is full the [`FullPolicy`] decides: wait up to a
 //! bound, or fail with [`StoreError::Full`]; the queue is never unbounded and nothing is
 //! dropped silently. A failed write keeps its batch and is retried; a barrier only succeeds
 //! once everything before it is durable.
@@ -46,8 +47,9 @@ use tracing::Instrument;
 
 mod retention;
 mod spans;
+pub mod wire;
 pub use retention::{Pruned, Retention};
-pub use spans::{OtlpSpan, SpanFilter, SpanRecord, hex, kind, service_of, status, text, to_request, unhex};
+pub use spans::{OtlpSpan, SpanDetail, SpanFilter, SpanRecord, hex, kind, service_of, status, text, to_request, unhex};
 
 /// The schema version this build writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i32 = 4;
@@ -77,6 +79,9 @@ pub enum StoreError {
     /// Any other SQLite or I/O error.
     #[error("store error: {0}")]
     Other(String),
+    /// Bytes given as an OTLP export request are not one ([`Store::append_encoded`]).
+    #[error(transparent)]
+    Malformed(#[from] wire::WireError),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -124,6 +129,24 @@ pub struct StoreConfig {
     /// Caps the database at this many pages (`PRAGMA max_page_count`); beyond it writes
     /// fail with [`StoreError::DiskFull`], as on a full disk. `None`: no cap.
     pub max_pages: Option<u64>,
+    /// When a commit is on disk ([`Durability::Full`] by default).
+    pub durability: Durability,
+}
+
+/// When a committed transaction is on disk: SQLite's `synchronous` setting, in WAL mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: every commit is synced before it returns (one sync per
+    /// transaction); a commit survives a crash of the process, of the operating system and
+    /// a power loss.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: the log is synced at checkpoints (about every 1,000 pages
+    /// written), not at each commit. A commit survives the process crashing or being killed
+    /// (it is in the operating system's hands when the commit returns); an operating-system
+    /// crash or a power loss may roll back the commits since the last checkpoint (the
+    /// database stays consistent).
+    Normal,
 }
 
 impl Default for StoreConfig {
@@ -137,6 +160,7 @@ impl Default for StoreConfig {
             busy_timeout: Duration::from_millis(200),
             retry_delay: Duration::from_millis(50),
             max_pages: None,
+            durability: Durability::Full,
         }
     }
 }
@@ -180,6 +204,7 @@ enum Cmd {
     Recent(usize, oneshot::Sender<Result<Vec<ProcessRecord>, StoreError>>),
     Spans(Vec<SpanRecord>, OwnedSemaphorePermit),
     Request(Arc<ExportTraceServiceRequest>, usize, OwnedSemaphorePermit),
+    Encoded(Box<wire::Rows>, usize, OwnedSemaphorePermit),
     LoadSpans(SpanFilter, oneshot::Sender<Result<Vec<SpanRecord>, StoreError>>),
     CountSpans(oneshot::Sender<Result<u64, StoreError>>),
     Prune(retention::Step, oneshot::Sender<Result<retention::StepDone, StoreError>>),
@@ -206,9 +231,14 @@ impl std::fmt::Debug for Store {
 fn connect(path: &Path, config: &StoreConfig) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(config.busy_timeout)?;
-    // WAL: readers do not block the writer; FULL: a commit is on disk when it returns.
+    // WAL: readers do not block the writer; FULL: a commit is on disk when it returns,
+    // NORMAL: once the next checkpoint is (`Durability`).
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    let synchronous = match config.durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
     // 16 MiB of page cache (SQLite's default is 2 MiB): the span indexes, keyed by random
     // ids, are written all over; cached, their pages are not read back for every batch.
     conn.pragma_update(None, "cache_size", -16 * 1024)?;
@@ -274,13 +304,16 @@ fn write_batch(
     conn: &mut Connection,
     batch: &[Appended],
     span_batch: &[SpanRecord],
-    requests: &[(Arc<ExportTraceServiceRequest>, usize)],
+    requests: &[Request],
     interned: &mut spans::Interned,
 ) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     spans::insert(&tx, span_batch, interned)?;
-    for (request, _) in requests {
-        spans::insert_request(&tx, request, interned)?;
+    for request in requests {
+        match request {
+            Request::Decoded(request) => spans::insert_request(&tx, request, interned)?,
+            Request::Encoded(rows) => wire::insert_encoded(&tx, rows, interned)?,
+        }
     }
     for a in batch {
         upsert_process(&tx, &a.record)?;
@@ -369,6 +402,13 @@ fn write_span(start: SystemTime, batch: &[Appended], ok: bool) {
     span.end();
 }
 
+/// A queued OTLP export request: decoded ([`Store::append_request`]) or as its protobuf
+/// bytes ([`Store::append_encoded`]).
+enum Request {
+    Decoded(Arc<ExportTraceServiceRequest>),
+    Encoded(Box<wire::Rows>),
+}
+
 struct Writer {
     conn: Connection,
     rx: mpsc::Receiver<Cmd>,
@@ -376,8 +416,8 @@ struct Writer {
     backlog: Arc<AtomicU64>,
     pending: Vec<Appended>,
     pending_spans: Vec<SpanRecord>,
-    /// Requests and their span counts.
-    pending_requests: Vec<(Arc<ExportTraceServiceRequest>, usize)>,
+    /// Export requests, in the order they were queued.
+    pending_requests: Vec<Request>,
     /// How many spans are pending (records and requests).
     pending_span_count: usize,
     /// The queue room the pending spans hold, given back once they are committed.
@@ -436,7 +476,12 @@ impl Writer {
             }
             Cmd::Request(request, n, permit) => {
                 self.pending_span_count += n;
-                self.pending_requests.push((request, n));
+                self.pending_requests.push(Request::Decoded(request));
+                self.permits.push(permit);
+            }
+            Cmd::Encoded(rows, n, permit) => {
+                self.pending_span_count += n;
+                self.pending_requests.push(Request::Encoded(rows));
                 self.permits.push(permit);
             }
             Cmd::LoadSpans(filter, ack) => {
@@ -630,6 +675,54 @@ impl Store {
         self.enqueue(Cmd::Request(request, n, permit), n as u64).await
     }
 
+    /// Queues the spans of an OTLP export request given as its protobuf bytes, with the
+    /// rows [`Store::append_request`] writes for its decoding, without decoding it: each
+    /// span's columns are read from the bytes and its other fields copied as they are
+    /// ([`wire`]). The bytes are checked ([`wire::check`]) and the rows laid out here, on
+    /// the caller's thread, so the writer thread only inserts; what is copied unread
+    /// (attributes, events, links, resources, scopes) must decode, as a request that passed
+    /// the collector's validation does.
+    /// Returns the number of spans queued.
+    ///
+    /// ```
+    /// use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    /// use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    /// use prost::Message;
+    /// use tracewire_store::{SpanRecord, Store};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let dir = std::env::temp_dir().join(format!("tw-encoded-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let store = Store::open(dir.join("traces.db")).unwrap();
+    /// let span = Span { trace_id: vec![1; 16], span_id: vec![2; 8], name: "exec".into(), ..Default::default() };
+    /// let request = ExportTraceServiceRequest {
+    ///     resource_spans: vec![ResourceSpans {
+    ///         scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }],
+    ///         ..Default::default()
+    ///     }],
+    /// };
+    /// assert_eq!(store.append_encoded(request.encode_to_vec().into()).await.unwrap(), 1);
+    /// assert_eq!(store.spans().await.unwrap(), SpanRecord::all_of(&request));
+    /// // Not a request: refused before anything is queued.
+    /// assert!(store.append_encoded(vec![0x0a, 0x05].into()).await.is_err());
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # });
+    /// ```
+    ///
+    /// # Errors
+    /// [`StoreError::Malformed`] when the bytes are not a request; else as
+    /// [`Store::append_spans`].
+    pub async fn append_encoded(&self, bytes: prost::bytes::Bytes) -> Result<usize, StoreError> {
+        let rows = wire::rows(bytes)?;
+        let n = rows.spans();
+        if n == 0 {
+            return Ok(0);
+        }
+        let permit = self.room(n).await?;
+        self.enqueue(Cmd::Encoded(Box::new(rows), n, permit), n as u64).await?;
+        Ok(n)
+    }
+
     /// Room in the queue for `n` spans ([`StoreConfig::max_queued_spans`]), per the
     /// [`FullPolicy`].
     async fn room(&self, n: usize) -> Result<OwnedSemaphorePermit, StoreError> {
@@ -712,7 +805,48 @@ impl Store {
     ///
     /// # Errors
     /// As [`Store::spans`].
-    pub async fn for_each_trace<F>(&self, filter: SpanFilter, mut f: F) -> Result<(), StoreError>
+    pub async fn for_each_trace<F>(&self, filter: SpanFilter, f: F) -> Result<(), StoreError>
+    where
+        F: FnMut(Vec<SpanRecord>) + Send + 'static,
+    {
+        self.for_each_trace_with(filter, SpanDetail::Full, f).await
+    }
+
+    /// [`Store::for_each_trace`], reading of each span what `detail` says: with
+    /// [`SpanDetail::Columns`], the analysis's view only (no OTLP form, only the attributes
+    /// named), which is several times cheaper than the whole span.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use tracewire_store::{SpanDetail, SpanFilter, SpanRecord, Store};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let dir = std::env::temp_dir().join(format!("tw-columns-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let store = Store::open(dir.join("traces.db")).unwrap();
+    /// let attributes = BTreeMap::from([("tracewire.stage".into(), "exec".into()), ("host.name".into(), "h".into())]);
+    /// let span = SpanRecord { trace_id: "0af7651916cd43dd8448eb211c80319c".into(), span_id: "b7ad6b7169203331".into(),
+    ///     service: "api".into(), attributes, ..Default::default() };
+    /// store.append_spans(vec![span]).await.unwrap();
+    /// let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    /// let into = std::sync::Arc::clone(&seen);
+    /// let detail = SpanDetail::Columns(vec!["tracewire.stage".into()]);
+    /// store.for_each_trace_with(SpanFilter::default(), detail, move |t| into.lock().unwrap().extend(t)).await.unwrap();
+    /// let read = &seen.lock().unwrap()[0];
+    /// assert_eq!((read.service.as_str(), read.stage(), read.attributes.len()), ("api", "exec", 1));
+    /// assert!(read.otlp.is_none());
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # });
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Store::spans`].
+    pub async fn for_each_trace_with<F>(
+        &self,
+        filter: SpanFilter,
+        detail: SpanDetail,
+        mut f: F,
+    ) -> Result<(), StoreError>
     where
         F: FnMut(Vec<SpanRecord>) + Send + 'static,
     {
@@ -724,11 +858,11 @@ impl Store {
         std::thread::Builder::new()
             .name("tracewire-store-read".into())
             .spawn(move || {
-                let mut read = || -> Result<(), StoreError> {
+                let read = || -> Result<(), StoreError> {
                     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
                     let conn = Connection::open_with_flags(path.as_path(), flags)?;
                     conn.busy_timeout(busy_timeout)?;
-                    spans::for_each_trace(&conn, &filter, &mut f)
+                    spans::for_each_trace(&conn, &filter, detail, &mut f)
                 };
                 let _ = ack.send(read());
             })
@@ -795,7 +929,8 @@ impl Store {
         }
     }
 
-    /// A barrier: resolves once every record appended before it is committed and synced.
+    /// A barrier: resolves once every record appended before it is committed (and synced,
+    /// with [`Durability::Full`]).
     ///
     /// # Errors
     /// The write error, when the batch could not be written (it is kept and retried).

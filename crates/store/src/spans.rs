@@ -488,11 +488,11 @@ impl Interned {
         self.scopes.clear();
     }
 
-    fn resource(&mut self, tx: &Connection, body: &[u8], service: &str) -> Result<i64, StoreError> {
+    pub(crate) fn resource(&mut self, tx: &Connection, body: &[u8], service: &str) -> Result<i64, StoreError> {
         Self::id(&mut self.resources, tx, "resources", body, Some(service))
     }
 
-    fn scope(&mut self, tx: &Connection, body: &[u8]) -> Result<i64, StoreError> {
+    pub(crate) fn scope(&mut self, tx: &Connection, body: &[u8]) -> Result<i64, StoreError> {
         Self::id(&mut self.scopes, tx, "scopes", body, None)
     }
 
@@ -799,6 +799,19 @@ impl SpanFilter {
     }
 }
 
+/// How much of each span a trace stream reads ([`crate::Store::for_each_trace_with`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SpanDetail {
+    /// Everything: each span as [`SpanRecord::from_otlp`] gives it, with its OTLP form.
+    #[default]
+    Full,
+    /// The analysis's view, from the columns: ids, name, service, times, kind, status code
+    /// and message, and of the attributes only the keys listed (as [`text`]); no
+    /// [`SpanRecord::otlp`]. The body is scanned for those attributes, not decoded, so a
+    /// span costs a few allocations instead of its whole OTLP form.
+    Columns(Vec<String>),
+}
+
 /// Trace ids bound in one query at most (SQLite's variable limit is far above).
 const TRACES_PER_QUERY: usize = 400;
 
@@ -868,6 +881,9 @@ fn select<'a>(
 struct Reader {
     resources: HashMap<i64, (Arc<Resource>, Arc<str>)>,
     scopes: HashMap<i64, (Arc<InstrumentationScope>, Arc<str>)>,
+    /// `resources.service` by id ([`SpanDetail::Columns`]).
+    services: HashMap<i64, String>,
+    detail: SpanDetail,
     out: Vec<SpanRecord>,
 }
 
@@ -934,6 +950,58 @@ impl Reader {
         Ok(r)
     }
 
+    /// A row as [`SpanDetail::Columns`] reads it (`wanted`: the attributes kept).
+    fn row_columns(
+        &mut self,
+        conn: &Connection,
+        row: &rusqlite::Row<'_>,
+        wanted: &[String],
+    ) -> Result<SpanRecord, StoreError> {
+        let (trace, id, parent) = (row.get_ref(0)?, row.get_ref(1)?, row.get_ref(2)?);
+        let mut r = SpanRecord {
+            trace_id: id_text(trace),
+            span_id: id_text(id),
+            parent_id: (!matches!(parent, ValueRef::Null)).then(|| id_text(parent)),
+            name: row.get(3)?,
+            start_ns: row.get(4)?,
+            end_ns: row.get(5)?,
+            kind: row.get(6)?,
+            status_code: row.get(7)?,
+            ..SpanRecord::default()
+        };
+        let resource: i64 = row.get(8)?;
+        if let Some(service) = self.services.get(&resource) {
+            r.service.clone_from(service);
+        } else {
+            let service: String = conn
+                .prepare_cached("SELECT service FROM resources WHERE id = ?1")?
+                .query_row([resource], |row| row.get(0))
+                .map_err(|e| {
+                    StoreError::Corrupt(format!("span {}/{}: resource {resource}: {e}", r.trace_id, r.span_id))
+                })?;
+            r.service.clone_from(&service);
+            self.services.insert(resource, service);
+        }
+        let body = row
+            .get_ref(10)?
+            .as_blob()
+            .map_err(|e| StoreError::Corrupt(format!("span {}/{}: body: {e}", r.trace_id, r.span_id)))?;
+        if scan_body(body, wanted, &mut r.attributes, &mut r.status_message).is_none() {
+            // Not the encoding the writer produces: decode it as protobuf (the same result,
+            // or the error a full load gives).
+            let span = Span::decode(body)
+                .map_err(|e| StoreError::Corrupt(format!("span {}/{}: body: {e}", r.trace_id, r.span_id)))?;
+            r.attributes = span
+                .attributes
+                .iter()
+                .filter(|kv| wanted.contains(&kv.key))
+                .map(|kv| (kv.key.clone(), kv.value.as_ref().map(text).unwrap_or_default()))
+                .collect();
+            r.status_message = span.status.map(|st| st.message).unwrap_or_default();
+        }
+        Ok(r)
+    }
+
     fn resource(&mut self, conn: &Connection, id: i64) -> Result<(Arc<Resource>, Arc<str>), String> {
         if let Some(r) = self.resources.get(&id) {
             return Ok(r.clone());
@@ -956,6 +1024,100 @@ impl Reader {
     }
 }
 
+/// A protobuf varint from the front of `buf`.
+fn varint(buf: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = buf.split_first()?;
+        *buf = rest;
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// The next field of a protobuf message at the front of `buf`: its number, and its bytes
+/// when it is length-delimited. `None` at a wire type other than varint, fixed32, fixed64
+/// and length-delimited, or at a truncated field.
+fn next_field<'a>(buf: &mut &'a [u8]) -> Option<(u64, Option<&'a [u8]>)> {
+    let key = varint(buf)?;
+    let skip = |buf: &mut &'a [u8], n: usize| -> Option<&'a [u8]> {
+        let (taken, rest) = buf.split_at_checked(n)?;
+        *buf = rest;
+        Some(taken)
+    };
+    let bytes = match key & 7 {
+        0 => {
+            varint(buf)?;
+            None
+        }
+        1 => {
+            skip(buf, 8)?;
+            None
+        }
+        2 => {
+            let len = usize::try_from(varint(buf)?).ok()?;
+            Some(skip(buf, len)?)
+        }
+        5 => {
+            skip(buf, 4)?;
+            None
+        }
+        _ => return None,
+    };
+    Some((key >> 3, bytes))
+}
+
+/// Reads from a stored span body (the OTLP `Span` fields the columns do not hold) the
+/// attributes named in `wanted`, as [`text`], and the status message, without decoding the
+/// rest. `None` when the body is not as the writer encodes it (a field repeated inside an
+/// attribute, a wire type it never writes): the caller decodes it whole then.
+fn scan_body(
+    mut body: &[u8],
+    wanted: &[String],
+    attributes: &mut BTreeMap<String, String>,
+    message: &mut String,
+) -> Option<()> {
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
+    while !body.is_empty() {
+        match next_field(&mut body)? {
+            // Span.attributes: KeyValue { key = 1, value = 2 }.
+            (9, Some(mut kv)) => {
+                let (mut key, mut value) = (None::<&[u8]>, None::<&[u8]>);
+                while !kv.is_empty() {
+                    match next_field(&mut kv)? {
+                        (1, Some(k)) if key.is_none() => key = Some(k),
+                        (2, Some(v)) if value.is_none() => value = Some(v),
+                        (1 | 2, _) => return None,
+                        _ => {}
+                    }
+                }
+                let key = std::str::from_utf8(key.unwrap_or_default()).ok()?;
+                if let Some(k) = wanted.iter().find(|w| w.as_str() == key) {
+                    let value = match value {
+                        Some(v) => text(&AnyValue::decode(v).ok()?),
+                        None => String::new(),
+                    };
+                    attributes.insert(k.clone(), value);
+                }
+            }
+            // Span.status: Status { message = 2 }.
+            (15, Some(mut st)) => {
+                while !st.is_empty() {
+                    if let (2, Some(m)) = next_field(&mut st)? {
+                        std::str::from_utf8(m).ok()?.clone_into(message);
+                    }
+                }
+            }
+            (9 | 15, None) => return None,
+            _ => {}
+        }
+    }
+    Some(())
+}
+
 /// The body of row `id` of `table` (`resources` or `scopes`).
 fn blob(conn: &Connection, table: &str, id: i64) -> Result<Vec<u8>, String> {
     conn.prepare_cached(&format!("SELECT body FROM {table} WHERE id = ?1"))
@@ -969,9 +1131,10 @@ fn blob(conn: &Connection, table: &str, id: i64) -> Result<Vec<u8>, String> {
 pub(crate) fn for_each_trace(
     conn: &Connection,
     filter: &SpanFilter,
+    detail: SpanDetail,
     f: &mut dyn FnMut(Vec<SpanRecord>),
 ) -> Result<(), StoreError> {
-    let mut reader = Reader::default();
+    let mut reader = Reader { detail, ..Reader::default() };
     if filter.traces.is_empty() {
         return reader.each(conn, filter, &[], f);
     }
@@ -1005,6 +1168,7 @@ impl Reader {
         let mut rows = stmt.query(args.as_slice())?;
         let mut current: Option<Vec<u8>> = None;
         let mut trace: Vec<SpanRecord> = Vec::new();
+        let detail = self.detail.clone();
         let mut emit = |mut trace: Vec<SpanRecord>| {
             if !trace.is_empty() {
                 trace.sort_by(|a, b| (a.start_ns, &a.span_id).cmp(&(b.start_ns, &b.span_id)));
@@ -1021,7 +1185,10 @@ impl Reader {
                 current = Some(key.to_vec());
                 emit(std::mem::take(&mut trace));
             }
-            let span = self.row(conn, row)?;
+            let span = match &detail {
+                SpanDetail::Full => self.row(conn, row)?,
+                SpanDetail::Columns(wanted) => self.row_columns(conn, row, wanted)?,
+            };
             trace.push(span);
         }
         emit(trace);
