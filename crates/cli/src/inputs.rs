@@ -127,6 +127,7 @@ impl Inputs {
     ///   found in more than one place is kept once: the first, in the order databases,
     ///   OTLP JSON, Jaeger JSON; a trace split across inputs is analyzed as one. Traces are
     ///   analyzed in trace id order, each one's spans by start, as from a database.
+    ///
     /// `make` gives the analyzer (called a second time only in the Jaeger case above).
     pub(crate) async fn analyze(&self, make: impl Fn() -> Analyzer) -> Result<(Analyzer, Source)> {
         let s = &self.sources;
