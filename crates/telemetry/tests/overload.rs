@@ -3,6 +3,8 @@
 //! exported + dropped`, `exported` equal to what the exporter received, shed spans
 //! included), and once the overload ends the worker sleeps again instead of keeping a core
 //! busy.
+// The spans under test exist only with instrumentation compiled in.
+#![cfg(feature = "instrument")]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
