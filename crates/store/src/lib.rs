@@ -36,7 +36,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::trace::{Link, Span as _, TraceContextExt, Tracer as _};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -131,6 +131,10 @@ pub struct StoreConfig {
     pub max_pages: Option<u64>,
     /// When a commit is on disk ([`Durability::Full`] by default).
     pub durability: Durability,
+    /// The page size of a database the store creates (`PRAGMA page_size`, a power of two
+    /// from 512 to 65,536); an existing database keeps its own. `None`: SQLite's, 4 KiB.
+    /// Larger pages make fewer, larger B-tree pages to update and log per insert.
+    pub page_size: Option<u32>,
 }
 
 /// When a committed transaction is on disk: SQLite's `synchronous` setting, in WAL mode.
@@ -141,11 +145,11 @@ pub enum Durability {
     /// a power loss.
     #[default]
     Full,
-    /// `synchronous=NORMAL`: the log is synced at checkpoints (about every 1,000 pages
-    /// written), not at each commit. A commit survives the process crashing or being killed
-    /// (it is in the operating system's hands when the commit returns); an operating-system
-    /// crash or a power loss may roll back the commits since the last checkpoint (the
-    /// database stays consistent).
+    /// `synchronous=NORMAL`: the log is synced at checkpoints (made by a thread of the
+    /// store's own, a few times a second while records arrive), not at each commit. A
+    /// commit survives the process crashing or being killed (it is in the operating
+    /// system's hands when the commit returns); an operating-system crash or a power loss
+    /// may roll back the commits since the last checkpoint (the database stays consistent).
     Normal,
 }
 
@@ -161,6 +165,7 @@ impl Default for StoreConfig {
             retry_delay: Duration::from_millis(50),
             max_pages: None,
             durability: Durability::Full,
+            page_size: None,
         }
     }
 }
@@ -231,6 +236,10 @@ impl std::fmt::Debug for Store {
 fn connect(path: &Path, config: &StoreConfig) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(config.busy_timeout)?;
+    // Before the log is in WAL mode: a new database takes it, an existing one keeps its own.
+    if let Some(size) = config.page_size {
+        conn.pragma_update(None, "page_size", size)?;
+    }
     // WAL: readers do not block the writer; FULL: a commit is on disk when it returns,
     // NORMAL: once the next checkpoint is (`Durability`).
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -242,11 +251,75 @@ fn connect(path: &Path, config: &StoreConfig) -> Result<Connection, StoreError> 
     // 16 MiB of page cache (SQLite's default is 2 MiB): the span indexes, keyed by random
     // ids, are written all over; cached, their pages are not read back for every batch.
     conn.pragma_update(None, "cache_size", -16 * 1024)?;
+    // The log is checkpointed by the store's checkpoint thread (`Checkpointer`); SQLite's
+    // automatic checkpoint, run by the writer after a commit, only bounds the log when that
+    // thread falls behind.
+    let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_BOUND_BYTES / page_size.max(512))?;
     migrate(&conn)?;
     if let Some(pages) = config.max_pages {
         let _: i64 = conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| r.get(0))?;
     }
     Ok(conn)
+}
+
+/// How large the WAL may grow before the writer checkpoints it itself (SQLite's automatic
+/// checkpoint, set in pages: this over the page size); below it the [`Checkpointer`] does.
+const WAL_BOUND_BYTES: i64 = 64 << 20;
+
+/// Least time between two checkpoints of the [`Checkpointer`].
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The WAL's checkpoints, off the writer thread: a thread with its own connection copies
+/// committed pages from the log into the database (`PRAGMA wal_checkpoint(PASSIVE)`, which
+/// never waits for the writer nor holds it up) after commits, at most every
+/// [`CHECKPOINT_INTERVAL`], so the writer does not wait for those copies and their syncs. The
+/// writer still checkpoints once the log reaches [`WAL_BOUND_BYTES`] (SQLite's automatic
+/// checkpoint; little is left to copy by then), which bounds the log under sustained load:
+/// SQLite starts the log over only after a checkpoint that copied all of it.
+struct Checkpointer {
+    kick: std::sync::mpsc::SyncSender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path, config: &StoreConfig) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(config.busy_timeout)?;
+        let (kick, kicked) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("tracewire-ckpt".into())
+            .spawn(move || {
+                let mut last: Option<Instant> = None;
+                while kicked.recv().is_ok() {
+                    // Commits in the meantime (their kicks) are covered by this checkpoint.
+                    if let Some(until) = last.and_then(|t| t.checked_add(CHECKPOINT_INTERVAL)) {
+                        while let Some(wait) = until.checked_duration_since(Instant::now()).filter(|w| !w.is_zero()) {
+                            if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) = kicked.recv_timeout(wait) {
+                                // Closing: the last connection closed checkpoints the whole log.
+                                return;
+                            }
+                        }
+                    }
+                    last = Some(Instant::now());
+                    // A failure (the disk) is the writer's to meet and report at its commits.
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                }
+            })
+            .map_err(|e| StoreError::Other(e.to_string()))?;
+        Ok(Self { kick, thread })
+    }
+
+    /// Asks for a checkpoint (soon: at most one every [`CHECKPOINT_INTERVAL`]).
+    fn kick(&self) {
+        let _ = self.kick.try_send(());
+    }
+
+    /// Stops the thread once its checkpoint in progress, if any, is done.
+    fn stop(self) {
+        drop(self.kick);
+        let _ = self.thread.join();
+    }
 }
 
 /// Brings the database of `conn` to the store's schema with versioned migrations
@@ -423,6 +496,7 @@ struct Writer {
     /// The queue room the pending spans hold, given back once they are committed.
     permits: Vec<OwnedSemaphorePermit>,
     interned: spans::Interned,
+    checkpointer: Checkpointer,
 }
 
 impl Writer {
@@ -455,6 +529,7 @@ impl Writer {
             self.pending_requests.clear();
             self.pending_span_count = 0;
             self.permits.clear();
+            self.checkpointer.kick();
         }
         result
     }
@@ -536,6 +611,8 @@ impl Writer {
         }
         // All handles are gone: a last attempt for what is left.
         let _ = self.write_pending();
+        // Then the connection closes last and checkpoints the log.
+        self.checkpointer.stop();
     }
 }
 
@@ -556,6 +633,7 @@ impl Store {
     pub fn open_with(path: impl AsRef<Path>, config: StoreConfig) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let conn = connect(&path, &config)?;
+        let checkpointer = Checkpointer::start(&path, &config)?;
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let backlog = Arc::new(AtomicU64::new(0));
         let writer = Writer {
@@ -569,6 +647,7 @@ impl Store {
             pending_span_count: 0,
             permits: Vec::new(),
             interned: spans::Interned::default(),
+            checkpointer,
         };
         std::thread::Builder::new()
             .name("tracewire-store".into())
@@ -841,10 +920,63 @@ impl Store {
     ///
     /// # Errors
     /// As [`Store::spans`].
-    pub async fn for_each_trace_with<F>(
+    pub async fn for_each_trace_with<F>(&self, filter: SpanFilter, detail: SpanDetail, f: F) -> Result<(), StoreError>
+    where
+        F: FnMut(Vec<SpanRecord>) + Send + 'static,
+    {
+        self.read_traces(filter, detail, None, f).await
+    }
+
+    /// [`Store::for_each_trace_with`], reusing the records of the traces `f` was given and
+    /// hands back through `spare`: with [`SpanDetail::Columns`] each row is written over a
+    /// record handed back (every field set: nothing of the span it held before remains,
+    /// not even an attribute this span lacks), so reading allocates next to nothing once a
+    /// few traces went round, and the consumer frees nothing. Traces need not all come
+    /// back; the reader takes what is there when it needs a record.
+    ///
+    /// ```
+    /// use tracewire_store::{SpanDetail, SpanFilter, SpanRecord, Store};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let dir = std::env::temp_dir().join(format!("tw-recycle-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let store = Store::open(dir.join("traces.db")).unwrap();
+    /// let span = |trace: &str| SpanRecord { trace_id: trace.into(), span_id: "b7ad6b7169203331".into(), ..Default::default() };
+    /// store.append_spans(vec![span("0af7651916cd43dd8448eb211c80319c"), span("4bf92f3577b34da6a3ce929d0e0e4736")]).await.unwrap();
+    /// let (back, spare) = std::sync::mpsc::channel();
+    /// let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    /// let into = std::sync::Arc::clone(&seen);
+    /// let detail = SpanDetail::Columns(vec!["tracewire.stage".into()]);
+    /// store.for_each_trace_recycling(SpanFilter::default(), detail, spare, move |t: Vec<SpanRecord>| {
+    ///     into.lock().unwrap().push(t[0].trace_id.clone());
+    ///     back.send(t).unwrap(); // done with it: its records are filled again
+    /// }).await.unwrap();
+    /// assert_eq!(seen.lock().unwrap().len(), 2);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # });
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Store::spans`].
+    pub async fn for_each_trace_recycling<F>(
         &self,
         filter: SpanFilter,
         detail: SpanDetail,
+        spare: std::sync::mpsc::Receiver<Vec<SpanRecord>>,
+        f: F,
+    ) -> Result<(), StoreError>
+    where
+        F: FnMut(Vec<SpanRecord>) + Send + 'static,
+    {
+        self.read_traces(filter, detail, Some(spare), f).await
+    }
+
+    /// The read of [`Store::for_each_trace_with`] and [`Store::for_each_trace_recycling`].
+    async fn read_traces<F>(
+        &self,
+        filter: SpanFilter,
+        detail: SpanDetail,
+        spare: Option<std::sync::mpsc::Receiver<Vec<SpanRecord>>>,
         mut f: F,
     ) -> Result<(), StoreError>
     where
@@ -862,7 +994,7 @@ impl Store {
                     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
                     let conn = Connection::open_with_flags(path.as_path(), flags)?;
                     conn.busy_timeout(busy_timeout)?;
-                    spans::for_each_trace(&conn, &filter, detail, &mut f)
+                    spans::for_each_trace(&conn, &filter, detail, spare, &mut f)
                 };
                 let _ = ack.send(read());
             })

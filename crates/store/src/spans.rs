@@ -563,6 +563,23 @@ fn id_text(v: ValueRef<'_>) -> String {
     }
 }
 
+/// [`id_text`] written over `out`, keeping its allocation.
+fn id_text_into(v: ValueRef<'_>, out: &mut String) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.clear();
+    match v {
+        ValueRef::Blob(b) => {
+            out.reserve(b.len() * 2);
+            for x in b {
+                out.push(char::from(DIGITS[usize::from(x >> 4)]));
+                out.push(char::from(DIGITS[usize::from(x & 0xf)]));
+            }
+        }
+        ValueRef::Text(t) => out.push_str(&String::from_utf8_lossy(t)),
+        _ => {}
+    }
+}
+
 /// The bytes a stored id stands for in OTLP: a blob's bytes, a text id's hex (empty when
 /// it is not hex).
 fn id_bytes(v: ValueRef<'_>) -> Vec<u8> {
@@ -885,6 +902,12 @@ struct Reader {
     services: HashMap<i64, String>,
     detail: SpanDetail,
     out: Vec<SpanRecord>,
+    /// Traces the consumer handed back ([`crate::Store::for_each_trace_recycling`]).
+    spare: Option<std::sync::mpsc::Receiver<Vec<SpanRecord>>>,
+    /// Records of those traces, to be filled again ([`SpanDetail::Columns`]), the next last.
+    records: Vec<SpanRecord>,
+    /// Their emptied vectors, for the next traces.
+    vectors: Vec<Vec<SpanRecord>>,
 }
 
 impl Reader {
@@ -950,28 +973,37 @@ impl Reader {
         Ok(r)
     }
 
-    /// A row as [`SpanDetail::Columns`] reads it (`wanted`: the attributes kept).
+    /// A row as [`SpanDetail::Columns`] reads it (`wanted`: the attributes kept), written
+    /// over `r` (a record of an earlier row, or a new one): every field is set, and its
+    /// strings keep their allocations.
     fn row_columns(
         &mut self,
         conn: &Connection,
         row: &rusqlite::Row<'_>,
         wanted: &[String],
-    ) -> Result<SpanRecord, StoreError> {
+        r: &mut SpanRecord,
+    ) -> Result<(), StoreError> {
         let (trace, id, parent) = (row.get_ref(0)?, row.get_ref(1)?, row.get_ref(2)?);
-        let mut r = SpanRecord {
-            trace_id: id_text(trace),
-            span_id: id_text(id),
-            parent_id: (!matches!(parent, ValueRef::Null)).then(|| id_text(parent)),
-            name: row.get(3)?,
-            start_ns: row.get(4)?,
-            end_ns: row.get(5)?,
-            kind: row.get(6)?,
-            status_code: row.get(7)?,
-            ..SpanRecord::default()
-        };
+        id_text_into(trace, &mut r.trace_id);
+        id_text_into(id, &mut r.span_id);
+        if matches!(parent, ValueRef::Null) {
+            r.parent_id = None;
+        } else {
+            id_text_into(parent, r.parent_id.get_or_insert_with(String::new));
+        }
+        let name = row
+            .get_ref(3)?
+            .as_str()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e)))?;
+        name.clone_into(&mut r.name);
+        r.start_ns = row.get(4)?;
+        r.end_ns = row.get(5)?;
+        r.kind = row.get(6)?;
+        r.status_code = row.get(7)?;
+        r.otlp = None;
         let resource: i64 = row.get(8)?;
         if let Some(service) = self.services.get(&resource) {
-            r.service.clone_from(service);
+            service.clone_into(&mut r.service);
         } else {
             let service: String = conn
                 .prepare_cached("SELECT service FROM resources WHERE id = ?1")?
@@ -999,7 +1031,37 @@ impl Reader {
                 .collect();
             r.status_message = span.status.map(|st| st.message).unwrap_or_default();
         }
-        Ok(r)
+        Ok(())
+    }
+
+    /// A record to fill: one of a trace handed back, else a new one.
+    fn spare_record(&mut self) -> SpanRecord {
+        if self.records.is_empty() {
+            self.take_spare();
+        }
+        self.records.pop().unwrap_or_default()
+    }
+
+    /// A vector for the next trace's records: one handed back, else a new one.
+    fn spare_vector(&mut self) -> Vec<SpanRecord> {
+        self.vectors.pop().unwrap_or_default()
+    }
+
+    /// Moves the records of the traces handed back so far into [`Reader::records`].
+    fn take_spare(&mut self) {
+        /// Records kept at most (the consumer hands back what it was sent, which the
+        /// channel to it bounds; this bounds a consumer that does otherwise).
+        const MOST: usize = 1 << 16;
+        let Some(spare) = &self.spare else { return };
+        while let Ok(mut trace) = spare.try_recv() {
+            // Reversed, so that records are taken again in the order they came.
+            let room = MOST.saturating_sub(self.records.len());
+            self.records.extend(trace.drain(..).rev().take(room));
+            if self.vectors.len() < 1024 {
+                trace.clear();
+                self.vectors.push(trace);
+            }
+        }
     }
 
     fn resource(&mut self, conn: &Connection, id: i64) -> Result<(Arc<Resource>, Arc<str>), String> {
@@ -1072,15 +1134,23 @@ fn next_field<'a>(buf: &mut &'a [u8]) -> Option<(u64, Option<&'a [u8]>)> {
 
 /// Reads from a stored span body (the OTLP `Span` fields the columns do not hold) the
 /// attributes named in `wanted`, as [`text`], and the status message, without decoding the
-/// rest. `None` when the body is not as the writer encodes it (a field repeated inside an
-/// attribute, a wire type it never writes): the caller decodes it whole then.
+/// rest, into `attributes` and `message` (which may hold an earlier span's: they end up
+/// holding this span's only, their strings reused where a key is found again). `None` when
+/// the body is not as the writer encodes it (a field repeated inside an attribute, a wire
+/// type it never writes): the caller decodes it whole then.
 fn scan_body(
     mut body: &[u8],
     wanted: &[String],
     attributes: &mut BTreeMap<String, String>,
     message: &mut String,
 ) -> Option<()> {
-    use opentelemetry_proto::tonic::common::v1::AnyValue;
+    // The keys of `wanted` found (by index; with more than 64, the map starts empty).
+    let mut found = 0u64;
+    let tracked = wanted.len() <= 64;
+    if !tracked {
+        attributes.clear();
+    }
+    message.clear();
     while !body.is_empty() {
         match next_field(&mut body)? {
             // Span.attributes: KeyValue { key = 1, value = 2 }.
@@ -1095,12 +1165,18 @@ fn scan_body(
                     }
                 }
                 let key = std::str::from_utf8(key.unwrap_or_default()).ok()?;
-                if let Some(k) = wanted.iter().find(|w| w.as_str() == key) {
-                    let value = match value {
-                        Some(v) => text(&AnyValue::decode(v).ok()?),
-                        None => String::new(),
+                if let Some(at) = wanted.iter().position(|w| w.as_str() == key) {
+                    let slot = match attributes.get_mut(key) {
+                        Some(slot) => slot,
+                        None => attributes.entry(wanted[at].clone()).or_default(),
                     };
-                    attributes.insert(k.clone(), value);
+                    slot.clear();
+                    if let Some(v) = value {
+                        value_text(v, slot)?;
+                    }
+                    if tracked {
+                        found |= 1 << at;
+                    }
                 }
             }
             // Span.status: Status { message = 2 }.
@@ -1115,6 +1191,25 @@ fn scan_body(
             _ => {}
         }
     }
+    if tracked {
+        attributes.retain(|k, _| wanted.iter().position(|w| w == k).is_some_and(|at| found & (1 << at) != 0));
+    }
+    Some(())
+}
+
+/// An encoded `AnyValue` as [`text`] appended to `out`: a string value as it is, anything
+/// else decoded. `None` when it does not decode.
+fn value_text(v: &[u8], out: &mut String) -> Option<()> {
+    // AnyValue.string_value = 1, alone in the message: what the writer encodes for a string.
+    let mut rest = v;
+    if let Some((1, Some(s))) = next_field(&mut rest)
+        && rest.is_empty()
+        && let Ok(s) = std::str::from_utf8(s)
+    {
+        out.push_str(s);
+        return Some(());
+    }
+    out.push_str(&text(&opentelemetry_proto::tonic::common::v1::AnyValue::decode(v).ok()?));
     Some(())
 }
 
@@ -1128,13 +1223,16 @@ fn blob(conn: &Connection, table: &str, id: i64) -> Result<Vec<u8>, String> {
 /// Calls `f` with each trace that `filter` selects, in trace id order, its spans ordered by
 /// start (then span id), reading one row at a time: memory holds one trace, not the
 /// selection. A trace id listed twice in the filter is read once.
+/// With `spare`, the records of the traces received there (traces `f` was given, handed
+/// back) are filled again rather than new ones allocated ([`SpanDetail::Columns`] only).
 pub(crate) fn for_each_trace(
     conn: &Connection,
     filter: &SpanFilter,
     detail: SpanDetail,
+    spare: Option<std::sync::mpsc::Receiver<Vec<SpanRecord>>>,
     f: &mut dyn FnMut(Vec<SpanRecord>),
 ) -> Result<(), StoreError> {
-    let mut reader = Reader { detail, ..Reader::default() };
+    let mut reader = Reader { detail, spare, ..Reader::default() };
     if filter.traces.is_empty() {
         return reader.each(conn, filter, &[], f);
     }
@@ -1167,7 +1265,7 @@ impl Reader {
         let mut stmt = conn.prepare(&sql)?;
         let mut rows = stmt.query(args.as_slice())?;
         let mut current: Option<Vec<u8>> = None;
-        let mut trace: Vec<SpanRecord> = Vec::new();
+        let mut trace: Vec<SpanRecord> = self.spare_vector();
         let detail = self.detail.clone();
         let mut emit = |mut trace: Vec<SpanRecord>| {
             if !trace.is_empty() {
@@ -1182,12 +1280,23 @@ impl Reader {
                 _ => &[],
             };
             if current.as_deref() != Some(key) {
-                current = Some(key.to_vec());
-                emit(std::mem::take(&mut trace));
+                match &mut current {
+                    Some(c) => {
+                        c.clear();
+                        c.extend_from_slice(key);
+                    }
+                    None => current = Some(key.to_vec()),
+                }
+                let next = if trace.is_empty() { Vec::new() } else { self.spare_vector() };
+                emit(std::mem::replace(&mut trace, next));
             }
             let span = match &detail {
                 SpanDetail::Full => self.row(conn, row)?,
-                SpanDetail::Columns(wanted) => self.row_columns(conn, row, wanted)?,
+                SpanDetail::Columns(wanted) => {
+                    let mut r = self.spare_record();
+                    self.row_columns(conn, row, wanted, &mut r)?;
+                    r
+                }
             };
             trace.push(span);
         }

@@ -152,3 +152,64 @@ fn a_columns_read_gives_the_full_reads_view_with_the_attributes_asked_for() {
     assert_eq!((second.service.as_str(), second.status_message.as_str()), ("api", "boom"));
     assert_eq!(second.attributes["tracewire.clock.offset_us"], "-25");
 }
+
+/// A read that fills the records of the traces handed back gives, trace by trace, what a
+/// plain read gives: nothing of a record's previous span stays (an attribute the new span
+/// lacks, a parent, a status message), whatever the attribute sets of the two.
+#[test]
+fn a_recycling_read_leaks_nothing_of_the_previous_spans() {
+    let dir = TempDir::new("tracewire-recycle").unwrap();
+    let store = Store::open(dir.path().join("spans.db")).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(store.append_request(Arc::new(request()))).unwrap();
+    // More traces, each span with another attribute set than the span whose record it gets.
+    let span = |trace: usize, id: usize, attributes: &[(&str, &str)], parent: Option<usize>| SpanRecord {
+        trace_id: format!("{:032x}", 0x100 + trace),
+        span_id: format!("{:016x}", 1 + id),
+        parent_id: parent.map(|p| format!("{:016x}", 1 + p)),
+        name: format!("n{trace}.{id}"),
+        service: if id % 2 == 0 { "api".into() } else { "db".into() },
+        start_ns: i64::try_from(id).unwrap(),
+        end_ns: 100,
+        attributes: attributes.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        status_code: i32::try_from(id % 3).unwrap(),
+        status_message: if id == 1 { "only here".into() } else { String::new() },
+        ..SpanRecord::default()
+    };
+    let mut spans = Vec::new();
+    for t in 0..6 {
+        let sets: [&[(&str, &str)]; 3] = [
+            &[("tracewire.stage", "exec"), ("rpc.method", "Start"), ("tracewire.event", "Output")],
+            &[("tracewire.clock.offset_us", "12"), ("other", "x")],
+            &[],
+        ];
+        for id in 0..3 {
+            let set = sets[(id + t) % 3];
+            spans.push(span(t, id, set, (id > 0 && t % 2 == 0).then(|| id - 1)));
+        }
+    }
+    runtime.block_on(store.append_spans(spans)).unwrap();
+    runtime.block_on(store.flush()).unwrap();
+    let wanted: Vec<String> =
+        ["tracewire.stage", "rpc.method", "tracewire.clock.offset_us", "tracewire.event"].map(String::from).to_vec();
+    let plain = read(&store, SpanDetail::Columns(wanted.clone()));
+
+    let out = Arc::new(Mutex::new((Vec::new(), 0usize)));
+    let into = Arc::clone(&out);
+    let (back, spare) = std::sync::mpsc::channel();
+    // The string buffers handed back: a later record holding one was filled again.
+    let mut handed_back = std::collections::HashSet::new();
+    runtime
+        .block_on(store.for_each_trace_recycling(SpanFilter::default(), SpanDetail::Columns(wanted), spare, move |t| {
+            let mut into = into.lock().unwrap();
+            into.1 += t.iter().filter(|r| handed_back.contains(&(r.name.as_ptr() as usize))).count();
+            handed_back.extend(t.iter().map(|r| r.name.as_ptr() as usize));
+            into.0.extend(t.iter().cloned());
+            back.send(t).unwrap();
+        }))
+        .unwrap();
+    let (recycled, reused) = std::mem::take(&mut *out.lock().unwrap());
+    assert_eq!(recycled, plain);
+    assert_eq!(plain.len(), 22);
+    assert!(reused >= 15, "only {reused} records were filled again");
+}
