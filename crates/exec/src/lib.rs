@@ -1,7 +1,8 @@
 //! # tracewire-exec
 //!
 //! The exec-server ([`ExecServer`], a `tracewire_rpc::Handler`) and its client
-//! ([`ExecClient`]). The server spawns processes with tokio (argv, env, cwd), hands them
+//! ([`ExecClient`]). The server spawns processes (argv, env, cwd; on Linux with
+//! `posix_spawn` and the server's environment read once, when the server is made), hands them
 //! `TRACEPARENT`/`TRACESTATE` so an instrumented child continues the trace, pushes each
 //! output chunk as it is read and Exited only after all output; a slow client pauses the
 //! pipe reading (memory stays bounded); a client's processes are killed when it
@@ -30,6 +31,7 @@
 
 mod client;
 mod server;
+mod spawn;
 
 pub use client::{Event, ExecClient, ExecError, ExitStatus, OutputStream, ProcessOutput, RemoteProcess, connect_grpc};
 pub use server::{ExecConfig, ExecServer, ProcessSnapshot, ProcessState, ServerSnapshot};

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +18,8 @@ use tracewire_rpc::{Connection, ErrorCode, Handler, RpcError};
 use tracewire_store::{ProcessRecord, Store};
 use tracewire_telemetry::{inject_span, span_context, stage_span};
 use tracing::Instrument;
+
+use crate::spawn::{Child, SpawnRequest, Spawner, TraceVars};
 
 /// Exec-server settings.
 #[derive(Debug, Clone, Copy)]
@@ -37,11 +38,11 @@ pub struct ExecConfig {
     /// Processes running at once; more Start requests get `OVERLOADED`.
     pub max_processes: usize,
     /// Give each child `TRACEPARENT` (and `TRACESTATE`, `BAGGAGE`) naming its `process`
-    /// span, so that a traced child continues the trace. On by default. Setting any
-    /// variable for a child makes the standard library copy this server's whole
-    /// environment for that spawn (with 35 variables, 1.7-2.4% of a 1.1 ms remote exec of
-    /// `true`: `docs/benchmarks.md`); turn it off where children never read it, or where
-    /// baggage must not reach them.
+    /// span, so that a traced child continues the trace. On by default. On Linux the
+    /// server's environment is prepared once (at [`ExecServer::new`]) and these variables
+    /// are added to it per spawn; elsewhere the standard library copies the server's whole
+    /// environment at each spawn that sets a variable. Turn it off where children never
+    /// read it, or where baggage must not reach them.
     pub child_trace_context: bool,
 }
 
@@ -167,6 +168,8 @@ pub struct ExecServer {
     procs: Arc<Mutex<HashMap<u64, Proc>>>,
     conns: Mutex<HashMap<u64, Tracked>>,
     store: Option<Store>,
+    /// Spawns the children, with this server's environment read once (at `new`).
+    spawner: Spawner,
     /// Set by [`ExecServer::stop_accepting`]: Start is refused.
     stopping: AtomicBool,
     /// Open connections plus live process tasks, for [`ExecServer::idle`].
@@ -215,7 +218,9 @@ fn not_found(process_id: u64) -> RpcError {
 }
 
 impl ExecServer {
-    /// A server with these settings.
+    /// A server with these settings. Its children's environment is this process's as it
+    /// is now (read once, here), plus each request's variables and the trace variables: a
+    /// variable set or removed in this process later does not reach them (on Linux).
     pub fn new(config: ExecConfig) -> Self {
         Self {
             config,
@@ -223,6 +228,7 @@ impl ExecServer {
             procs: Arc::default(),
             conns: Mutex::default(),
             store: None,
+            spawner: Spawner::new(),
             stopping: AtomicBool::new(false),
             busy: Arc::new(watch::Sender::new(0)),
         }
@@ -362,21 +368,13 @@ impl ExecServer {
             process.pid = tracing::field::Empty,
             tracewire.process_id = process_id,
         );
-        let mut cmd = tokio::process::Command::new(&program);
-        cmd.args(&s.argv[1..])
-            .envs(&s.env)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if !s.cwd.is_empty() {
-            cmd.current_dir(&s.cwd);
-        }
-        // The child continues the trace: TRACEPARENT (and TRACESTATE, BAGGAGE) name the
-        // process span as its parent.
-        if self.config.child_trace_context {
-            let _ = inject_span(&process_span, &mut cmd);
-        }
+        // The process span's context, for the envelopes and for the child: TRACEPARENT (and
+        // TRACESTATE, BAGGAGE) name the process span as its parent.
+        let mut carrier = TraceCarrier::default();
+        let _ = inject_span(&process_span, &mut carrier);
+        let trace =
+            if self.config.child_trace_context { TraceVars::from_carrier(&carrier) } else { TraceVars::default() };
+        let req = SpawnRequest { argv: &s.argv, env: &s.env, cwd: &s.cwd, trace: &trace };
         let started = Instant::now();
         let spawned = process_span.in_scope(|| {
             let span = stage_span!(
@@ -385,18 +383,15 @@ impl ExecServer {
                 process.pid = tracing::field::Empty
             );
             let _g = span.enter();
-            let r = cmd.spawn();
+            let r = self.spawner.spawn(&req);
             if let Ok(c) = &r {
-                span.record("process.pid", c.id().unwrap_or(0));
+                span.record("process.pid", c.id());
             }
             r
         });
         let mut child = spawned.map_err(|e| RpcError::remote(ErrorCode::SpawnFailed, format!("{program}: {e}")))?;
-        let pid = child.id().unwrap_or(0);
+        let pid = child.id();
         process_span.record("process.pid", pid);
-
-        let mut carrier = TraceCarrier::default();
-        let _ = inject_span(&process_span, &mut carrier);
         let record = ProcessRecord {
             process_id,
             pid,
@@ -420,7 +415,7 @@ impl ExecServer {
         }
 
         // stdin: the bytes given with Start, then EOF; or a writer fed by WriteStdin.
-        let stdin_tx = match (child.stdin.take(), s.stdin) {
+        let stdin_tx = match (child.take_stdin(), s.stdin) {
             (Some(mut stdin), Some(data)) => {
                 tokio::spawn(async move {
                     let _ = stdin.write_all(&data).await;
@@ -446,10 +441,7 @@ impl ExecServer {
         let seq = Arc::new(AtomicU64::new(0));
         let activity = Arc::new(Activity::default());
         let mut pipes = Vec::new();
-        for (pipe, stream) in [
-            (child.stdout.take().map(|p| Box::new(p) as Box<dyn AsyncRead + Send + Unpin>), Stream::Stdout),
-            (child.stderr.take().map(|p| Box::new(p) as Box<dyn AsyncRead + Send + Unpin>), Stream::Stderr),
-        ] {
+        for (pipe, stream) in [(child.take_stdout(), Stream::Stdout), (child.take_stderr(), Stream::Stderr)] {
             let Some(pipe) = pipe else { continue };
             let reader = Reader {
                 process_id,
@@ -605,7 +597,7 @@ struct Waiter {
 impl Waiter {
     async fn run(
         self,
-        mut child: tokio::process::Child,
+        mut child: Child,
         mut control: mpsc::Receiver<Control>,
         readers: Vec<tokio::task::JoinHandle<(Stream, u64)>>,
         run: tracing::Span,
