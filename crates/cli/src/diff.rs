@@ -2,16 +2,16 @@
 //! `tracewire_collector::diff`), a table on stdout, `--json OUT`, `--out DIR/diff.html`,
 //! and `--fail-on` gates (exit status 3).
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use tracewire_collector::diff::{
     DEFAULT_RESAMPLES, DEFAULT_SEED, Diff, DiffOptions, FailOn, Row, RunSamples, Threshold, diff,
 };
-use tracewire_collector::input::{InputError, read_jaeger_json, read_otlp_json};
-use tracewire_collector::into_traces;
-use tracewire_store::{SpanFilter, Store};
+use tracewire_collector::input::{InputError, stream_otlp_json};
+
+use crate::inputs::Sources;
 
 /// `tracewire diff`'s arguments.
 #[derive(clap::Args, Debug)]
@@ -43,7 +43,8 @@ pub(crate) struct DiffArgs {
     /// The bootstrap's rounds.
     #[arg(long, default_value_t = DEFAULT_RESAMPLES, value_parser = parse_resamples)]
     pub(crate) resamples: usize,
-    /// No lines on stderr about what was read.
+    /// No lines on stderr about what was read, and no progress lines (printed every
+    /// 100,000 spans of a large input).
     #[arg(long)]
     pub(crate) quiet: bool,
 }
@@ -115,42 +116,31 @@ fn form(path: &Path) -> Result<Form> {
     }
 }
 
-/// The per-trace samples of one run.
+/// Whether a JSON file is Jaeger JSON rather than OTLP JSON: its first value says (the
+/// OTLP reader stops at the first spans it hands on, or at a Jaeger document's start).
+fn is_jaeger_json(file: &Path) -> bool {
+    matches!(
+        stream_otlp_json(file, |_| ControlFlow::Break(())),
+        Err(InputError::WrongFormat { found: "Jaeger JSON", .. })
+    )
+}
+
+/// The per-trace samples of one run, read as `tracewire report` reads its inputs
+/// ([`Sources::feed`]): with bounded memory whatever the input's size or form.
 async fn load(path: &Path, quiet: bool) -> Result<RunSamples> {
     let t0 = std::time::Instant::now();
-    let samples = match form(path)? {
-        Form::Db(db) => {
-            let store = Store::open(&db).with_context(|| format!("opening {}", db.display()))?;
-            let shared = Arc::new(Mutex::new(RunSamples::new()));
-            let feed = Arc::clone(&shared);
-            store
-                .for_each_trace(SpanFilter::default(), move |trace| {
-                    if let Ok(mut s) = feed.lock() {
-                        s.add_trace(trace);
-                    }
-                })
-                .await
-                .with_context(|| format!("reading spans from {}", db.display()))?;
-            let samples = shared.lock().map(|mut s| std::mem::take(&mut *s));
-            samples.map_err(|_| anyhow::anyhow!("the reading of {} stopped", db.display()))?
-        }
+    let sources = match form(path)? {
+        Form::Db(db) => Sources { db: vec![db], otlp_json: Vec::new(), jaeger_json: Vec::new() },
         Form::Json(file) => {
-            let path = file.clone();
-            let spans = tokio::task::spawn_blocking(move || match read_otlp_json(&path) {
-                Err(InputError::WrongFormat { found: "Jaeger JSON", .. }) => read_jaeger_json(&path),
-                other => other,
-            })
-            .await??;
-            let mut samples = RunSamples::new();
-            for trace in into_traces(spans) {
-                samples.add_trace(trace);
+            let probe = file.clone();
+            if tokio::task::spawn_blocking(move || is_jaeger_json(&probe)).await? {
+                Sources { db: Vec::new(), otlp_json: Vec::new(), jaeger_json: vec![file] }
+            } else {
+                Sources { db: Vec::new(), otlp_json: vec![file], jaeger_json: Vec::new() }
             }
-            samples
         }
     };
-    if samples.traces == 0 {
-        bail!("{} holds no spans", path.display());
-    }
+    let (samples, _) = sources.feed(quiet, RunSamples::new).await.with_context(|| path.display().to_string())?;
     if !quiet {
         eprintln!(
             "read {} traces ({} spans) from {} in {:.2?}",

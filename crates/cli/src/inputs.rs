@@ -1,5 +1,6 @@
-//! Where `tracewire report` reads its spans: databases written by `tracewire collect --db`,
-//! OTLP JSON files and Jaeger JSON files, any number of each, combined.
+//! Where `tracewire report` and `tracewire diff` read their spans: databases written by
+//! `tracewire collect --db`, OTLP JSON files and Jaeger JSON files, any number of each,
+//! combined, with bounded memory ([`Sources::feed`]).
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use tracewire_collector::diff::RunSamples;
 use tracewire_collector::input::{InputError, stream_jaeger_json, stream_otlp_json};
 use tracewire_collector::{ANALYZED_ATTRIBUTES, Analyzer, SpanRecord, into_traces};
 use tracewire_store::{FullPolicy, SpanDetail, SpanFilter, Store, StoreConfig};
@@ -46,6 +48,71 @@ pub(crate) struct Sources {
     pub(crate) jaeger_json: Vec<PathBuf>,
 }
 
+/// What the traces of the inputs are fed to, one trace at a time ([`Sources::feed`]): the
+/// report's [`Analyzer`], or a run's samples for `tracewire diff` ([`RunSamples`]).
+pub(crate) trait TraceSink: Send + 'static {
+    /// Adds one trace: every span of it (by start), and no span of another trace. Spans
+    /// read from a database carry only the columns and [`ANALYZED_ATTRIBUTES`]
+    /// ([`SpanDetail::Columns`]), no OTLP form.
+    fn add_trace(&mut self, trace: Vec<SpanRecord>);
+    /// [`TraceSink::add_trace`], giving the trace back when the sink is done with it, for
+    /// its records to be filled again ([`Store::for_each_trace_recycling`]).
+    fn add_trace_returning(&mut self, trace: Vec<SpanRecord>) -> Option<Vec<SpanRecord>> {
+        self.add_trace(trace);
+        None
+    }
+    /// Spans added so far.
+    fn spans(&self) -> usize;
+    /// Traces added so far.
+    fn traces(&self) -> usize;
+    /// Called before the traces of a database are fed: they can be read back from it by
+    /// id afterwards, so the sink need not keep any (an [`Analyzer`] keeps the ids of the
+    /// traces it exports, not their spans).
+    #[must_use]
+    fn store_backed(self) -> Self
+    where
+        Self: Sized,
+    {
+        self
+    }
+}
+
+impl TraceSink for Analyzer {
+    fn add_trace(&mut self, trace: Vec<SpanRecord>) {
+        Analyzer::add_trace(self, trace);
+    }
+
+    fn add_trace_returning(&mut self, trace: Vec<SpanRecord>) -> Option<Vec<SpanRecord>> {
+        Analyzer::add_trace_returning(self, trace)
+    }
+
+    fn spans(&self) -> usize {
+        Analyzer::spans(self)
+    }
+
+    fn traces(&self) -> usize {
+        Analyzer::traces(self)
+    }
+
+    fn store_backed(self) -> Self {
+        self.ids_only()
+    }
+}
+
+impl TraceSink for RunSamples {
+    fn add_trace(&mut self, trace: Vec<SpanRecord>) {
+        RunSamples::add_trace(self, trace);
+    }
+
+    fn spans(&self) -> usize {
+        self.spans
+    }
+
+    fn traces(&self) -> usize {
+        self.traces
+    }
+}
+
 /// Progress on stderr while reading: a line per [`Progress::EVERY`] spans, so inputs
 /// under that size print none.
 pub(crate) struct Progress {
@@ -61,12 +128,12 @@ impl Progress {
         Self { quiet, next: Self::EVERY }
     }
 
-    /// Reports the analyzer's counts when they crossed the next step.
-    pub(crate) fn update(&mut self, analyzer: &Analyzer) {
-        if analyzer.spans() >= self.next {
-            self.next = (analyzer.spans() / Self::EVERY + 1) * Self::EVERY;
+    /// Reports the sink's counts when they crossed the next step.
+    pub(crate) fn update(&mut self, sink: &impl TraceSink) {
+        if sink.spans() >= self.next {
+            self.next = (sink.spans() / Self::EVERY + 1) * Self::EVERY;
             if !self.quiet {
-                eprintln!("read {} spans, analyzed {} traces ...", analyzer.spans(), analyzer.traces());
+                eprintln!("read {} spans, analyzed {} traces ...", sink.spans(), sink.traces());
             }
         }
     }
@@ -114,7 +181,15 @@ impl Source {
 pub(crate) const IN_MEMORY_SPANS: usize = 20_000;
 
 impl Inputs {
-    /// Feeds every trace of every source to `analyzer`, with bounded memory whatever the
+    /// Feeds every trace of every source to an analyzer made by `make`
+    /// ([`Sources::feed`]), with progress on stderr unless `--quiet`.
+    pub(crate) async fn analyze(&self, make: impl Fn() -> Analyzer) -> Result<(Analyzer, Source)> {
+        self.sources.feed(self.quiet, make).await
+    }
+}
+
+impl Sources {
+    /// Feeds every trace of every source to a sink, with bounded memory whatever the
     /// size of the inputs:
     /// - one database is streamed trace by trace (memory holds one trace);
     /// - one Jaeger JSON file is read trace by trace, each trace object analyzed as it is
@@ -128,10 +203,12 @@ impl Inputs {
     ///   OTLP JSON, Jaeger JSON; a trace split across inputs is analyzed as one. Traces are
     ///   analyzed in trace id order, each one's spans by start, as from a database.
     ///
-    /// `make` gives the analyzer (called a second time only in the Jaeger case above).
-    pub(crate) async fn analyze(&self, make: impl Fn() -> Analyzer) -> Result<(Analyzer, Source)> {
-        let s = &self.sources;
-        let mut progress = Progress::new(self.quiet);
+    /// `make` gives the sink (called a second time only in the Jaeger case above). Lines on
+    /// stderr say what was read, and every [`Progress::EVERY`] spans how far it got,
+    /// unless `quiet`.
+    pub(crate) async fn feed<S: TraceSink>(&self, quiet: bool, make: impl Fn() -> S) -> Result<(S, Source)> {
+        let s = self;
+        let mut progress = Progress::new(quiet);
         let analyzer = make();
         match (s.db.as_slice(), s.otlp_json.as_slice(), s.jaeger_json.as_slice()) {
             ([db], [], []) => {
@@ -142,7 +219,7 @@ impl Inputs {
                 if analyzer.spans() == 0 {
                     bail!("the inputs hold no spans ({} holds no spans yet)", db.display());
                 }
-                if !self.quiet {
+                if !quiet {
                     eprintln!("read {} spans from {}", analyzer.spans(), db.display());
                 }
                 Ok((analyzer, Source::Db(store)))
@@ -159,14 +236,14 @@ impl Inputs {
                             // Stop the reader (its sends fail), then read the file again grouped.
                             drop(rx);
                             reader.await?.map_err(|e| explain(e, "--otlp-json"))?;
-                            if !self.quiet {
+                            if !quiet {
                                 eprintln!(
                                     "{}: trace {id} is in more than one trace object; reading the file again, its \
                                      spans gathered by trace",
                                     file.display()
                                 );
                             }
-                            return self.grouped(make(), Progress::new(self.quiet)).await;
+                            return self.grouped(make(), quiet, Progress::new(quiet)).await;
                         }
                         let before = trace.len();
                         let mut ids = HashSet::new();
@@ -184,19 +261,19 @@ impl Inputs {
                 if analyzer.spans() == 0 {
                     bail!("the inputs hold no spans");
                 }
-                if !self.quiet {
+                if !quiet {
                     eprintln!("read {} spans from {}", analyzer.spans(), file.display());
                 }
                 Ok((analyzer, Source::Jaeger(file.clone())))
             }
-            _ => self.grouped(analyzer, progress).await,
+            _ => self.grouped(analyzer, quiet, progress).await,
         }
     }
 
     /// Reads every input piece by piece and gathers the spans by trace (in memory, then in
     /// a temporary database), then analyzes the traces in trace id order.
-    async fn grouped(&self, analyzer: Analyzer, progress: Progress) -> Result<(Analyzer, Source)> {
-        let s = &self.sources;
+    async fn grouped<S: TraceSink>(&self, analyzer: S, quiet: bool, progress: Progress) -> Result<(S, Source)> {
+        let s = self;
         let mut grouper = Grouper::default();
         for db in &s.db {
             let store = open_db(db)?;
@@ -217,7 +294,7 @@ impl Inputs {
             let (read, gathered) = tokio::join!(read, gather);
             read.with_context(|| format!("reading spans from {}", db.display()))?;
             gathered?;
-            if !self.quiet {
+            if !quiet {
                 eprintln!("read {} spans from {}", grouper.added - before, db.display());
             }
         }
@@ -228,7 +305,7 @@ impl Inputs {
                     grouper.add(spans).await?;
                 }
                 let n = reader.await?.map_err(|e| explain(e, other))?;
-                if !self.quiet {
+                if !quiet {
                     eprintln!("read {n} spans from {}", file.display());
                 }
             }
@@ -259,25 +336,56 @@ fn spawn_reader(
 /// reading thread decodes while this analysis thread analyzes (a short queue between
 /// them); the analyzer keeps the ids of the traces it chooses for the exports, which are
 /// read back whole at the end ([`crate::report`]).
-async fn stream_store(store: &Store, analyzer: Analyzer, mut progress: Progress) -> Result<Analyzer> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<SpanRecord>>(64);
+async fn stream_store<S: TraceSink>(store: &Store, analyzer: S, mut progress: Progress) -> Result<S> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Vec<SpanRecord>>>(2);
     let (done, analyzed) = tokio::sync::oneshot::channel();
+    // Traces analyzed go back to the reader, which fills their records again.
+    let (back, spare) = std::sync::mpsc::channel::<Vec<SpanRecord>>();
     std::thread::Builder::new().name("tracewire-analyze".into()).spawn(move || {
-        let mut analyzer = analyzer.ids_only();
-        for trace in rx {
-            analyzer.add_trace(trace);
-            progress.update(&analyzer);
+        let mut analyzer = analyzer.store_backed();
+        for batch in rx {
+            for trace in batch {
+                if let Some(used) = analyzer.add_trace_returning(trace) {
+                    let _ = back.send(used);
+                }
+                // Per trace, not per batch: the lines fall on the same counts as unbatched.
+                progress.update(&analyzer);
+            }
         }
         let _ = done.send(analyzer);
     })?;
     let detail = SpanDetail::Columns(ANALYZED_ATTRIBUTES.iter().map(|&a| a.to_owned()).collect());
-    store
-        .for_each_trace_with(SpanFilter::default(), detail, move |trace| {
-            // The analysis thread only stops when this side does.
-            let _ = tx.send(trace);
-        })
-        .await?;
+    let mut batches = Batches { batch: Vec::with_capacity(Batches::TRACES), tx };
+    store.for_each_trace_recycling(SpanFilter::default(), detail, spare, move |trace| batches.push(trace)).await?;
     analyzed.await.context("the analysis stopped")
+}
+
+/// Traces on their way to the analysis thread, sent in batches: one wake-up of that thread
+/// per batch, not per trace. The last, partial batch is sent when the reader drops it.
+struct Batches {
+    batch: Vec<Vec<SpanRecord>>,
+    tx: std::sync::mpsc::SyncSender<Vec<Vec<SpanRecord>>>,
+}
+
+impl Batches {
+    /// Traces per batch.
+    const TRACES: usize = 64;
+
+    fn push(&mut self, trace: Vec<SpanRecord>) {
+        self.batch.push(trace);
+        if self.batch.len() == Self::TRACES {
+            // The analysis thread only stops when this side does.
+            let _ = self.tx.send(std::mem::replace(&mut self.batch, Vec::with_capacity(Self::TRACES)));
+        }
+    }
+}
+
+impl Drop for Batches {
+    fn drop(&mut self) {
+        if !self.batch.is_empty() {
+            let _ = self.tx.send(std::mem::take(&mut self.batch));
+        }
+    }
 }
 
 /// Spans of several inputs gathered to be grouped by trace: in memory up to
@@ -321,7 +429,7 @@ impl Grouper {
 
     /// Feeds the gathered traces to `analyzer`, in trace id order, each trace's spans by
     /// start (then span id), a span seen twice kept once (the first).
-    async fn analyze(self, mut analyzer: Analyzer, mut progress: Progress) -> Result<(Analyzer, Source)> {
+    async fn analyze<S: TraceSink>(self, mut analyzer: S, mut progress: Progress) -> Result<(S, Source)> {
         let (kept, source) = if let Some((store, tmp)) = self.spill {
             let analyzer_out = stream_store(&store, analyzer, progress).await.context("reading the gathered spans")?;
             analyzer = analyzer_out;

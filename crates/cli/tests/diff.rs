@@ -1,6 +1,7 @@
 //! `tracewire diff` as a real process: every input form (database, OTLP JSON, Jaeger JSON,
-//! a directory) gives the same verdicts, `--fail-on` sets the exit status, `--json` has the
-//! documented shape, and `demo --out DIR` leaves a `DIR/traces.db` that diff reads.
+//! a directory) gives the same verdicts, also past the spans gathered in memory,
+//! `--fail-on` sets the exit status, `--json` has the documented shape, and
+//! `demo --out DIR` leaves a `DIR/traces.db` that diff reads.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -87,6 +88,13 @@ fn diff(args: &[&str], base: &Path, new: &Path) -> Output {
     Command::new(BIN).arg("diff").arg(base).arg(new).args(args).output().unwrap()
 }
 
+/// `run`'s spans, each trace's spread over the whole of them: every trace's first span,
+/// then every trace's second, and so on.
+fn spread(mut spans: Vec<SpanRecord>) -> Vec<SpanRecord> {
+    spans.sort_by_key(|s| u64::from_str_radix(&s.span_id, 16).unwrap() % 16);
+    spans
+}
+
 fn text(o: &Output) -> String {
     format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -137,6 +145,42 @@ fn every_input_form_gives_the_same_verdicts() {
         // Whole microseconds in every form: the same figures, intervals and p-values too.
         assert_eq!(rows, want_rows, "rows from {form}");
     }
+}
+
+/// 30,000 spans a run, over the 20,000 that OTLP JSON inputs are gathered in memory up to
+/// (beyond, in a temporary database under TMPDIR, removed at the end), each trace's spans
+/// spread over the whole file: every form gives the comparison the databases give, figure
+/// for figure (a Jaeger JSON file is read trace object by trace object, in its own order).
+#[test]
+fn inputs_over_the_in_memory_bound_give_the_same_comparison_in_every_form() {
+    let dir = tracewire_testkit::TempDir::new("tw-diff-spill").unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let base = write_forms(dir.path(), "base", &spread(run(7, 6_000, 0)));
+    let new = write_forms(dir.path(), "new", &spread(run(8, 6_000, 300)));
+    let mut seen = Vec::new();
+    for ((form, b), (_, n)) in base.iter().zip(&new) {
+        let out = dir.path().join(format!("{}.json", form.replace(' ', "-")));
+        let o = Command::new(BIN)
+            .arg("diff")
+            .arg(b)
+            .arg(n)
+            .args(["--resamples", "200", "--json", out.to_str().unwrap()])
+            .env("TMPDIR", &tmp)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{form}: {}", text(&o));
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(stderr.contains("read 30000 spans from"), "{form}: {stderr}");
+        seen.push((form, json(&out)));
+    }
+    let (_, want) = &seen[0];
+    assert_eq!((want["base"]["traces"].as_u64(), want["new"]["traces"].as_u64()), (Some(6000), Some(6000)));
+    assert_eq!(verdicts(want)["process.spawn"], "slower");
+    for (form, j) in &seen[1..] {
+        assert_eq!(j, want, "{form}");
+    }
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "left in TMPDIR");
 }
 
 #[test]

@@ -78,7 +78,8 @@ fn report_streams_a_large_database_with_progress_and_bounded_exports() {
     let summary = json(&out.join("summary.json"));
     assert_eq!(summary["spans"], 102_000);
     assert_eq!(summary["traces"], 51_000);
-    assert_eq!(summary["percentiles"], "exact");
+    // Stages of over 16,384 spans: estimated percentiles (docs/report.md).
+    assert_eq!(summary["percentiles"], serde_json::json!({"ddsketch": {"relative_error": 0.005}}));
     let ids = exported(&out);
     assert!((54..=55).contains(&ids.len()), "{}", ids.len());
     assert_eq!(summary["jaeger_traces_written"], ids.len());

@@ -63,19 +63,44 @@ pub struct Summary {
     pub critical_path: Vec<CriticalShare>,
     /// Clock offsets per pair of services (client, server), over all traces.
     pub clock: Vec<crate::clock::ClockOffset>,
-    /// How the percentiles are computed: always exact (nearest rank over every duration).
+    /// How the percentiles are computed: exact, or estimated within a relative error once a
+    /// list of durations is long.
     pub percentiles: Percentiles,
 }
 
-/// How the percentiles of a [`Summary`] are computed (`summary.json`'s `percentiles`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// How the percentiles of a [`Summary`] are computed (`summary.json`'s `percentiles`):
+/// `"exact"`, or `{"ddsketch": {"relative_error": 0.005}}`.
+///
+/// A stage keeps its durations for exact nearest-rank percentiles up to
+/// [`EXACT_DURATIONS`] of them; past that it moves them into a DDSketch-style histogram.
+///
+/// ```
+/// use tracewire_collector::Percentiles;
+///
+/// assert_eq!(serde_json::to_string(&Percentiles::Exact).unwrap(), r#""exact""#);
+/// let sketch = Percentiles::Sketch { relative_error: 0.005 };
+/// assert_eq!(serde_json::to_string(&sketch).unwrap(), r#"{"ddsketch":{"relative_error":0.005}}"#);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Percentiles {
     /// Nearest rank over every duration (the analysis keeps 4 bytes per span for it, 8 for
     /// a span of over 4.29 s).
     #[default]
     Exact,
+    /// At least one list held over [`EXACT_DURATIONS`] durations: its p50, p90 and p99 are
+    /// within `relative_error` of the nearest-rank value (a log-bucketed histogram,
+    /// DDSketch-style); counts and maxima stay exact. Lists under the threshold stay exact.
+    #[serde(rename = "ddsketch")]
+    Sketch {
+        /// The bound on `|estimate - exact| / |exact|`.
+        relative_error: f64,
+    },
 }
+
+/// How many durations a stage keeps for exact percentiles before it estimates them
+/// ([`Percentiles::Sketch`]).
+pub const EXACT_DURATIONS: usize = 16_384;
 
 /// One stage's part of the critical paths, summed over traces.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -125,31 +150,72 @@ pub(crate) fn stats(mut ns: Vec<i64>) -> LatencyStats {
 }
 
 /// Durations (ns) kept for exact percentiles in 4 bytes each when they fit in a `u32`
-/// (under 4.29 s, nearly every span), else in 8.
+/// (under 4.29 s, nearly every span), else in 8; past [`EXACT_DURATIONS`] of them, in a
+/// sketch of bounded size ([`crate::sketch`]).
 #[derive(Debug, Default)]
 struct Durations {
     short: Vec<u32>,
     long: Vec<i64>,
+    sketch: Option<Box<crate::sketch::Sketch>>,
 }
 
 impl Durations {
     fn push(&mut self, ns: i64) {
+        if let Some(sketch) = &mut self.sketch {
+            sketch.add(ns);
+            return;
+        }
+        if self.len() == EXACT_DURATIONS {
+            let mut sketch = Box::<crate::sketch::Sketch>::default();
+            for &d in &self.short {
+                sketch.add(i64::from(d));
+            }
+            for &d in &self.long {
+                sketch.add(d);
+            }
+            sketch.add(ns);
+            (self.short, self.long) = (Vec::new(), Vec::new());
+            self.sketch = Some(sketch);
+            return;
+        }
         match u32::try_from(ns) {
-            Ok(short) => self.short.push(short),
+            Ok(short) => {
+                grow_gently(&mut self.short);
+                self.short.push(short);
+            }
             Err(_) => self.long.push(ns),
         }
     }
 
     fn len(&self) -> usize {
-        self.short.len() + self.long.len()
+        match &self.sketch {
+            #[allow(clippy::cast_possible_truncation)]
+            Some(sketch) => sketch.count() as usize,
+            None => self.short.len() + self.long.len(),
+        }
+    }
+
+    /// Whether the percentiles are estimated ([`Percentiles::Sketch`]).
+    fn estimated(&self) -> bool {
+        self.sketch.is_some()
     }
 
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// What [`stats`] gives for the same durations.
+    /// What [`stats`] gives for the same durations, up to [`EXACT_DURATIONS`] of them; past
+    /// that, percentiles within [`crate::sketch::RELATIVE_ERROR`] of those.
     fn stats(mut self) -> LatencyStats {
+        if let Some(sketch) = &self.sketch {
+            return LatencyStats {
+                count: self.len(),
+                p50_ms: sketch.percentile(50.0) / 1e6,
+                p90_ms: sketch.percentile(90.0) / 1e6,
+                p99_ms: sketch.percentile(99.0) / 1e6,
+                max_ms: ms(sketch.max()),
+            };
+        }
         self.short.sort_unstable();
         self.long.sort_unstable();
         // In order: the negative long ones, the short ones, the rest of the long ones.
@@ -180,6 +246,16 @@ impl Durations {
             p99_ms: ms(at(99.0)),
             max_ms: ms(if n == 0 { 0 } else { nth(n - 1) }),
         }
+    }
+}
+
+/// Makes room for one more element in `v`, growing it by a quarter (at least 1,024) rather
+/// than doubling it: the durations are most of what the analysis holds, and doubling would
+/// let their spare capacity reach their size. Large blocks are reallocated by remapping
+/// their pages, so growing more often copies nothing.
+fn grow_gently<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() {
+        v.reserve_exact((v.capacity() / 4).max(1024));
     }
 }
 
@@ -223,6 +299,76 @@ pub fn into_traces(spans: Vec<SpanRecord>) -> Vec<Vec<SpanRecord>> {
     traces
 }
 
+/// The hasher of the analysis's maps: keys come from the analyzed traces, and the maps
+/// live for one trace or hold stage names.
+pub(crate) type Fast = foldhash::fast::RandomState;
+
+/// The parent/child structure of one trace by span index, computed once per trace and
+/// shared by the skew correction, the clock estimates, the critical path and the attributed
+/// time. Spans that share an id (a malformed trace) are one node for their children, as a
+/// map by id makes them; a span's parent is the last span with its parent id.
+#[derive(Debug)]
+pub(crate) struct Tree {
+    /// Per span, the index of the first span with its id.
+    first: Vec<usize>,
+    /// Per span, its parent, when the trace has a span with its parent id.
+    parent: Vec<Option<usize>>,
+    /// The children of the spans with the id of span `i` (its `first`), by index:
+    /// `kids[at[i]..at[i + 1]]`.
+    at: Vec<usize>,
+    kids: Vec<usize>,
+}
+
+impl Tree {
+    pub(crate) fn new(spans: &[SpanRecord]) -> Self {
+        let n = spans.len();
+        let mut ids: HashMap<&str, (usize, usize), Fast> = HashMap::with_capacity_and_hasher(n, Fast::default());
+        let mut first = Vec::with_capacity(n);
+        for (i, s) in spans.iter().enumerate() {
+            let e = ids.entry(s.span_id.as_str()).or_insert((i, i));
+            e.1 = i;
+            first.push(e.0);
+        }
+        let parent: Vec<Option<usize>> =
+            spans.iter().map(|s| s.parent_id.as_deref().and_then(|p| ids.get(p)).map(|&(_, last)| last)).collect();
+        // A counting sort of the children by their parent's first index, in index order.
+        let mut at = vec![0usize; n + 1];
+        for &p in parent.iter().flatten() {
+            at[first[p]] += 1;
+        }
+        let mut running = 0;
+        for a in &mut at {
+            running += *a;
+            *a = running;
+        }
+        let mut kids = vec![0usize; running];
+        for (k, p) in parent.iter().enumerate().rev() {
+            if let Some(p) = *p {
+                let slot = &mut at[first[p]];
+                *slot -= 1;
+                kids[*slot] = k;
+            }
+        }
+        Self { first, parent, at, kids }
+    }
+
+    /// The children of span `i` (of every span with its id), by index.
+    pub(crate) fn children(&self, i: usize) -> &[usize] {
+        let f = self.first[i];
+        &self.kids[self.at[f]..self.at[f + 1]]
+    }
+
+    /// The parent of span `i`, when its trace has it.
+    pub(crate) fn parent(&self, i: usize) -> Option<usize> {
+        self.parent[i]
+    }
+
+    /// Spans whose parent is not in the trace.
+    fn orphans(&self, spans: &[SpanRecord]) -> usize {
+        spans.iter().zip(&self.parent).filter(|(s, p)| s.parent_id.is_some() && p.is_none()).count()
+    }
+}
+
 pub(crate) fn children_of(spans: &[SpanRecord]) -> HashMap<&str, Vec<usize>> {
     let mut children: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, s) in spans.iter().enumerate() {
@@ -234,31 +380,30 @@ pub(crate) fn children_of(spans: &[SpanRecord]) -> HashMap<&str, Vec<usize>> {
 }
 
 /// Shifts the spans of `service` in the subtree under `root` (inclusive) by `delta` ns,
-/// each span at most once (`shifted`: span index -> the shift applied).
-/// `ids` maps a span id to its children (shifting changes no ids, so it is computed once).
+/// each span at most once (`shifted`: per span index, the shift applied). `tree` gives the
+/// children (shifting changes no ids, so it is computed once).
 fn shift_subtree(
     spans: &mut [SpanRecord],
-    ids: &HashMap<String, Vec<usize>>,
+    tree: &Tree,
     root: usize,
-    service: &str,
     delta: i64,
-    shifted: &mut BTreeMap<usize, i64>,
+    shifted: &mut [Option<i64>],
+    visited: &mut Vec<bool>,
 ) {
     // Each span once: parent ids may form a cycle in a malformed trace.
-    let mut visited: HashSet<usize> = HashSet::new();
+    visited.clear();
+    visited.resize(spans.len(), false);
     let mut stack = vec![root];
     while let Some(i) = stack.pop() {
-        if !visited.insert(i) {
+        if std::mem::replace(&mut visited[i], true) {
             continue;
         }
-        if spans[i].service == service && !shifted.contains_key(&i) {
-            shifted.insert(i, delta);
+        if spans[i].service == spans[root].service && shifted[i].is_none() {
+            shifted[i] = Some(delta);
             spans[i].start_ns += delta;
             spans[i].end_ns += delta;
         }
-        if let Some(kids) = ids.get(&spans[i].span_id) {
-            stack.extend(kids.iter().copied());
-        }
+        stack.extend_from_slice(tree.children(i));
     }
 }
 
@@ -295,29 +440,35 @@ pub fn correct_skew(spans: &mut [SpanRecord]) -> Vec<(usize, i64)> {
 
 /// [`correct_skew`], and the trace's clock estimates per pair of services.
 pub(crate) fn correct_skew_clocked(spans: &mut [SpanRecord]) -> (Vec<(usize, i64)>, Vec<crate::clock::PairEstimate>) {
-    let mut shifted: BTreeMap<usize, i64> = BTreeMap::new();
-    let index: HashMap<String, usize> = spans.iter().enumerate().map(|(i, s)| (s.span_id.clone(), i)).collect();
-    let ids: HashMap<String, Vec<usize>> = children_of(spans).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let tree = Tree::new(spans);
+    correct_skew_tree(spans, &tree)
+}
+
+/// [`correct_skew_clocked`] with the trace's [`Tree`].
+fn correct_skew_tree(spans: &mut [SpanRecord], tree: &Tree) -> (Vec<(usize, i64)>, Vec<crate::clock::PairEstimate>) {
+    let mut shifted: Vec<Option<i64>> = vec![None; spans.len()];
+    let mut visited = Vec::new();
     // 1. Measured offsets: one per pair of services (its best sample's), for every edge
     //    from the pair's client to its server, whether that call has a sample or not.
-    let pairs = crate::clock::estimates(spans, &ids);
-    for k in 0..spans.len() {
-        let Some(p) = spans[k].parent_id.as_ref().and_then(|p| index.get(p)).copied() else { continue };
-        if spans[k].service == spans[p].service || shifted.contains_key(&k) {
-            continue;
-        }
-        if let Some(offset_ns) = crate::clock::offset(&pairs, &spans[p].service, &spans[k].service) {
-            let service = spans[k].service.clone();
-            shift_subtree(spans, &ids, k, &service, offset_ns.saturating_neg(), &mut shifted);
+    let pairs = crate::clock::estimates(spans, tree);
+    if !pairs.is_empty() {
+        for k in 0..spans.len() {
+            let Some(p) = tree.parent(k) else { continue };
+            if spans[k].service == spans[p].service || shifted[k].is_some() {
+                continue;
+            }
+            if let Some(offset_ns) = crate::clock::offset(&pairs, &spans[p].service, &spans[k].service) {
+                shift_subtree(spans, tree, k, offset_ns.saturating_neg(), &mut shifted, &mut visited);
+            }
         }
     }
     // 2. Containment, for cross-service edges no offset explained. Between two services
     //    with a measured offset the clocks agree once corrected: a child there may
     //    outlive its parent (a client takes an event after the server's process ended).
     for k in 0..spans.len() {
-        let Some(p) = spans[k].parent_id.as_ref().and_then(|p| index.get(p)).copied() else { continue };
+        let Some(p) = tree.parent(k) else { continue };
         if spans[k].service == spans[p].service
-            || shifted.contains_key(&k)
+            || shifted[k].is_some()
             || crate::clock::measured(&pairs, &spans[p].service, &spans[k].service)
         {
             continue;
@@ -334,12 +485,12 @@ pub(crate) fn correct_skew_clocked(spans: &mut [SpanRecord]) -> (Vec<(usize, i64
             0
         };
         if delta != 0 {
-            let service = spans[k].service.clone();
-            shift_subtree(spans, &ids, k, &service, delta, &mut shifted);
+            shift_subtree(spans, tree, k, delta, &mut shifted, &mut visited);
         }
     }
     // A measured offset of zero marks spans as placed, but moves nothing.
-    (shifted.into_iter().filter(|&(_, ns)| ns != 0).collect(), pairs)
+    let moved = shifted.into_iter().enumerate().filter_map(|(i, ns)| ns.filter(|&ns| ns != 0).map(|ns| (i, ns)));
+    (moved.collect(), pairs)
 }
 
 /// Length of the union of intervals, clipped to `[lo, hi]`.
@@ -368,13 +519,14 @@ fn covered(mut intervals: Vec<(i64, i64)>, lo: i64, hi: i64) -> i64 {
 }
 
 /// The spans below `root`, each once (parent ids may form a cycle in a malformed trace).
-fn descendants(spans: &[SpanRecord], children: &HashMap<&str, Vec<usize>>, root: usize) -> Vec<usize> {
-    let mut seen: HashSet<usize> = HashSet::from([root]);
+fn descendants(tree: &Tree, root: usize, n: usize) -> Vec<usize> {
+    let mut seen = vec![false; n];
+    seen[root] = true;
     let mut out = Vec::new();
     let mut stack = vec![root];
     while let Some(i) = stack.pop() {
-        for &k in children.get(spans[i].span_id.as_str()).map_or(&[][..], Vec::as_slice) {
-            if seen.insert(k) {
+        for &k in tree.children(i) {
+            if !std::mem::replace(&mut seen[k], true) {
                 out.push(k);
                 stack.push(k);
             }
@@ -384,15 +536,14 @@ fn descendants(spans: &[SpanRecord], children: &HashMap<&str, Vec<usize>>, root:
 }
 
 /// Per trace: roots (duration, uncovered ns).
-fn roots(spans: &[SpanRecord]) -> Vec<(i64, i64)> {
-    let children = children_of(spans);
+fn roots(spans: &[SpanRecord], tree: &Tree) -> Vec<(i64, i64)> {
     spans
         .iter()
         .enumerate()
         .filter(|(_, s)| s.parent_id.is_none())
         .map(|(i, r)| {
             let intervals =
-                descendants(spans, &children, i).into_iter().map(|d| (spans[d].start_ns, spans[d].end_ns)).collect();
+                descendants(tree, i, spans.len()).into_iter().map(|d| (spans[d].start_ns, spans[d].end_ns)).collect();
             let dur = r.duration_ns();
             (dur, dur - covered(intervals, r.start_ns, r.end_ns))
         })
@@ -420,15 +571,20 @@ fn roots(spans: &[SpanRecord]) -> Vec<(i64, i64)> {
 /// assert_eq!(path, [(0, 10), (1, 30), (2, 60)]);
 /// ```
 pub fn critical_path(trace: &[SpanRecord]) -> Vec<(usize, i64)> {
+    critical_path_tree(trace, &Tree::new(trace))
+}
+
+/// [`critical_path`] with the trace's [`Tree`].
+fn critical_path_tree(trace: &[SpanRecord], tree: &Tree) -> Vec<(usize, i64)> {
     let Some(root) = longest_root(trace) else { return Vec::new() };
-    let children = children_of(trace);
-    let reach = subtree_ends(trace, &children);
+    let reach = subtree_ends(trace, tree);
     let mut used = vec![false; trace.len()];
     used[root] = true;
     // Per span, its children as candidates (made when its window is first consumed).
     let mut candidates: Vec<Option<Candidates>> = std::iter::repeat_with(|| None).take(trace.len()).collect();
-    let mut on_path: BTreeMap<usize, i64> = BTreeMap::new();
-    let mut add = |i: usize, ns: i64| *on_path.entry(i).or_default() += ns;
+    // Every addition is positive: a span on the path has a total above zero.
+    let mut on_path: Vec<i64> = vec![0; trace.len()];
+    let mut add = |i: usize, ns: i64| on_path[i] += ns;
     // Frames: (span, window start, cursor); the window is consumed from the cursor back.
     // A span's frames form one chain (it is entered once), its cursor only decreasing.
     let mut stack = vec![(root, trace[root].start_ns, trace[root].end_ns)];
@@ -436,10 +592,7 @@ pub fn critical_path(trace: &[SpanRecord]) -> Vec<(usize, i64)> {
         if cursor <= lo {
             continue;
         }
-        let kids = candidates[s].get_or_insert_with(|| {
-            let kids = children.get(trace[s].span_id.as_str()).map_or(&[][..], Vec::as_slice);
-            Candidates::new(kids, trace, &reach)
-        });
+        let kids = candidates[s].get_or_insert_with(|| Candidates::new(tree.children(s), trace, &reach));
         let Some(c) = kids.best(cursor, lo, trace, &reach, &used) else {
             add(s, cursor - lo);
             continue;
@@ -452,7 +605,7 @@ pub fn critical_path(trace: &[SpanRecord]) -> Vec<(usize, i64)> {
         stack.push((s, lo, cs));
         stack.push((c, cs, ce));
     }
-    on_path.into_iter().collect()
+    on_path.into_iter().enumerate().filter(|&(_, ns)| ns != 0).collect()
 }
 
 /// The children of one span on the critical path's walk: the next one is the child whose
@@ -518,7 +671,7 @@ pub(crate) fn longest_root(trace: &[SpanRecord]) -> Option<usize> {
 
 /// Per span, the latest end in its subtree (itself included). Each span is visited once,
 /// so a malformed trace (a cycle of parent ids) cannot loop.
-fn subtree_ends(trace: &[SpanRecord], children: &HashMap<&str, Vec<usize>>) -> Vec<i64> {
+fn subtree_ends(trace: &[SpanRecord], tree: &Tree) -> Vec<i64> {
     let mut reach: Vec<i64> = trace.iter().map(|s| s.end_ns).collect();
     let mut seen = vec![false; trace.len()];
     for start in 0..trace.len() {
@@ -529,7 +682,7 @@ fn subtree_ends(trace: &[SpanRecord], children: &HashMap<&str, Vec<usize>>) -> V
         let mut stack = vec![(start, false)];
         seen[start] = true;
         while let Some((i, expanded)) = stack.pop() {
-            let kids = children.get(trace[i].span_id.as_str()).map_or(&[][..], Vec::as_slice);
+            let kids = tree.children(i);
             if expanded {
                 reach[i] = kids.iter().map(|&k| reach[k]).fold(reach[i], i64::max);
                 continue;
@@ -695,7 +848,8 @@ impl Exports {
 }
 
 /// The streaming analysis: fed one trace at a time ([`Analyzer::add_trace`]), it keeps
-/// per-stage durations (4 bytes a span, for exact percentiles), per-trace SLO measures and
+/// per-stage durations (4 bytes a span for exact percentiles, up to [`EXACT_DURATIONS`] a
+/// stage, then a sketch of bounded size), per-trace SLO measures and
 /// a bounded set of traces for the exports ([`KeepPolicy`]), never every span.
 /// [`Analyzer::finish`] gives what [`analyze`] gives for the same traces.
 ///
@@ -717,15 +871,15 @@ impl Exports {
 pub struct Analyzer {
     slos: Vec<Slo>,
     /// Stages the SLOs name: the only ones whose per-trace measures are kept.
-    slo_stages: HashSet<String>,
+    slo_stages: HashSet<String, Fast>,
     summary: Summary,
     e2e: Vec<i64>,
     first: Vec<i64>,
-    per_stage: BTreeMap<String, (Durations, usize)>,
+    per_stage: HashMap<String, (Durations, usize), Fast>,
     root_total: i64,
     uncovered_total: i64,
     measures: Vec<TraceMeasures>,
-    critical: BTreeMap<String, i64>,
+    critical: HashMap<String, i64, Fast>,
     critical_total: i64,
     clock: crate::clock::ClockBook,
     // Exports.
@@ -755,11 +909,11 @@ impl Analyzer {
             summary: Summary::default(),
             e2e: Vec::new(),
             first: Vec::new(),
-            per_stage: BTreeMap::new(),
+            per_stage: HashMap::default(),
             root_total: 0,
             uncovered_total: 0,
             measures: Vec::new(),
-            critical: BTreeMap::new(),
+            critical: HashMap::default(),
             critical_total: 0,
             clock: crate::clock::ClockBook::default(),
             wanted: policy.traces.iter().map(|t| t.to_ascii_lowercase()).collect(),
@@ -795,22 +949,34 @@ impl Analyzer {
 
     /// Adds one trace: every span of it, and no span of another trace (the spans of one
     /// trace given in two calls count as two traces).
-    pub fn add_trace(&mut self, mut t: Vec<SpanRecord>) {
+    pub fn add_trace(&mut self, t: Vec<SpanRecord>) {
+        drop(self.add_trace_returning(t));
+    }
+
+    /// [`Analyzer::add_trace`], giving the trace back, as it was given, when the analyzer
+    /// does not keep it ([`Analyzer::ids_only`]): a reader can fill its records again
+    /// ([`tracewire_store::Store::for_each_trace_recycling`]) rather than this thread free
+    /// them and that one allocate new ones.
+    pub fn add_trace_returning(&mut self, mut t: Vec<SpanRecord>) -> Option<Vec<SpanRecord>> {
         if t.is_empty() {
-            return;
+            return Some(t);
         }
         let seq = self.summary.traces;
         self.summary.traces += 1;
         self.summary.spans += t.len();
-        let (shifts, clocks) = correct_skew_clocked(&mut t);
+        let tree = Tree::new(&t);
+        let (shifts, clocks) = correct_skew_tree(&mut t, &tree);
         self.clock.add(clocks);
         // Wire time between processes, derived after correction (`crate::transit`).
         let given = t.len();
         let transit = crate::transit::derive(&t);
-        t.extend(transit);
-        let ids: HashSet<&str> = t.iter().map(|s| s.span_id.as_str()).collect();
-        self.summary.orphans +=
-            t.iter().filter(|s| s.parent_id.as_ref().is_some_and(|p| !ids.contains(p.as_str()))).count();
+        let tree = if transit.is_empty() {
+            tree
+        } else {
+            t.extend(transit);
+            Tree::new(&t)
+        };
+        self.summary.orphans += tree.orphans(&t);
         let mut m = TraceMeasures {
             e2e: Vec::new(),
             first_output: first_output(&t),
@@ -820,8 +986,9 @@ impl Analyzer {
         };
         let has_error = m.has_error;
         self.summary.traces_with_errors += usize::from(has_error);
-        for (i, ns) in critical_path(&t) {
-            let stage = t[i].stage();
+        let stages: Vec<&str> = t.iter().map(SpanRecord::stage).collect();
+        for (i, ns) in critical_path_tree(&t, &tree) {
+            let stage = stages[i];
             match self.critical.get_mut(stage) {
                 Some(total) => *total += ns,
                 None => {
@@ -831,7 +998,7 @@ impl Analyzer {
             self.critical_total += ns;
         }
         let mut longest = None::<i64>;
-        for (dur, uncovered) in roots(&t) {
+        for (dur, uncovered) in roots(&t, &tree) {
             self.e2e.push(dur);
             m.e2e.push(dur);
             longest = Some(longest.map_or(dur, |l| l.max(dur)));
@@ -841,8 +1008,9 @@ impl Analyzer {
         if let Some(f) = m.first_output {
             self.first.push(f);
         }
-        for s in &t {
-            let (stage, dur, error) = (s.stage(), s.duration_ns(), usize::from(s.is_error()));
+        let slo_stages = !self.slo_stages.is_empty();
+        for (s, &stage) in t.iter().zip(&stages) {
+            let (dur, error) = (s.duration_ns(), usize::from(s.is_error()));
             if let Some((d, e)) = self.per_stage.get_mut(stage) {
                 d.push(dur);
                 *e += error;
@@ -851,11 +1019,12 @@ impl Analyzer {
                 d.push(dur);
                 self.per_stage.insert(stage.to_owned(), (d, error));
             }
-            if self.slo_stages.contains(stage) {
+            if slo_stages && self.slo_stages.contains(stage) {
                 m.stages.entry(stage.to_owned()).or_default().push(dur);
                 *m.stage_errors.entry(stage.to_owned()).or_default() += error;
             }
         }
+        drop(stages);
         if !self.slos.is_empty() {
             self.measures.push(m);
         }
@@ -865,40 +1034,48 @@ impl Analyzer {
             t[i].start_ns -= ns;
             t[i].end_ns -= ns;
         }
-        self.keep(t, seq, longest, has_error);
+        self.keep(t, seq, longest, has_error)
     }
 
-    /// Keeps `t` (arrival `seq`, end-to-end time `longest`) where the exports need it.
-    fn keep(&mut self, t: Vec<SpanRecord>, seq: usize, longest: Option<i64>, has_error: bool) {
+    /// Keeps `t` (arrival `seq`, end-to-end time `longest`) where the exports need it; gives
+    /// it back when only its id is kept.
+    fn keep(
+        &mut self,
+        t: Vec<SpanRecord>,
+        seq: usize,
+        longest: Option<i64>,
+        has_error: bool,
+    ) -> Option<Vec<SpanRecord>> {
         let first_root = t.iter().find(|s| s.parent_id.is_none()).map(SpanRecord::duration_ns);
         let trace_id = t.first().map(|s| s.trace_id.clone()).unwrap_or_default();
-        let spans = self.keep_spans.then(|| Arc::new(t));
+        let (spans, back) = if self.keep_spans { (Some(Arc::new(t)), None) } else { (None, Some(t)) };
         let ranked = |key| Ranked { key, id: trace_id.clone(), spans: spans.clone() };
         if let Some(d) = first_root {
             let key = (d, seq);
-            self.rooted.push((key, trace_id.clone()));
             if self.last_slowest.as_ref().is_none_or(|s| key > s.key) {
                 self.last_slowest = Some(ranked(key));
             }
         }
-        if !self.wanted.is_empty() {
-            if self.wanted.contains(&trace_id.to_ascii_lowercase()) {
-                self.explicit.push(ranked((0, seq)));
+        if self.wanted.is_empty() {
+            if has_error && self.errors.len() < self.policy.error_cap {
+                self.errors.push(ranked((0, seq)));
             }
-            return;
-        }
-        if has_error && self.errors.len() < self.policy.error_cap {
-            self.errors.push(ranked((0, seq)));
-        }
-        if let (Some(e2e), true) = (longest, self.policy.slowest > 0) {
-            let ranked = ranked((e2e, seq));
-            if self.slowest_heap.len() < self.policy.slowest {
-                self.slowest_heap.push(Reverse(ranked));
-            } else if self.slowest_heap.peek().is_some_and(|Reverse(min)| ranked.key > min.key) {
-                self.slowest_heap.pop();
-                self.slowest_heap.push(Reverse(ranked));
+            if let (Some(e2e), true) = (longest, self.policy.slowest > 0) {
+                let key = (e2e, seq);
+                if self.slowest_heap.len() < self.policy.slowest {
+                    self.slowest_heap.push(Reverse(ranked(key)));
+                } else if self.slowest_heap.peek().is_some_and(|Reverse(min)| key > min.key) {
+                    self.slowest_heap.pop();
+                    self.slowest_heap.push(Reverse(ranked(key)));
+                }
             }
+        } else if self.wanted.contains(&trace_id.to_ascii_lowercase()) {
+            self.explicit.push(ranked((0, seq)));
         }
+        if let Some(d) = first_root {
+            self.rooted.push(((d, seq), trace_id));
+        }
+        back
     }
 
     /// The summary of the traces added.
@@ -944,7 +1121,11 @@ impl Analyzer {
         summary.unattributed_fraction = fraction;
         summary.e2e = stats(std::mem::take(&mut self.e2e));
         summary.first_output = stats(std::mem::take(&mut self.first));
-        summary.stages = std::mem::take(&mut self.per_stage)
+        let mut per_stage: Vec<(String, (Durations, usize))> =
+            std::mem::take(&mut self.per_stage).into_iter().collect();
+        per_stage.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let estimated = per_stage.iter().any(|(_, (d, _))| d.estimated());
+        summary.stages = per_stage
             .into_iter()
             .map(|(stage, (d, errors))| {
                 #[allow(clippy::cast_precision_loss)]
@@ -965,7 +1146,11 @@ impl Analyzer {
         critical.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms).then_with(|| a.stage.cmp(&b.stage)));
         summary.critical_path = critical;
         summary.clock = self.clock.summary();
-        summary.percentiles = Percentiles::Exact;
+        summary.percentiles = if estimated {
+            Percentiles::Sketch { relative_error: crate::sketch::RELATIVE_ERROR }
+        } else {
+            Percentiles::Exact
+        };
         summary.slos = self.slos.iter().map(|slo| slo.evaluate(&summary, &self.measures)).collect();
         let chosen = Chosen {
             explicit: self.explicit,
@@ -1083,5 +1268,39 @@ impl Chosen {
             }
         }
         exports
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The index-based [`Tree`] answers what the maps by span id answer, also for a
+    /// malformed trace: ids shared by several spans, a cycle, a missing parent.
+    #[test]
+    fn the_tree_is_the_maps_by_id() {
+        let span = |id: &str, parent: Option<&str>| SpanRecord {
+            span_id: id.into(),
+            parent_id: parent.map(Into::into),
+            ..SpanRecord::default()
+        };
+        let trace = [
+            span("a", None),
+            span("b", Some("a")),
+            span("a", Some("c")),
+            span("c", Some("b")),
+            span("d", Some("a")),
+            span("e", Some("missing")),
+            span("b", Some("d")),
+        ];
+        let tree = Tree::new(&trace);
+        let by_id = children_of(&trace);
+        let last: HashMap<&str, usize> = trace.iter().enumerate().map(|(i, s)| (s.span_id.as_str(), i)).collect();
+        for (i, s) in trace.iter().enumerate() {
+            let kids = by_id.get(s.span_id.as_str()).map_or(&[][..], Vec::as_slice);
+            assert_eq!(tree.children(i), kids, "children of span {i}");
+            assert_eq!(tree.parent(i), s.parent_id.as_deref().and_then(|p| last.get(p)).copied(), "parent of {i}");
+        }
+        assert_eq!(tree.orphans(&trace), 1);
     }
 }

@@ -16,7 +16,7 @@
 //! with an old sample. The summary ([`ClockOffset`]) aggregates the pairs over all traces:
 //! the smallest round trip seen overall, and how many samples there were.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -141,12 +141,16 @@ fn server_service<'a>(spans: &'a [SpanRecord], call: usize, kids: &[usize]) -> O
 }
 
 /// The estimates of one trace: per (client service, server service) pair with a sample,
-/// the best sample and the count. `children` maps a span id to its children's indices.
-pub(crate) fn estimates(spans: &[SpanRecord], children: &HashMap<String, Vec<usize>>) -> Vec<PairEstimate> {
+/// the best sample and the count. `tree` gives the children of a span.
+pub(crate) fn estimates(spans: &[SpanRecord], tree: &crate::analysis::Tree) -> Vec<PairEstimate> {
     let mut pairs: Vec<PairEstimate> = Vec::new();
     for (i, s) in spans.iter().enumerate() {
         let Some(sample) = ClockSample::of_span(s) else { continue };
-        let Some(to) = children.get(&s.span_id).and_then(|kids| server_service(spans, i, kids)) else { continue };
+        let kids = tree.children(i);
+        if kids.is_empty() {
+            continue;
+        }
+        let Some(to) = server_service(spans, i, kids) else { continue };
         let from = s.service.as_str();
         match pairs.iter_mut().find(|p| p.from == from && p.to == to) {
             Some(p) => {

@@ -111,6 +111,9 @@ pub struct StageSamples {
     pub errors: usize,
     /// The stage's time on the critical paths, summed over traces (ms).
     pub critical_ms: f64,
+    /// The same in nanoseconds: summed exactly, so the sum does not depend on the order
+    /// of the traces.
+    critical_ns: i64,
 }
 
 /// One run reduced to per-trace samples: what [`diff`] compares. Fed one trace at a time,
@@ -131,6 +134,8 @@ pub struct RunSamples {
     pub stages: BTreeMap<String, StageSamples>,
     /// The critical paths' time, summed over traces (ms).
     pub critical_ms: f64,
+    /// The same in nanoseconds (summed exactly, whatever the order of the traces).
+    critical_ns: i64,
 }
 
 #[allow(clippy::cast_precision_loss)]
@@ -179,9 +184,14 @@ impl RunSamples {
             self.first_output_ms.push(summary.first_output.p50_ms);
         }
         for c in summary.critical_path {
-            self.critical_ms += c.total_ms;
+            // The analyzer's milliseconds are whole nanoseconds / 1e6: back to those exactly.
+            #[allow(clippy::cast_possible_truncation)]
+            let ns = (c.total_ms * 1e6).round() as i64;
+            self.critical_ns += ns;
+            self.critical_ms = ms(self.critical_ns);
             if let Some(s) = self.stages.get_mut(&c.stage) {
-                s.critical_ms += c.total_ms;
+                s.critical_ns += ns;
+                s.critical_ms = ms(s.critical_ns);
             }
         }
     }
@@ -623,5 +633,45 @@ impl FromStr for FailOn {
             return Err(fail("the threshold is not a non-negative number"));
         }
         Ok(Self { expr: expr.to_owned(), stage: stage.to_owned(), pct, threshold: make(n) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A trace of a root and a child on its critical path, of durations that do not add up
+    /// exactly as milliseconds in floating point.
+    fn trace(i: i64) -> Vec<SpanRecord> {
+        let root_ns = 1_000_003 + (i * 7_919) % 100_003;
+        let span = |id: &str, parent: Option<&str>, stage: &str, end_ns: i64| SpanRecord {
+            trace_id: format!("{i:032x}"),
+            span_id: id.into(),
+            parent_id: parent.map(Into::into),
+            name: stage.into(),
+            start_ns: 0,
+            end_ns,
+            ..SpanRecord::default()
+        };
+        vec![span("1", None, "exec", root_ns), span("2", Some("1"), "process", root_ns - 1_013 - i % 17)]
+    }
+
+    /// The critical paths' times are summed in whole nanoseconds: the same traces in any
+    /// order give the same figures, to the last bit (in floating point, (a + b) + c is not
+    /// always a + (b + c)), so every reader of the same spans gives the same comparison.
+    #[test]
+    fn critical_path_sums_do_not_depend_on_the_order_of_the_traces() {
+        let (mut forward, mut backward) = (RunSamples::new(), RunSamples::new());
+        for i in 0..2_000 {
+            forward.add_trace(trace(i));
+            backward.add_trace(trace(1_999 - i));
+        }
+        assert!(forward.critical_ms > 0.0);
+        assert_eq!(forward.critical_ms.to_bits(), backward.critical_ms.to_bits());
+        assert_eq!(forward.stages.keys().collect::<Vec<_>>(), ["exec", "process"]);
+        for (stage, s) in &forward.stages {
+            assert!(s.critical_ms > 0.0, "{stage}");
+            assert_eq!(s.critical_ms.to_bits(), backward.stages[stage].critical_ms.to_bits(), "{stage}");
+        }
     }
 }

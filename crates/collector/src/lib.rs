@@ -47,12 +47,13 @@ pub mod otlp;
 pub mod otlp_json;
 pub mod receiver;
 pub mod report;
+mod sketch;
 mod slo;
 mod transit;
 
 pub use analysis::{
-    ANALYZED_ATTRIBUTES, Analyzer, CriticalShare, ERROR_TRACES_CAP, ExportPlan, Exports, KeepPolicy, LatencyStats,
-    Percentiles, StageStats, Summary, analyze, correct_skew, critical_path, into_traces, percentile_ns,
+    ANALYZED_ATTRIBUTES, Analyzer, CriticalShare, ERROR_TRACES_CAP, EXACT_DURATIONS, ExportPlan, Exports, KeepPolicy,
+    LatencyStats, Percentiles, StageStats, Summary, analyze, correct_skew, critical_path, into_traces, percentile_ns,
 };
 pub use clock::{ClockOffset, ClockSample, best_sample};
 pub use slo::{Slo, SloError, SloResult};

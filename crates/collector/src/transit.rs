@@ -23,6 +23,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::SpanRecord;
+use crate::analysis::Fast;
 
 /// The stage of a derived wire interval.
 pub(crate) const TRANSIT: &str = "net.transit";
@@ -41,8 +42,9 @@ struct Group {
 /// The `net.transit` spans of one trace (already corrected for clock skew), in order of
 /// derivation. Only spans on an edge are looked at; a trace without edges costs one pass.
 pub(crate) fn derive(trace: &[SpanRecord]) -> Vec<SpanRecord> {
-    let calls: HashSet<&str> = trace.iter().filter(|s| s.stage() == "rpc.call").map(|s| s.span_id.as_str()).collect();
-    let mut groups: HashMap<&str, Group> = HashMap::new();
+    let calls: HashSet<&str, Fast> =
+        trace.iter().filter(|s| s.stage() == "rpc.call").map(|s| s.span_id.as_str()).collect();
+    let mut groups: HashMap<&str, Group, Fast> = HashMap::default();
     for (i, s) in trace.iter().enumerate() {
         let Some(parent) = s.parent_id.as_deref() else { continue };
         let stage = s.stage();

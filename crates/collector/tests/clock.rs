@@ -194,3 +194,26 @@ fn a_call_without_a_sample_is_corrected_with_its_pairs_offset() {
     let q = spans.iter().find(|s| s.span_id == "q").unwrap();
     assert_eq!((q.start_ns, q.end_ns), (3_100_000, 3_150_000));
 }
+
+/// A trace the analyzer gives back for reuse (`add_trace_returning`, with ids only) is the
+/// trace as given: the clock correction undone and the derived `net.transit` spans gone,
+/// so a reader that fills its records again starts from what it read; and the analysis is
+/// the one `add_trace` makes.
+#[test]
+fn a_trace_given_back_is_as_given_and_analyzed_as_add_trace_does() {
+    let (skewed, _) = three_calls("a");
+    let traces = [skewed, relayed()];
+    let mut returning = Analyzer::new(&[]).ids_only();
+    for t in &traces {
+        let back = returning.add_trace_returning(t.clone()).expect("an ids-only analyzer keeps no spans");
+        assert_eq!(&back, t);
+    }
+    let mut plain = Analyzer::new(&[]).ids_only();
+    for t in &traces {
+        plain.add_trace(t.clone());
+    }
+    let (returned, plan) = returning.finish_with_plan();
+    assert_eq!((returned, plan), plain.finish_with_plan());
+    // An analyzer that keeps spans for the exports keeps the trace instead.
+    assert_eq!(Analyzer::new(&[]).add_trace_returning(traces[0].clone()), None);
+}

@@ -1,12 +1,16 @@
 //! The analysis at scale: the critical path of a wide parent (50,000 children), the same
 //! path as the straightforward quadratic walk on random traces, the export plan (ids only)
 //! naming the traces the exports hold, and an analysis of the attributes it reads only
-//! ([`ANALYZED_ATTRIBUTES`]) giving the same summary.
+//! ([`ANALYZED_ATTRIBUTES`]) giving the same summary; stage percentiles exact up to
+//! [`EXACT_DURATIONS`] durations and within 0.5% past them.
 
 use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
-use tracewire_collector::{ANALYZED_ATTRIBUTES, Analyzer, KeepPolicy, SpanRecord, analyze, critical_path, into_traces};
+use tracewire_collector::{
+    ANALYZED_ATTRIBUTES, Analyzer, EXACT_DURATIONS, KeepPolicy, Percentiles, SpanRecord, analyze, critical_path,
+    into_traces,
+};
 
 fn span(id: &str, parent: Option<&str>, start: i64, end: i64) -> SpanRecord {
     SpanRecord {
@@ -281,4 +285,134 @@ proptest! {
         prop_assert_eq!(stats.p99_ms, ms(tracewire_collector::percentile_ns(&sorted, 99.0)));
         prop_assert_eq!(stats.max_ms, ms(sorted[sorted.len() - 1]));
     }
+}
+
+/// A deterministic generator (splitmix64): uniform in [0, 1).
+struct Rng(u64);
+
+impl Rng {
+    #[allow(clippy::cast_precision_loss)]
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The summary of one stage ("stage") whose spans last `durations`, 100 root spans a trace.
+fn stage_summary(durations: &[i64]) -> tracewire_collector::Summary {
+    let mut analyzer = Analyzer::new(&[]);
+    for (t, chunk) in durations.chunks(100).enumerate() {
+        let trace = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| SpanRecord {
+                trace_id: format!("{t:032x}"),
+                span_id: format!("{i:016x}"),
+                name: "stage".into(),
+                start_ns: 1_000,
+                end_ns: 1_000 + d,
+                ..SpanRecord::default()
+            })
+            .collect();
+        analyzer.add_trace(trace);
+    }
+    analyzer.finish()
+}
+
+/// Past [`EXACT_DURATIONS`] a stage's p50, p90 and p99 are within 0.5% of the nearest-rank
+/// values, its count and max exact, and summary.json says they are estimated and how well.
+#[allow(clippy::cast_precision_loss)]
+fn assert_estimated_within_half_a_percent(durations: &[i64]) {
+    let summary = stage_summary(durations);
+    let stats = summary.stages[0].stats;
+    // A span that ends before it starts lasts 0 ns (`SpanRecord::duration_ns`).
+    let mut sorted: Vec<i64> = durations.iter().map(|&d| d.max(0)).collect();
+    sorted.sort_unstable();
+    let ms = |ns: i64| ns as f64 / 1e6;
+    assert_eq!(stats.count, durations.len());
+    assert!((stats.max_ms - ms(sorted[sorted.len() - 1])).abs() <= f64::EPSILON * stats.max_ms.abs());
+    for (p, got) in [(50.0, stats.p50_ms), (90.0, stats.p90_ms), (99.0, stats.p99_ms)] {
+        let exact = ms(tracewire_collector::percentile_ns(&sorted, p));
+        // 0.5%, plus floating-point rounding at a bucket's edge.
+        assert!((got - exact).abs() <= 0.005 * exact.abs() * (1.0 + 1e-9), "p{p}: {got} ms vs exact {exact} ms");
+    }
+    assert_eq!(summary.percentiles, Percentiles::Sketch { relative_error: 0.005 });
+    let json = serde_json::to_value(&summary).unwrap();
+    assert_eq!(json["percentiles"], serde_json::json!({"ddsketch": {"relative_error": 0.005}}));
+}
+
+#[test]
+#[allow(clippy::cast_possible_truncation)]
+fn log_uniform_stage_of_100k_is_within_half_a_percent() {
+    let mut rng = Rng(11);
+    // 1 µs to 100 s.
+    let durations: Vec<i64> = (0..100_000).map(|_| 10f64.powf(3.0 + 8.0 * rng.next()).round() as i64).collect();
+    assert_estimated_within_half_a_percent(&durations);
+}
+
+#[test]
+#[allow(clippy::cast_possible_truncation)]
+fn heavy_tailed_stage_of_100k_is_within_half_a_percent() {
+    let mut rng = Rng(12);
+    // Pareto of shape 1.1 from 50 µs: a tail up to about 10^13 ns and beyond.
+    let durations: Vec<i64> =
+        (0..100_000).map(|_| (50_000.0 / (1.0 - rng.next()).powf(1.0 / 1.1)).min(9e18).round() as i64).collect();
+    assert_estimated_within_half_a_percent(&durations);
+}
+
+/// Zero and negative durations (clock trouble: spans ending before they start, which last
+/// 0 ns) and huge ones in one estimated stage.
+#[test]
+#[allow(clippy::cast_possible_truncation)]
+fn stage_of_zero_negative_and_huge_durations_is_within_half_a_percent() {
+    let mut rng = Rng(13);
+    let durations: Vec<i64> = (0..60_000)
+        .map(|i| match i % 4 {
+            0 => 0,
+            1 => -(10f64.powf(9.0 * rng.next()).round() as i64) - 1,
+            2 => 10f64.powf(12.0 + 3.0 * rng.next()).round() as i64,
+            _ => 1 + (rng.next() * 1000.0) as i64,
+        })
+        .collect();
+    assert_estimated_within_half_a_percent(&durations);
+    // Mostly negative: the median is 0, next to values of 1 ns.
+    let negative: Vec<i64> = (0..20_000)
+        .map(|i| match i % 10 {
+            0 => 5_000,
+            1 => 1,
+            _ => -1 - i,
+        })
+        .collect();
+    assert_estimated_within_half_a_percent(&negative);
+}
+
+/// Up to [`EXACT_DURATIONS`] durations a stage is exact, to the bit (nearest rank, as
+/// before the threshold existed), and summary.json says `"exact"`; one more and it is not.
+#[test]
+#[allow(clippy::float_cmp, clippy::cast_possible_truncation, clippy::cast_possible_wrap, clippy::cast_precision_loss)] // The same nanoseconds.
+fn stages_up_to_the_threshold_are_exact() {
+    let mut rng = Rng(14);
+    let durations: Vec<i64> = (0..=EXACT_DURATIONS)
+        .map(|i| if i % 97 == 0 { -(i as i64) } else { 10f64.powf(3.0 + 8.0 * rng.next()).round() as i64 })
+        .collect();
+    let exact = &durations[..EXACT_DURATIONS];
+    let summary = stage_summary(exact);
+    let mut sorted = exact.to_vec();
+    sorted.sort_unstable();
+    let ms = |ns: i64| ns as f64 / 1e6;
+    let stats = summary.stages[0].stats;
+    assert_eq!(stats.count, EXACT_DURATIONS);
+    assert_eq!(stats.p50_ms, ms(tracewire_collector::percentile_ns(&sorted, 50.0)));
+    assert_eq!(stats.p90_ms, ms(tracewire_collector::percentile_ns(&sorted, 90.0)));
+    assert_eq!(stats.p99_ms, ms(tracewire_collector::percentile_ns(&sorted, 99.0)));
+    assert_eq!(stats.max_ms, ms(sorted[sorted.len() - 1]));
+    assert_eq!(summary.percentiles, Percentiles::Exact);
+    assert_eq!(serde_json::to_value(&summary).unwrap()["percentiles"], "exact");
+    let summary = stage_summary(&durations);
+    assert_eq!(summary.stages[0].stats.count, EXACT_DURATIONS + 1);
+    assert_eq!(summary.percentiles, Percentiles::Sketch { relative_error: 0.005 });
 }
