@@ -9,8 +9,9 @@
 //!
 //! Criterion reports means, not tails: the goal (p99 < 1 us and >= 5x lower than the peer)
 //! is `tracewire-bench compare`'s row `emit_collector_down.p99` (docs/benchmarks.md, with
-//! the shed counts): p99 331 ns against 1,603 ns, 4.84x (the 5x not met in that run;
-//! 4.84-6.33x in three).
+//! the shed counts), full run of 2026-12-05: p99 1,102 ns against 4,388 ns, 3.98x (neither
+//! part met in that run, where the emitting thread lost its core; 290-341 ns and
+//! 4.5-4.9x in the other runs of the day).
 
 use std::time::Duration;
 

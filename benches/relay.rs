@@ -8,9 +8,10 @@
 //!
 //! Run: `cargo bench -p tracewire-benches --bench relay`
 //!
-//! Latest results: `tracewire-bench compare`, docs/benchmarks.md: AES-GCM 41% and
-//! ChaChaPoly 30% of plain TCP forwarding (goal 80%, not met; CPU 2.99 and 4.11 ns/B against
-//! 1.06; TCP's CPU plus raw seal+open's bounds any Noise relay here at 57% and 35%).
+//! Latest results: `tracewire-bench compare` (full run of 2026-12-05, docs/benchmarks.md):
+//! AES-GCM 35% and ChaChaPoly 30% of plain TCP forwarding (goal 80%, not met; CPU 3.15 and
+//! 3.72 ns/B against 1.00; TCP's CPU plus raw seal+open's bounds any Noise relay here at
+//! 56% and 35%).
 
 use std::time::{Duration, Instant};
 

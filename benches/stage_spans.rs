@@ -11,10 +11,11 @@
 //!
 //! Run: `cargo bench -p tracewire-benches --bench stage_spans`
 //!
-//! Latest results: `tracewire-bench compare --quick --only stage_span`, docs/benchmarks.md:
-//! on the emitting thread 1.75x tracing-opentelemetry tuned (goal 3x, not met) and 2.75x
-//! with its defaults; total CPU per exported span 1.80x the tuned peer (goal 2x, not met in
-//! that run; 1.77-1.93x in three) and 1.00x fastrace (goal 1x; 0.81-1.19x in three).
+//! Latest results: `tracewire-bench compare` (full run of 2026-12-05, docs/benchmarks.md):
+//! on the emitting thread 2.41x tracing-opentelemetry tuned (goal 3x, not met) and 3.59x
+//! with its defaults; total CPU per exported span 1.91x the tuned peer (goal 2x, not met)
+//! and 1.17x fastrace (goal 1x, met); the `tracing` registry alone, which both sides pay,
+//! is 251 ns of each span's cost.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

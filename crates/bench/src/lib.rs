@@ -29,6 +29,7 @@ mod ingest;
 mod propagation;
 mod relay;
 mod report;
+pub use report::measure;
 mod spans;
 mod store;
 

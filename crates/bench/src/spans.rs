@@ -10,6 +10,10 @@
 //!   tracewire's defaults) and with the layer's *defaults*;
 //! - fastrace: `LocalSpan`s under a root span, reported through `fastrace-opentelemetry`.
 //!
+//! And the floor of both `tracing` sides: the same spans through a `Registry` with a layer
+//! that does nothing, in the notes (what each side pays above it, and the most any layer on
+//! the registry could gain).
+//!
 //! Two measures per side, from the same rounds: nanoseconds per span on the emitting thread,
 //! and total CPU per exported span (process CPU time over the round and its flush, every
 //! thread, divided by the spans the exporter got). And the emit path with the collector
@@ -34,6 +38,9 @@ use crate::{Row, Scale, percentile};
 /// a round, so that no measured span is shed or dropped (checked for tracewire, counted for
 /// the SDK).
 const QUEUE: usize = 65_536;
+
+/// Traces per round: 49,152 spans, under every side's queue; rounds are flushed in between.
+const TRACES: u64 = 3_072;
 
 #[allow(clippy::cast_precision_loss)]
 fn per(d: Duration, n: u64) -> f64 {
@@ -117,6 +124,25 @@ fn sdk_side(dispatch: fn(&SdkTracerProvider) -> tracing::Dispatch) -> (Side, Sdk
     (side, provider)
 }
 
+/// The floor both `tracing` sides pay: the same trace through a `tracing_subscriber`
+/// `Registry` with a layer that does nothing (no record, no export). Its CPU per span is
+/// the emitting thread's alone (there is no worker).
+fn registry_floor_side() -> Side {
+    struct Nothing;
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Nothing {}
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let spans = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&spans);
+    Side {
+        dispatch: tracing::Dispatch::new(tracing_subscriber::registry().with(Nothing)),
+        emit: tracewire_trace,
+        flush: Box::new(move || {
+            spans.fetch_add(TRACES * GROUP, Ordering::Relaxed);
+        }),
+        exported: Box::new(move || count.load(Ordering::Relaxed)),
+    }
+}
+
 fn fastrace_side() -> Side {
     let reported = fastrace_reported();
     Side {
@@ -141,8 +167,7 @@ fn finish(pipeline: &Pipeline, delivered: &AtomicU64) -> Result<ExportSnapshot> 
 }
 
 pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
-    // Rounds of 3,072 traces (49,152 spans), under every side's queue, flushed in between.
-    let traces: u64 = 3_072;
+    let traces = TRACES;
     let rounds: u64 = scale.pick(5, 12);
 
     let (ours, ours_pipeline, ours_delivered) = tracewire_side(Config::default().context_activation)?;
@@ -152,11 +177,12 @@ pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
     let (defaults, defaults_provider) = sdk_side(sdk_dispatch);
     let fast = fastrace_side();
     fastrace::flush();
+    let floor = registry_floor_side();
 
-    // Rounds interleave the five set-ups, best of each (emit and CPU separately): every one
+    // Rounds interleave the six set-ups, best of each (emit and CPU separately): every one
     // meets the same machine states.
-    let sides = [&ours, &activation, &tuned, &defaults, &fast];
-    let mut best = [Measured { emit_ns: f64::INFINITY, cpu_ns: f64::INFINITY }; 5];
+    let sides = [&ours, &activation, &tuned, &defaults, &fast, &floor];
+    let mut best = [Measured { emit_ns: f64::INFINITY, cpu_ns: f64::INFINITY }; 6];
     for _ in 0..rounds {
         for (b, side) in best.iter_mut().zip(sides) {
             let m = side.round(traces);
@@ -164,7 +190,7 @@ pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
             b.cpu_ns = b.cpu_ns.min(m.cpu_ns);
         }
     }
-    let [ours_m, act_m, tuned_m, defaults_m, fast_m] = best;
+    let [ours_m, act_m, tuned_m, defaults_m, fast_m, floor_m] = best;
     let stats = finish(&ours_pipeline, &ours_delivered)?;
     finish(&act_pipeline, &act_delivered)?;
     let tuned_drops = shutdown_reading_sdk_drops(&tuned_provider, Duration::from_secs(10)).unwrap_or(0);
@@ -173,6 +199,17 @@ pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
 
     let total = traces * GROUP * rounds;
     let shape = "traces of a root + 15 children, process.pid and tracewire.stage on each, ending as SpanData in a counting exporter";
+    // What both `tracing` sides pay before their layer does anything, and the most a layer
+    // on the registry could gain against the peer.
+    let floor = |base: f64, ours: f64, peer: f64, what: &str| {
+        format!(
+            "registry floor (the same spans through a Registry with a layer that does nothing): {base:.0} {what} per span; above it tracewire {:.0}, peer {:.0} ({:.2}x); at most {:.2}x reachable by a layer on the registry",
+            ours - base,
+            peer - base,
+            (peer - base) / (ours - base),
+            peer / base,
+        )
+    };
     Ok(vec![
         Row::lower_is_better(
             "stage_span.emit.vs_tracing_opentelemetry_tuned",
@@ -181,8 +218,11 @@ pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
             "ns/span",
             3.0,
             &format!(
-                "emitting thread only; {shape}; peer: tracing-opentelemetry 0.34 without location, threads, target, busy/idle, context activation off, SDK batch (queue {QUEUE}; {tuned_drops} dropped, its own count); tracewire delivered {} of {} (none shed); {:.0} ns with TRACEWIRE_CONTEXT_ACTIVATION=true",
-                stats.exported, stats.emitted, act_m.emit_ns
+                "emitting thread only; {shape}; peer: tracing-opentelemetry 0.34 without location, threads, target, busy/idle, context activation off, SDK batch (queue {QUEUE}; {tuned_drops} dropped, its own count); tracewire delivered {} of {} (none shed); {:.0} ns with TRACEWIRE_CONTEXT_ACTIVATION=true; {}",
+                stats.exported,
+                stats.emitted,
+                act_m.emit_ns,
+                floor(floor_m.emit_ns, ours_m.emit_ns, tuned_m.emit_ns, "ns on the emitting thread")
             ),
         ),
         {
@@ -208,7 +248,8 @@ pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
             "cpu ns/span",
             2.0,
             &format!(
-                "process CPU time (every thread: emitting, export worker / batch thread) per exported span; {shape}; peer tuned as in the emit row"
+                "process CPU time (every thread: emitting, export worker / batch thread) per exported span; {shape}; peer tuned as in the emit row; {}",
+                floor(floor_m.cpu_ns, ours_m.cpu_ns, tuned_m.cpu_ns, "CPU ns")
             ),
         ),
         Row::lower_is_better(
@@ -218,9 +259,10 @@ pub(crate) fn run(scale: Scale) -> Result<Vec<Row>> {
             "cpu ns/span",
             1.0,
             &format!(
-                "process CPU time per exported span, every thread; fastrace {} LocalSpans under a root, reported through fastrace-opentelemetry into the same counting exporter ({fast_exported} of {total} exported in all); fastrace emit {:.0} ns/span on the emitting thread",
+                "process CPU time per exported span, every thread; fastrace {} LocalSpans under a root, reported through fastrace-opentelemetry into the same counting exporter ({fast_exported} of {total} exported in all); fastrace emit {:.0} ns/span on the emitting thread; the registry floor alone: {:.0} CPU ns per span",
                 GROUP - 1,
-                fast_m.emit_ns
+                fast_m.emit_ns,
+                floor_m.cpu_ns
             ),
         ),
     ])

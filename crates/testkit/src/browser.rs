@@ -1,6 +1,7 @@
 //! Headless Debian `chromium` (installed by `scripts/setup-test-deps.sh`): screenshots and
 //! the DOM after scripts ran, for tests of tracewire's HTML pages.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -66,6 +67,60 @@ fn run(args: &[String], url: &str, timeout: Duration) -> Result<Vec<u8>, String>
 pub fn dump_dom(url: &str, virtual_ms: u64) -> Result<String, String> {
     let out = run(&["--dump-dom".into(), format!("--virtual-time-budget={virtual_ms}")], url, Duration::from_secs(60))?;
     Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// How long `page` (a local HTML file) takes to load in chromium, in milliseconds: from the
+/// moment a wrapper page points an iframe (1200 x 900) at it to the iframe's `load` event,
+/// then a forced layout of the loaded document (reading its `scrollHeight`), so parsing,
+/// style and layout are counted; chromium's own start is not. The wrapper lives in a
+/// temporary directory and reaches the page by its `file://` URL
+/// (`--allow-file-access-from-files`).
+///
+/// # Errors
+/// Chromium missing or failing, or the page not loading within 60 s.
+pub fn load_ms(page: &Path) -> Result<f64, String> {
+    let page = page.canonicalize().map_err(|e| format!("{}: {e}", page.display()))?;
+    let dir = TempDir::new("tw-load").map_err(|e| e.to_string())?;
+    let wrapper = dir.path().join("load.html");
+    // Percent-encoded, so the URL is safe inside the script's string literal.
+    let mut src = String::from("file://");
+    for b in page.as_os_str().as_encoded_bytes() {
+        if b.is_ascii_alphanumeric() || b"/._-".contains(b) {
+            src.push(char::from(*b));
+        } else {
+            let _ = write!(src, "%{b:02X}");
+        }
+    }
+    std::fs::write(
+        &wrapper,
+        format!(
+            r#"<!doctype html><html><body><p id="load-ms">pending</p>
+<iframe id="page" style="width:1200px;height:900px"></iframe>
+<script>
+const t0 = performance.now();
+const f = document.getElementById("page");
+f.onload = () => {{
+  const d = f.contentDocument;
+  const height = d ? d.documentElement.scrollHeight : -1;
+  document.getElementById("load-ms").textContent = height < 0 ? "unreadable" : (performance.now() - t0).toFixed(3);
+}};
+f.src = "{src}";
+</script></body></html>"#
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let out = run(
+        &["--dump-dom".into(), "--allow-file-access-from-files".into()],
+        &format!("file://{}", wrapper.display()),
+        Duration::from_secs(60),
+    )?;
+    let dom = String::from_utf8_lossy(&out);
+    let text = dom
+        .split(r#"<p id="load-ms">"#)
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .ok_or_else(|| "chromium's DOM has no load-ms element".to_owned())?;
+    text.parse().map_err(|_| format!("the page did not load: {text}"))
 }
 
 /// Takes a `width` x `height` screenshot of `url` (after `virtual_ms` of virtual time) into `png`.

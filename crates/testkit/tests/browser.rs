@@ -1,7 +1,7 @@
 //! The headless-browser helpers against a page whose content is known.
 
 use tracewire_testkit::TempDir;
-use tracewire_testkit::browser::{dump_dom, pixel_stats, screenshot};
+use tracewire_testkit::browser::{dump_dom, load_ms, pixel_stats, screenshot};
 
 #[test]
 fn renders_runs_timers_and_screenshots() {
@@ -30,4 +30,23 @@ fn renders_runs_timers_and_screenshots() {
     screenshot(&url, &png, 400, 300, 100).unwrap();
     let blank = pixel_stats(&png).unwrap();
     assert_eq!((blank.colours, blank.ink), (1, 0.0), "{blank:?}");
+}
+
+#[test]
+fn load_time_counts_the_pages_own_work() {
+    let dir = TempDir::new("tw-browser-load").unwrap();
+    // A name that needs percent-encoding in the wrapper's URL.
+    let page = dir.path().join("a page's \"name\".html");
+    // The page's script spins 300 ms before the document finishes loading: the figure
+    // cannot be smaller than that.
+    std::fs::write(
+        &page,
+        r"<!doctype html><html><body><p>slow</p>
+<script>const end = performance.now() + 300; while (performance.now() < end) {}</script>
+</body></html>",
+    )
+    .unwrap();
+    let ms = load_ms(&page).unwrap();
+    assert!(ms >= 300.0 && ms.is_finite(), "{ms}");
+    assert!(load_ms(&dir.path().join("missing.html")).is_err());
 }
