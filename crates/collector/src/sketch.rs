@@ -192,24 +192,9 @@ mod tests {
         }
     }
 
-    #[test]
-    #[allow(clippy::cast_possible_truncation)]
-    fn log_uniform_100k_within_half_a_percent() {
-        let mut rng = Rng(1);
-        // 1 µs to 100 s, log-uniform.
-        let values: Vec<i64> = (0..100_000).map(|_| 10f64.powf(3.0 + 8.0 * rng.next()).round() as i64).collect();
-        check(&values);
-    }
-
-    #[test]
-    #[allow(clippy::cast_possible_truncation)]
-    fn heavy_tailed_100k_within_half_a_percent() {
-        let mut rng = Rng(2);
-        // Pareto (shape 1.1) from 50 µs: a few values near 10^13 ns and beyond.
-        let values: Vec<i64> =
-            (0..100_000).map(|_| (50_000.0 / (1.0 - rng.next()).powf(1.0 / 1.1)).min(9e18).round() as i64).collect();
-        check(&values);
-    }
+    // Log-uniform and heavy-tailed inputs of 100k values go through the `Analyzer` in
+    // crates/collector/tests/scale.rs; here, what the analysis never gives it (negative
+    // values) mixed with zeros and values near the end of the range.
 
     #[test]
     #[allow(clippy::cast_possible_truncation)]
