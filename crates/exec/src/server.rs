@@ -438,7 +438,9 @@ impl ExecServer {
             (None, _) => None,
         };
 
-        let seq = Arc::new(AtomicU64::new(0));
+        // The next Output's sequence number, held by a reader from numbering its chunk to
+        // queueing it, so that the two readers' Outputs are queued in sequence order.
+        let seq = Arc::new(tokio::sync::Mutex::new(0u64));
         let activity = Arc::new(Activity::default());
         let mut pipes = Vec::new();
         for (pipe, stream) in [(child.take_stdout(), Stream::Stdout), (child.take_stderr(), Stream::Stderr)] {
@@ -528,7 +530,7 @@ impl ExecServer {
 struct Reader {
     process_id: u64,
     stream: Stream,
-    seq: Arc<AtomicU64>,
+    seq: Arc<tokio::sync::Mutex<u64>>,
     conn: Connection,
     carrier: TraceCarrier,
     chunk: usize,
@@ -557,14 +559,17 @@ impl Reader {
                     total += n as u64;
                     self.activity.output_at(self.started);
                     let data = buf.split().freeze();
-                    let output = Output {
-                        process_id: self.process_id,
-                        stream: self.stream.into(),
-                        seq: self.seq.fetch_add(1, Ordering::Relaxed),
-                        data,
+                    // Numbered and queued under the lock: the other stream's reader cannot
+                    // queue a later number first.
+                    let queued = {
+                        let mut next = self.seq.lock().await;
+                        let output =
+                            Output { process_id: self.process_id, stream: self.stream.into(), seq: *next, data };
+                        *next += 1;
+                        let note = Notification { event: Some(notification::Event::Output(output)) };
+                        self.conn.notify(note, self.carrier.clone()).await
                     };
-                    let note = Notification { event: Some(notification::Event::Output(output)) };
-                    if self.conn.notify(note, self.carrier.clone()).await.is_err() {
+                    if queued.is_err() {
                         // The client is gone; keep draining so the child never blocks on
                         // a full pipe before it is killed.
                         while matches!(pipe.read_buf(&mut buf).await, Ok(n) if n > 0) {

@@ -32,6 +32,28 @@ async fn exit_codes_and_signals() {
     }
 }
 
+/// Both pipes busy at once: the two readers race to number and queue their chunks, and the
+/// client must still see every Output in sequence order, none missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_sequence_numbers_arrive_in_order_when_both_streams_are_busy() {
+    let s = server().await;
+    let c = client(&s).await;
+    // Rounds of one line on each stream written together, then a pause: each round wakes
+    // both readers at once.
+    let script = "i=0; while [ $i -lt 150 ]; do echo out$i; echo err$i >&2; sleep 0.002; i=$((i+1)); done";
+    for _ in 0..2 {
+        let mut p = c.start(argv(&["sh", "-c", script])).await.unwrap();
+        let mut seqs = Vec::new();
+        while let Some(e) = p.next_event().await {
+            if let Event::Output { seq, .. } = e {
+                seqs.push(seq);
+            }
+        }
+        let expected: Vec<u64> = (0..seqs.len() as u64).collect();
+        assert_eq!(seqs, expected, "Outputs in sequence order, none missing");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdout_and_stderr_are_separate_and_ordered() {
     let s = server().await;
