@@ -207,10 +207,9 @@ impl Sources {
     /// stderr say what was read, and every [`Progress::EVERY`] spans how far it got,
     /// unless `quiet`.
     pub(crate) async fn feed<S: TraceSink>(&self, quiet: bool, make: impl Fn() -> S) -> Result<(S, Source)> {
-        let s = self;
         let mut progress = Progress::new(quiet);
         let analyzer = make();
-        match (s.db.as_slice(), s.otlp_json.as_slice(), s.jaeger_json.as_slice()) {
+        match (self.db.as_slice(), self.otlp_json.as_slice(), self.jaeger_json.as_slice()) {
             ([db], [], []) => {
                 let store = open_db(db)?;
                 let analyzer = stream_store(&store, analyzer, progress)
@@ -273,9 +272,8 @@ impl Sources {
     /// Reads every input piece by piece and gathers the spans by trace (in memory, then in
     /// a temporary database), then analyzes the traces in trace id order.
     async fn grouped<S: TraceSink>(&self, analyzer: S, quiet: bool, progress: Progress) -> Result<(S, Source)> {
-        let s = self;
         let mut grouper = Grouper::default();
-        for db in &s.db {
+        for db in &self.db {
             let store = open_db(db)?;
             let (tx, rx) = tokio::sync::mpsc::channel(4);
             let before = grouper.added;
@@ -298,7 +296,9 @@ impl Sources {
                 eprintln!("read {} spans from {}", grouper.added - before, db.display());
             }
         }
-        for (files, jaeger, other) in [(&s.otlp_json, false, "--jaeger-json"), (&s.jaeger_json, true, "--otlp-json")] {
+        for (files, jaeger, other) in
+            [(&self.otlp_json, false, "--jaeger-json"), (&self.jaeger_json, true, "--otlp-json")]
+        {
             for file in files {
                 let (mut rx, reader) = spawn_reader(file.clone(), jaeger);
                 while let Some(spans) = rx.recv().await {
