@@ -199,29 +199,26 @@ impl<K: AsRef<str>, V: AsRef<str>> Carrier for [(K, V)] {
     }
 }
 
-impl<K: AsRef<str>, V: AsRef<str>, const N: usize> Carrier for [(K, V); N] {
-    fn get(&self, name: &str) -> Option<&str> {
-        Carrier::get(self.as_slice(), name)
-    }
-    fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.as_slice().get_all(name)
-    }
-    fn keys(&self) -> impl Iterator<Item = &str> {
-        self.as_slice().keys()
-    }
+/// Arrays and vectors of pairs read as the slice they hold. A macro, not a blanket impl
+/// over `Deref<Target = [(K, V)]>`: arrays do not implement `Deref`, and that impl would
+/// overlap the one for `&C`.
+macro_rules! carrier_as_slice {
+    ($($ty:ty $(, const $n:ident)?);+ $(;)?) => {$(
+        impl<K: AsRef<str>, V: AsRef<str> $(, const $n: usize)?> Carrier for $ty {
+            fn get(&self, name: &str) -> Option<&str> {
+                Carrier::get(self.as_slice(), name)
+            }
+            fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+                self.as_slice().get_all(name)
+            }
+            fn keys(&self) -> impl Iterator<Item = &str> {
+                self.as_slice().keys()
+            }
+        }
+    )+};
 }
 
-impl<K: AsRef<str>, V: AsRef<str>> Carrier for Vec<(K, V)> {
-    fn get(&self, name: &str) -> Option<&str> {
-        Carrier::get(self.as_slice(), name)
-    }
-    fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.as_slice().get_all(name)
-    }
-    fn keys(&self) -> impl Iterator<Item = &str> {
-        self.as_slice().keys()
-    }
-}
+carrier_as_slice!([(K, V); N], const N; Vec<(K, V)>);
 
 impl CarrierMut for Vec<(String, String)> {
     fn set(&mut self, name: &str, value: &str) -> Result<(), CarrierError> {

@@ -34,10 +34,12 @@
 
 mod baggage;
 mod carrier;
+mod hex;
 mod id;
 #[cfg(feature = "otel")]
 pub mod otel;
 mod propagation;
+mod rng;
 mod traceparent;
 mod tracestate;
 
@@ -46,6 +48,7 @@ pub use carrier::{
     BAGGAGE, Carrier, CarrierError, CarrierMut, ENV_BAGGAGE, ENV_TRACEPARENT, ENV_TRACESTATE, EnvCarrier, TRACEPARENT,
     TRACESTATE, TraceCarrier, env_var_name, is_normalized_env_name,
 };
+pub use hex::to_hex;
 pub use id::{SpanId, TraceFlags, TraceId};
 pub use propagation::{
     Extracted, PropagationStats, Remote, StartReason, StatsSnapshot, TraceContext, extract, read_remote,

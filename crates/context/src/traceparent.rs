@@ -3,7 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::id::{SpanId, TraceFlags, TraceId, decode_hex16, decode_hex32, hex_byte};
+use crate::hex::{decode_hex16, decode_hex32, encode_hex, hex_byte};
+use crate::id::{SpanId, TraceFlags, TraceId};
 
 /// Length of a version-`00` traceparent: `vv-<32 hex>-<16 hex>-ff`.
 pub const TRACEPARENT_LEN: usize = 55;
@@ -183,7 +184,7 @@ impl TraceParent {
         let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
         self.trace_id.write_hex(&mut out[3..35]);
         self.parent_id.write_hex(&mut out[36..52]);
-        crate::id::encode_hex(&[self.flags.outgoing().bits()], &mut out[53..55]);
+        encode_hex(&[self.flags.outgoing().bits()], &mut out[53..55]);
         TraceParentBuf(out)
     }
 }

@@ -1,7 +1,8 @@
 //! Test support for tracewire (not published): a real `rotel-agent` OTLP collector on
 //! loopback ports, with every span it receives parsed from its debug log; free ports; the
 //! project's Python venv; a loopback HTTP/1.1 stub server ([`HttpStub`]) that records what
-//! it is sent; [`eventually`] and its kin, which wait for a condition with a deadline.
+//! it is sent; [`eventually`] and its kin, which wait for a condition with a deadline;
+//! [`SplitMix64`], a seeded generator for reproducible test data.
 //! Processes started here are stopped by their own pid.
 //!
 //! The collector and the Python packages are installed by `scripts/setup-test-deps.sh`
@@ -10,9 +11,11 @@
 
 pub mod browser;
 pub mod http_stub;
+pub mod rng;
 pub mod wait;
 
 pub use http_stub::{HttpStub, StubRequest};
+pub use rng::SplitMix64;
 pub use wait::{TimedOut, eventually, eventually_async, eventually_some, eventually_some_async};
 
 use std::io::{BufRead, BufReader, Read};
