@@ -41,11 +41,14 @@
 // them from the error; it is returned at most once per pipeline, so its size costs nothing.
 #![allow(clippy::result_large_err)]
 
+mod clock;
 mod config;
 mod context;
 mod export;
 mod layer;
 mod queue;
+mod record;
+mod sampling;
 mod spool;
 mod stage;
 
@@ -65,8 +68,10 @@ pub use context::{
     current_context, current_trace_id, in_remote_span, inject_current, inject_span, propagation_stats, remote_context,
     set_parent_from, span_context,
 };
-pub use export::{BoundedProcessor, ExportSnapshot, ExportStats, ExporterFactory, Overload, PipelineError};
-pub use queue::{Queued, emit as emit_stage_span};
+pub use export::{
+    BoundedProcessor, ExportSnapshot, ExportStats, ExporterError, ExporterFactory, Overload, PipelineError,
+};
+pub use queue::{Queued, emit_stage_span};
 pub use stage::{STAGE_ATTRIBUTE, Stage, enrich};
 
 /// The instrumentation scope name of tracewire's spans.
@@ -135,7 +140,7 @@ pub struct Pipeline {
     provider: SdkTracerProvider,
     stats: ExportStats,
     overload: Overload,
-    sink: export::Sink,
+    queue: export::ExportQueue,
     sampler: Sampler,
     shutdown_timeout: Duration,
     context_activation: bool,
@@ -180,13 +185,14 @@ fn log_dispatch(filter: &str) -> tracing::Dispatch {
 }
 
 /// The OTLP exporter the configuration describes. Call it inside a tokio runtime.
-fn otlp_exporter(config: &Config) -> Result<opentelemetry_otlp::SpanExporter, String> {
+fn otlp_exporter(config: &Config) -> Result<opentelemetry_otlp::SpanExporter, ExporterError> {
     let builder = opentelemetry_otlp::SpanExporter::builder();
     let built = match config.protocol {
         Protocol::Grpc => {
             let mut md = opentelemetry_otlp::tonic_types::metadata::MetadataMap::new();
             for (k, v) in &config.headers {
-                tracewire_context::CarrierMut::set(&mut md, k, v).map_err(|e| e.to_string())?;
+                tracewire_context::CarrierMut::set(&mut md, k, v)
+                    .map_err(|e| ExporterError::Header { name: k.clone(), source: e.into() })?;
             }
             builder
                 .with_tonic()
@@ -210,7 +216,7 @@ fn otlp_exporter(config: &Config) -> Result<opentelemetry_otlp::SpanExporter, St
                 .build()
         }
     };
-    built.map_err(|e| e.to_string())
+    Ok(built?)
 }
 
 impl Pipeline {
@@ -260,7 +266,7 @@ impl Pipeline {
     fn with_processor(config: &Config, processor: BoundedProcessor) -> Self {
         let stats = processor.stats();
         let overload = processor.overload();
-        let sink = processor.sink();
+        let queue = processor.queue();
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .with_sampler(sampler(config.sampler))
@@ -270,7 +276,7 @@ impl Pipeline {
             provider,
             stats,
             overload,
-            sink,
+            queue,
             sampler: config.sampler,
             shutdown_timeout: config.shutdown_timeout,
             context_activation: config.context_activation,
@@ -315,7 +321,7 @@ impl Pipeline {
         S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
     {
         layer::SpanLayer {
-            export: Some(layer::Export { sink: self.sink.clone(), overload: self.overload.clone() }),
+            export: Some(layer::Export { queue: self.queue.clone(), overload: self.overload.clone() }),
             sampler: self.sampler,
             activation: self.context_activation,
         }

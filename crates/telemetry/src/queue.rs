@@ -31,7 +31,7 @@ pub struct Queued<T> {
 #[allow(clippy::large_enum_variant)]
 enum Meta {
     /// A child of a span of tracewire's layer: recorded by the layer's own path.
-    Layer(crate::layer::Pending),
+    Layer(crate::layer::ResidenceSpan),
     /// A child of an OpenTelemetry context: emitted through the global tracer provider.
     Otel { stage: Stage, enqueued: SystemTime, parent: opentelemetry::Context },
 }
@@ -48,7 +48,9 @@ impl Meta {
     fn finish(self, attributes: &[opentelemetry::KeyValue]) {
         match self {
             Self::Layer(p) => p.finish(attributes),
-            Self::Otel { stage, enqueued, parent } => emit(stage, enqueued, SystemTime::now(), &parent, attributes),
+            Self::Otel { stage, enqueued, parent } => {
+                emit_stage_span(stage, enqueued, SystemTime::now(), &parent, attributes);
+            }
         }
     }
 }
@@ -58,7 +60,7 @@ impl<T> Queued<T> {
     pub fn new(stage: Stage, item: T) -> Self {
         #[cfg(feature = "instrument")]
         {
-            match crate::layer::Pending::child_of_current(stage.name()) {
+            match crate::layer::ResidenceSpan::child_of_current(stage.name()) {
                 Some(p) => Self { item, meta: Some(Box::new(Meta::Layer(p))) },
                 // Another layer's span (tracing-opentelemetry's), or none.
                 None => Self::with_parent(stage, item, crate::context::current_context()),
@@ -174,7 +176,7 @@ impl<T> Queued<Option<T>> {
 /// global tracer provider. When `parent` has no valid span, nothing is emitted: a stage
 /// recorded after the fact is part of a traced call, never a trace of its own.
 #[cfg(feature = "instrument")]
-pub fn emit(
+pub fn emit_stage_span(
     stage: Stage,
     start: SystemTime,
     end: SystemTime,
@@ -182,7 +184,9 @@ pub fn emit(
     attributes: &[opentelemetry::KeyValue],
 ) {
     use opentelemetry::trace::{Span as _, TraceContextExt as _, Tracer as _};
-    if !parent.span().span_context().is_valid() || crate::layer::emit(stage.name(), start, end, parent, attributes) {
+    if !parent.span().span_context().is_valid()
+        || crate::layer::emit_timed_span(stage.name(), start, end, parent, attributes)
+    {
         return;
     }
     let tracer = opentelemetry::global::tracer(crate::TRACER_NAME);
@@ -200,7 +204,7 @@ pub fn emit(
 
 /// With the `instrument` feature off, emitting does nothing.
 #[cfg(not(feature = "instrument"))]
-pub fn emit(
+pub fn emit_stage_span(
     _stage: Stage,
     _start: SystemTime,
     _end: SystemTime,

@@ -37,6 +37,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use prost::Message;
 
 use crate::config::{Config, Protocol};
+use crate::export::ExporterError;
 
 /// The first bytes of every segment file.
 const SEGMENT_MAGIC: &[u8; 8] = b"TWSPOOL1";
@@ -517,16 +518,17 @@ pub(crate) enum Sender {
 
 impl Sender {
     /// The client the configuration describes. Call it inside a tokio runtime.
-    pub(crate) fn new(config: &Config) -> Result<Self, String> {
+    pub(crate) fn new(config: &Config) -> Result<Self, ExporterError> {
         match config.protocol {
             Protocol::Grpc => {
                 let endpoint = tonic::transport::Endpoint::from_shared(config.endpoint.clone())
-                    .map_err(|e| format!("{}: {e}", config.endpoint))?
+                    .map_err(|e| ExporterError::Endpoint { endpoint: config.endpoint.clone(), source: e.into() })?
                     .connect_timeout(config.timeout)
                     .timeout(config.timeout);
                 let mut metadata = tonic::metadata::MetadataMap::new();
                 for (k, v) in &config.headers {
-                    tracewire_context::CarrierMut::set(&mut metadata, k, v).map_err(|e| e.to_string())?;
+                    tracewire_context::CarrierMut::set(&mut metadata, k, v)
+                        .map_err(|e| ExporterError::Header { name: k.clone(), source: e.into() })?;
                 }
                 Ok(Self::Grpc { client: TraceServiceClient::new(endpoint.connect_lazy()), metadata })
             }
@@ -535,11 +537,15 @@ impl Sender {
                     .connect_timeout(config.timeout)
                     .timeout(config.timeout)
                     .build()
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| ExporterError::HttpClient(e.into()))?;
                 let mut headers = reqwest::header::HeaderMap::new();
                 for (k, v) in &config.headers {
-                    let name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?;
-                    let value = reqwest::header::HeaderValue::from_str(v).map_err(|e| e.to_string())?;
+                    let header = |e: Box<dyn std::error::Error + Send + Sync>| ExporterError::Header {
+                        name: k.clone(),
+                        source: e,
+                    };
+                    let name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|e| header(e.into()))?;
+                    let value = reqwest::header::HeaderValue::from_str(v).map_err(|e| header(e.into()))?;
                     headers.insert(name, value);
                 }
                 Ok(Self::Http {

@@ -226,3 +226,20 @@ fn without_context_activation_only_the_otel_current_context_is_left_alone() {
         assert_eq!(pipeline.shutdown().unwrap().exported, 1);
     }
 }
+
+/// An exporter that cannot be built is a typed error: a header gRPC metadata cannot carry
+/// (here a newline in its name, which `OTEL_EXPORTER_OTLP_HEADERS` percent-decodes) names
+/// the header.
+#[test]
+fn a_header_the_exporter_cannot_send_is_a_typed_error_naming_it() {
+    use tracewire_telemetry::{Error, ExporterError, Pipeline, PipelineError};
+    let config =
+        Config::from_vars([("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_EXPORTER_OTLP_HEADERS", "x-bad%0Aname=1")])
+            .unwrap();
+    match Pipeline::new(&config) {
+        Err(Error::Pipeline(PipelineError::Exporter(ExporterError::Header { name, .. }))) => {
+            assert_eq!(name, "x-bad\nname");
+        }
+        other => panic!("{other:?}"),
+    }
+}

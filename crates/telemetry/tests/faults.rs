@@ -43,17 +43,6 @@ fn emit(pipeline: &Pipeline, n: usize) -> (Vec<String>, Duration) {
     })
 }
 
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    done()
-}
-
 fn shutdown_within(pipeline: &Pipeline, deadline: Duration) -> ExportSnapshot {
     let t0 = Instant::now();
     let stats = pipeline.shutdown().or_else(tracewire_telemetry::Error::into_stats).unwrap();
@@ -105,7 +94,11 @@ fn a_slow_collector_never_blocks_emit_and_every_span_is_counted_exactly() {
     let (recorded, longest) = emit(&pipeline, 400);
     assert!(longest < EMIT_BOUND, "an emit took {longest:?}");
     let stats = pipeline.stats();
-    assert!(wait_until(Duration::from_secs(20), || stats.snapshot().pending() == 0), "{:?}", stats.snapshot());
+    assert!(
+        tracewire_testkit::eventually(Duration::from_secs(20), || stats.snapshot().pending() == 0).is_ok(),
+        "{:?}",
+        stats.snapshot()
+    );
     let s = stats.snapshot();
     assert_eq!(s.emitted, 400);
     assert!(s.dropped_queue_full > 0, "a slow collector makes the queue overflow: {s:?}");

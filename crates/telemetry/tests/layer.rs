@@ -408,9 +408,8 @@ fn while_the_queue_is_full_spans_are_shed_counted_and_skipped_by_their_children(
         // The collector takes the first span and holds its export...
         drop(stage_span!(TerminalDeliver));
         let stats = pipeline.stats();
-        while stats.snapshot().export_batches == 0 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        tracewire_testkit::eventually(Duration::from_secs(10), || stats.snapshot().export_batches > 0)
+            .expect("the worker starts exporting the first span");
         // ... so the queue (4 spans) fills and stays full.
         for _ in 0..49 {
             drop(stage_span!(TerminalDeliver));

@@ -24,6 +24,22 @@ fn config(vars: &[(&str, &str)]) -> Config {
     c
 }
 
+/// A pipeline exporting to `rotel` over gRPC, with `vars` besides.
+fn grpc_pipeline(rotel: &Rotel, vars: &[(&str, &str)]) -> Pipeline {
+    let endpoint = rotel.grpc_endpoint();
+    let mut all = vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
+    all.extend_from_slice(vars);
+    Pipeline::new(&config(&all)).unwrap()
+}
+
+/// Emits [`emit_tree`] through `pipeline`, shuts it down and checks what `rotel` received.
+fn tree_arrives(pipeline: &Pipeline, rotel: &Rotel) {
+    let trace_id = with_pipeline(pipeline, emit_tree);
+    let stats = pipeline.shutdown().unwrap();
+    assert_eq!((stats.emitted, stats.exported, stats.dropped()), (3, 3, 0));
+    check_tree(rotel, &trace_id);
+}
+
 /// Runs `f` with `pipeline` as this thread's subscriber.
 fn with_pipeline<R>(pipeline: &Pipeline, f: impl FnOnce() -> R) -> R {
     let layer = pipeline.layer();
@@ -68,15 +84,7 @@ fn check_tree(rotel: &Rotel, trace_id: &str) {
 #[test]
 fn spans_arrive_over_grpc_with_names_parents_and_resource() {
     let rotel = Rotel::start().unwrap();
-    let pipeline = Pipeline::new(&config(&[
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", &rotel.grpc_endpoint()),
-    ]))
-    .unwrap();
-    let trace_id = with_pipeline(&pipeline, emit_tree);
-    let stats = pipeline.shutdown().unwrap();
-    assert_eq!((stats.emitted, stats.exported, stats.dropped()), (3, 3, 0));
-    check_tree(&rotel, &trace_id);
+    tree_arrives(&grpc_pipeline(&rotel, &[]), &rotel);
 }
 
 #[test]
@@ -88,10 +96,7 @@ fn spans_arrive_over_http_protobuf_with_names_parents_and_resource() {
         ("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=ci"),
     ]))
     .unwrap();
-    let trace_id = with_pipeline(&pipeline, emit_tree);
-    let stats = pipeline.shutdown().unwrap();
-    assert_eq!((stats.emitted, stats.exported, stats.dropped()), (3, 3, 0));
-    check_tree(&rotel, &trace_id);
+    tree_arrives(&pipeline, &rotel);
 }
 
 fn interop_script() -> PathBuf {
@@ -101,11 +106,7 @@ fn interop_script() -> PathBuf {
 #[test]
 fn python_continues_a_trace_we_started() {
     let rotel = Rotel::start().unwrap();
-    let pipeline = Pipeline::new(&config(&[
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", &rotel.grpc_endpoint()),
-    ]))
-    .unwrap();
+    let pipeline = grpc_pipeline(&rotel, &[]);
     let (ours, carrier) = with_pipeline(&pipeline, || {
         let span = stage_span!(RpcCall, rpc.method = "Start");
         let _g = span.enter();
@@ -133,11 +134,7 @@ fn we_continue_a_trace_python_started() {
     let (py_trace, py_span, traceparent) = (f[0].to_owned(), f[1].to_owned(), f[3].to_owned());
     assert!(traceparent.starts_with(&format!("00-{py_trace}-{py_span}-")), "{traceparent}");
 
-    let pipeline = Pipeline::new(&config(&[
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", &rotel.grpc_endpoint()),
-    ]))
-    .unwrap();
+    let pipeline = grpc_pipeline(&rotel, &[]);
     with_pipeline(&pipeline, || {
         let span = stage_span!(RpcDispatch, rpc.method = "Start");
         assert!(set_parent_from(&span, &[("traceparent", traceparent.as_str())]).continued());
@@ -215,12 +212,7 @@ fn collector_started_later_receives_what_is_emitted_after_it_is_up() {
 #[test]
 fn collector_stopped_mid_run_counts_exactly_what_it_missed() {
     let mut rotel = Rotel::start().unwrap();
-    let pipeline = Pipeline::new(&config(&[
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", &rotel.grpc_endpoint()),
-        ("OTEL_EXPORTER_OTLP_TIMEOUT", "500"),
-    ]))
-    .unwrap();
+    let pipeline = grpc_pipeline(&rotel, &[("OTEL_EXPORTER_OTLP_TIMEOUT", "500")]);
     let first = emit_roots(&pipeline, 40);
     assert_eq!(first.len(), 40);
     pipeline.provider().force_flush().unwrap();

@@ -1,47 +1,20 @@
-//! Span trees through a real pipeline (bounded processor + in-memory exporter), installed
-//! once for this test binary; each test finds its own spans by trace id.
+//! Span trees through a real pipeline (bounded processor + in-memory exporter:
+//! `tracewire_telemetry::testing::install`), installed once for this test binary; each test
+//! finds its own spans by trace id.
 
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::trace::{SpanKind, TraceContextExt};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+use opentelemetry_sdk::trace::SpanData;
 use tracewire_context::{Carrier, TraceCarrier};
+use tracewire_telemetry::testing::install;
 use tracewire_telemetry::{
-    Config, Pipeline, Queued, STAGE_ATTRIBUTE, Stage, current_trace_id, inject_current, propagation_stats,
-    set_parent_from, span_context, stage_span,
+    Queued, STAGE_ATTRIBUTE, Stage, current_trace_id, inject_current, propagation_stats, set_parent_from, span_context,
+    stage_span,
 };
-use tracing_subscriber::layer::SubscriberExt;
-
-struct Harness {
-    pipeline: Pipeline,
-    exporter: InMemorySpanExporter,
-}
-
-fn harness() -> &'static Harness {
-    static H: OnceLock<Harness> = OnceLock::new();
-    H.get_or_init(|| {
-        let exporter = InMemorySpanExporter::default();
-        let sink = exporter.clone();
-        let mut config = Config::default();
-        config.batch.schedule_delay = Duration::from_millis(20);
-        let pipeline = Pipeline::with_exporter(&config, Box::new(move || Ok(sink))).unwrap();
-        let layer = pipeline.layer();
-        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer)).unwrap();
-        opentelemetry::global::set_tracer_provider(pipeline.provider().clone());
-        Harness { pipeline, exporter }
-    })
-}
 
 fn spans_of(trace_id: &str) -> Vec<SpanData> {
-    let h = harness();
-    h.pipeline.provider().force_flush().unwrap();
-    h.exporter
-        .get_finished_spans()
-        .unwrap()
-        .into_iter()
-        .filter(|s| s.span_context.trace_id().to_string() == trace_id)
-        .collect()
+    install().spans_of(trace_id)
 }
 
 fn by_name<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
@@ -72,7 +45,7 @@ macro_rules! check_stage {
 
 #[test]
 fn every_stage_has_a_macro_arm_with_its_name() {
-    harness();
+    install();
     let seen = check_stage!(
         Exec,
         RpcConnect,
@@ -112,7 +85,7 @@ fn docs_stages_md_documents_every_stage() {
 
 #[test]
 fn stage_spans_carry_name_kind_stage_and_fields() {
-    harness();
+    install();
     let trace_id = {
         let _root = stage_span!(Exec).entered();
         {
@@ -132,12 +105,13 @@ fn stage_spans_carry_name_kind_stage_and_fields() {
 
 #[test]
 fn queue_residence_spans_cover_enqueue_to_dequeue_across_threads() {
-    harness();
+    install();
     let (tx, rx) = std::sync::mpsc::channel::<Queued<u32>>();
     let worker = std::thread::spawn(move || {
         let mut out = Vec::new();
         for q in rx {
             let enqueued = q.enqueued_at().unwrap();
+            // The residence under test: the item waits 30 ms in the queue.
             std::thread::sleep(Duration::from_millis(30));
             let before_dequeue = SystemTime::now();
             out.push((q.into_inner(), enqueued, before_dequeue));
@@ -179,7 +153,7 @@ fn queue_residence_spans_cover_enqueue_to_dequeue_across_threads() {
 
 #[test]
 fn a_queued_item_outside_any_trace_emits_nothing() {
-    harness();
+    install();
     let q = Queued::new(Stage::RpcQueue, ());
     assert!(q.enqueued_at().is_none());
     q.into_inner();
@@ -187,7 +161,7 @@ fn a_queued_item_outside_any_trace_emits_nothing() {
 
 #[test]
 fn set_parent_from_continues_or_starts_and_inject_carries_the_span() {
-    harness();
+    install();
     let headers =
         [("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), ("baggage", "tenant=acme")];
     let before = propagation_stats();
@@ -227,7 +201,7 @@ fn set_parent_from_continues_or_starts_and_inject_carries_the_span() {
 
 #[test]
 fn context_of_a_span_is_visible_to_opentelemetry_apis_through_current_context() {
-    harness();
+    install();
     let span = stage_span!(Exec);
     let _g = span.enter();
     let ours = tracewire_telemetry::current_context();

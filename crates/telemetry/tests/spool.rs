@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
@@ -34,6 +34,16 @@ fn collector() -> HttpStub {
 
 /// The span ids the collector received, with how often each arrived, and the `i`
 /// attribute of each span.
+/// Replays the spool in `dir` into a new collector: the replaying pipeline's final counts,
+/// and what the collector received (as [`received`]).
+fn replay(dir: &Path) -> (ExportSnapshot, HashMap<Vec<u8>, usize>, Vec<i64>) {
+    let stub = collector();
+    let replay = Pipeline::new(&config(dir, &stub.url("v1/traces"), &[])).unwrap();
+    let r = replay.shutdown().unwrap();
+    let (ids, index) = received(&stub);
+    (r, ids, index)
+}
+
 fn received(stub: &HttpStub) -> (HashMap<Vec<u8>, usize>, Vec<i64>) {
     let mut ids = HashMap::new();
     let mut index = Vec::new();
@@ -80,15 +90,8 @@ fn emit(pipeline: &Pipeline, from: i64, n: i64) {
 
 /// Waits until `done` holds for the pipeline's counters.
 fn wait_stats(pipeline: &Pipeline, done: impl Fn(&ExportSnapshot) -> bool) -> ExportSnapshot {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let s = pipeline.stats().snapshot();
-        if done(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "timed out; stats {s:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    tracewire_testkit::eventually_some(WAIT, || Some(pipeline.stats().snapshot()).filter(|s| done(s)))
+        .unwrap_or_else(|_| panic!("timed out; stats {:?}", pipeline.stats().snapshot()))
 }
 
 fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -262,11 +265,8 @@ fn a_full_spool_evicts_its_oldest_spans_and_counts_them() {
     let on_disk: u64 = segments(dir.path()).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
     assert!(on_disk <= max, "{on_disk} bytes on disk");
 
-    let stub = collector();
-    let replay = Pipeline::new(&config(dir.path(), &stub.url("v1/traces"), &[])).unwrap();
-    let r = replay.shutdown().unwrap();
+    let (r, ids, mut index) = replay(dir.path());
     assert_eq!(r.replayed, 2000 - s.evicted, "{r:?}");
-    let (ids, mut index) = received(&stub);
     assert_eq!((ids.len(), duplicates(&ids)), (usize::try_from(r.replayed).unwrap(), 0));
     index.sort_unstable();
     let first_kept = i64::try_from(s.evicted).unwrap();
@@ -291,11 +291,8 @@ fn a_torn_record_at_the_tail_is_skipped_and_the_earlier_ones_replayed() {
     torn.extend_from_slice(&[0xab; 104]);
     std::fs::OpenOptions::new().append(true).open(&last).unwrap().write_all(&torn).unwrap();
 
-    let stub = collector();
-    let replay = Pipeline::new(&config(dir.path(), &stub.url("v1/traces"), &[])).unwrap();
-    let r = replay.shutdown().unwrap();
+    let (r, ids, mut index) = replay(dir.path());
     assert_eq!((r.replayed, r.spool_torn), (300, 1), "{r:?}");
-    let (ids, mut index) = received(&stub);
     assert_eq!((ids.len(), duplicates(&ids)), (300, 0));
     index.sort_unstable();
     assert_eq!(index, (0..300).collect::<Vec<_>>());
@@ -318,11 +315,8 @@ fn a_record_failing_its_checksum_is_skipped_and_counted() {
     data[at] ^= 0xff;
     std::fs::write(&last, &data).unwrap();
 
-    let stub = collector();
-    let replay = Pipeline::new(&config(dir.path(), &stub.url("v1/traces"), &[])).unwrap();
-    let r = replay.shutdown().unwrap();
+    let (r, ids, mut index) = replay(dir.path());
     assert_eq!(r.spool_torn, 1, "{r:?}");
-    let (ids, mut index) = received(&stub);
     assert_eq!(duplicates(&ids), 0);
     assert_eq!(u64::try_from(ids.len()).unwrap(), r.replayed);
     assert!(r.replayed > 0 && r.replayed < 300, "{r:?}");
@@ -349,10 +343,8 @@ fn a_second_user_of_a_spool_directory_is_locked_out() {
     let s = owner.shutdown().unwrap();
     assert_eq!((s.spooled, s.dropped()), (100, 0), "{s:?}");
 
-    let stub = collector();
-    let replay = Pipeline::new(&config(dir.path(), &stub.url("v1/traces"), &[])).unwrap();
-    assert_eq!(replay.shutdown().unwrap().replayed, 100);
-    let (ids, mut index) = received(&stub);
+    let (r, ids, mut index) = replay(dir.path());
+    assert_eq!(r.replayed, 100);
     assert_eq!((ids.len(), duplicates(&ids)), (100, 0));
     index.sort_unstable();
     assert_eq!(index, (0..100).collect::<Vec<_>>());
@@ -365,23 +357,18 @@ fn a_second_user_of_a_spool_directory_is_locked_out() {
 fn a_process_killed_while_spooling_leaves_an_intact_spool() {
     let dir = TempDir::new("tracewire-spool").unwrap();
     let mut emitter = child(dir.path(), &down_endpoint(), 0, 10_000_000).stdout(Stdio::null()).spawn().unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let on_disk: u64 = segments(dir.path()).iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
-        if on_disk > 512 << 10 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the child spooled {on_disk} bytes");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let on_disk =
+        || -> u64 { segments(dir.path()).iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum() };
+    assert!(
+        tracewire_testkit::eventually(WAIT, || on_disk() > 512 << 10).is_ok(),
+        "the child spooled {} bytes",
+        on_disk()
+    );
     emitter.kill().unwrap(); // SIGKILL to its own pid
     emitter.wait().unwrap();
 
-    let stub = collector();
-    let replay = Pipeline::new(&config(dir.path(), &stub.url("v1/traces"), &[])).unwrap();
-    let r = replay.shutdown().unwrap();
+    let (r, ids, mut index) = replay(dir.path());
     assert!(r.replayed > 0 && r.spool_torn <= 1, "{r:?}");
-    let (ids, mut index) = received(&stub);
     assert_eq!((u64::try_from(ids.len()).unwrap(), duplicates(&ids)), (r.replayed, 0));
     index.sort_unstable();
     index.dedup();

@@ -9,7 +9,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry_sdk::trace::SpanData;
@@ -17,6 +16,9 @@ use tonic::codegen::http;
 use tower::ServiceBuilder;
 use tracewire_telemetry::testing;
 use tracewire_telemetry::tower::{ClientLayer, ServerLayer};
+
+mod common;
+use common::{attr, random_trace, spans_of};
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct HelloRequest {
@@ -138,29 +140,8 @@ async fn say_hello(addr: std::net::SocketAddr, traceparent: &str, name: &str) ->
     Ok(reply.into_inner().message)
 }
 
-/// The spans of `trace` once `want` of them have ended (the server span ends when its
-/// response body has been sent, which may be just after the client has its answer).
-async fn spans_of(trace: &str, want: usize) -> Vec<SpanData> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let spans = testing::install().spans_of(trace);
-        if spans.len() >= want || Instant::now() > deadline {
-            return spans;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn named<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
     spans.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no span {name} in {spans:#?}"))
-}
-
-fn attr(span: &SpanData, key: &str) -> Option<String> {
-    span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.to_string())
-}
-
-fn random_trace() -> String {
-    tracewire_context::TraceId::random().to_string()
 }
 
 /// gRPC semantic conventions ("Semantic Conventions for gRPC", span attributes
@@ -269,24 +250,21 @@ async fn a_grpc_call_without_context_starts_a_trace_at_the_server() {
     grpc.unary(request, path, codec).await.unwrap();
     assert_eq!(greeter.seen.lock().unwrap()[0].traceparent, None);
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (server, handler) = loop {
+    let new_root = || async {
         let spans = testing::install().spans();
         let server = spans.iter().find(|s| {
             s.span_kind == SpanKind::Server
                 && s.name == "test.Greeter/SayHello"
                 && attr(s, "tracewire.propagation.started").is_some()
-        });
-        if let Some(server) = server
-            && let Some(handler) = spans
-                .iter()
-                .find(|h| h.name == "greeter.handle" && h.span_context.trace_id() == server.span_context.trace_id())
-        {
-            break (server.clone(), handler.clone());
-        }
-        assert!(Instant::now() < deadline, "no new-root server span in {spans:#?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        })?;
+        let handler = spans
+            .iter()
+            .find(|h| h.name == "greeter.handle" && h.span_context.trace_id() == server.span_context.trace_id())?;
+        Some((server.clone(), handler.clone()))
     };
+    let (server, handler) = tracewire_testkit::eventually_some_async(common::WAIT, new_root)
+        .await
+        .unwrap_or_else(|_| panic!("no new-root server span in {:#?}", testing::install().spans()));
     assert_eq!(server.parent_span_id, opentelemetry::trace::SpanId::INVALID);
     assert_eq!(attr(&server, "tracewire.propagation.started").as_deref(), Some("missing"));
     assert_eq!(handler.parent_span_id, server.span_context.span_id());

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -24,6 +24,9 @@ use tower::{ServiceBuilder, ServiceExt};
 use tracewire_telemetry::testing;
 use tracewire_telemetry::tower::{ClientLayer, ServerLayer, TraceClient};
 use tracewire_testkit::HttpStub;
+
+mod common;
+use common::{attr, random_trace, spans_of};
 
 type Traced = TraceClient<Client<HttpConnector, Empty<Bytes>>>;
 
@@ -79,28 +82,8 @@ async fn start_app(downstream: Option<String>) -> SocketAddr {
     addr
 }
 
-/// The spans of `trace` once `want` of them have ended.
-async fn spans_of(trace: &str, want: usize) -> Vec<SpanData> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let spans = testing::install().spans_of(trace);
-        if spans.len() >= want || Instant::now() > deadline {
-            return spans;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn find<'a>(spans: &'a [SpanData], what: &str, f: impl Fn(&SpanData) -> bool) -> &'a SpanData {
     spans.iter().find(|s| f(s)).unwrap_or_else(|| panic!("no {what} in {spans:#?}"))
-}
-
-fn attr(span: &SpanData, key: &str) -> Option<String> {
-    span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.to_string())
-}
-
-fn random_trace() -> String {
-    tracewire_context::TraceId::random().to_string()
 }
 
 /// HTTP semantic conventions (server and client spans: names `{method} {http.route}` and
