@@ -1,4 +1,11 @@
-//! Retention: pruning the oldest traces, whole, by age or by a span count.
+//! Retention: pruning the oldest traces, whole, by age or by a span count
+//! ([`Store::prune`]), in bounded steps the writer runs between batches of appends.
+//!
+//! Invariants: a trace is removed whole or not at all (tests: `tests/retention.rs`
+//! `max_age_removes_traces_that_ended_before_the_cut_and_keeps_a_straddling_trace_whole`,
+//! `max_spans_removes_the_oldest_traces_whole_until_at_most_n_are_left`); a large prune runs
+//! in steps of a bounded number of spans, with queued appends written between them
+//! (`a_large_prune_runs_in_steps_and_ingest_goes_on_between_them`).
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -6,9 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::types::Value;
 use rusqlite::{Connection, params};
 
-use crate::StoreError;
+use crate::writer::WriterCommand;
+use crate::{Store, StoreError};
 
-/// What [`crate::Store::prune`] removes. A trace is removed whole or not at all: its spans
+/// What [`Store::prune`] removes. A trace is removed whole or not at all: its spans
 /// go together (by trace id), never some of them. The default removes nothing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -84,6 +92,55 @@ pub(crate) struct StepDone {
     pub(crate) pruned: Pruned,
     /// The next step, when this one stopped at its bound.
     pub(crate) next: Option<Step>,
+}
+
+impl Store {
+    /// Removes the traces `retention` selects, each one whole (all its spans, by trace id),
+    /// after a barrier. The work is done in steps of a bounded number of spans, each its own
+    /// transaction, with the appends queued meanwhile written between them, so ingest is
+    /// never held up for long. Resources and scopes no longer referenced stay (each is
+    /// stored once, however many spans share it).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tracewire_store::{Retention, SpanRecord, Store};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let dir = std::env::temp_dir().join(format!("tw-prune-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let store = Store::open(dir.join("traces.db")).unwrap();
+    /// let span = |trace: &str, id: &str, start_ns| SpanRecord {
+    ///     trace_id: trace.into(), span_id: id.into(), start_ns, end_ns: start_ns + 1_000, ..Default::default()
+    /// };
+    /// let (old, new) = ("0af7651916cd43dd8448eb211c80319c", "4bf92f3577b34da6a3ce929d0e0e4736");
+    /// store.append_spans(vec![span(old, "b7ad6b7169203331", 1), span(old, "00f067aa0ba902b7", 2), span(new, "b7ad6b7169203331", 3)]).await.unwrap();
+    /// // At most two spans: the oldest trace (two spans) goes whole.
+    /// let pruned = store.prune(Retention::default().max_spans(2)).await.unwrap();
+    /// assert_eq!((pruned.traces, pruned.spans), (1, 2));
+    /// assert_eq!(store.spans().await.unwrap()[0].trace_id, new);
+    /// // Everything here ended in 1970.
+    /// assert_eq!(store.prune(Retention::default().max_age(Duration::from_secs(86_400))).await.unwrap().spans, 1);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # });
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Store::flush`]; what SQLite reports for a step (the steps before it stay done).
+    pub async fn prune(&self, retention: Retention) -> Result<Pruned, StoreError> {
+        let mut total = Pruned::default();
+        if retention.is_empty() {
+            return Ok(total);
+        }
+        let mut step = Step::first(retention, SystemTime::now());
+        loop {
+            let done = self.ask_writer(|ack| WriterCommand::Prune(step, ack)).await?;
+            total += done.pruned;
+            match done.next {
+                Some(next) => step = next,
+                None => return Ok(total),
+            }
+        }
+    }
 }
 
 /// Spans removed in one transaction at most (a trace is never split, so a step can go

@@ -4,11 +4,13 @@
 //! With `synchronous=NORMAL` a checkpoint is also what puts commits on disk, so this is what
 //! bounds what an operating-system crash can roll back.
 
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 use tracewire_store::{Durability, SpanRecord, Store, StoreConfig};
-use tracewire_testkit::TempDir;
+use tracewire_testkit::{TempDir, eventually};
 
 /// Spans in the database file itself, the log left aside: a copy of the file alone, opened
 /// read-only. `None` while the file has no spans table yet (or is torn mid-checkpoint).
@@ -25,7 +27,7 @@ fn commits_are_checkpointed_soon_and_off_the_writer() {
     let dir = TempDir::new("tw-store-checkpoint").unwrap();
     let scratch = TempDir::new("tw-store-checkpoint-copy").unwrap();
     let path = dir.path().join("traces.db");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = common::runtime();
     let mut config = StoreConfig::default();
     config.durability = Durability::Normal;
     let store = Store::open_with(&path, config).unwrap();
@@ -47,16 +49,12 @@ fn commits_are_checkpointed_soon_and_off_the_writer() {
         store.append_spans(spans).await.unwrap();
         store.flush().await.unwrap();
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
     let mut seen = None;
-    while Instant::now() < deadline {
+    let copied = eventually(Duration::from_secs(10), || {
         seen = spans_in_main_file(&path, scratch.path());
-        if seen == Some(400) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(seen, Some(400), "the committed spans were not copied into the database file");
+        seen == Some(400)
+    });
+    assert!(copied.is_ok(), "the committed spans were not copied into the database file: {seen:?}");
     // The store is whole, log and file together.
     assert_eq!(rt.block_on(store.span_count()).unwrap(), 400);
 }
@@ -69,7 +67,7 @@ fn page_size(path: &std::path::Path) -> i64 {
 #[test]
 fn a_new_database_takes_the_configured_page_size_an_existing_one_keeps_its_own() {
     let dir = TempDir::new("tw-store-page-size").unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = common::runtime();
     let span = |id: u64| SpanRecord {
         trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
         span_id: format!("{id:016x}"),

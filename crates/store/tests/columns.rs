@@ -2,6 +2,8 @@
 //! every span, what the full read gives (ids, name, service, times, kind, status code and
 //! message), with only the attributes asked for and no OTLP form.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -14,9 +16,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use tracewire_store::{SpanDetail, SpanFilter, SpanRecord, Store};
 use tracewire_testkit::TempDir;
 
-fn kv(key: &str, v: Value) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(v) }), ..KeyValue::default() }
-}
+use crate::common::kv;
 
 /// Spans of two resources (one without `service.name`), every attribute type, events,
 /// links, status with and without a message, a repeated attribute key.

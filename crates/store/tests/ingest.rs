@@ -1,20 +1,20 @@
 //! The collector's path into the store: whole OTLP requests (`Store::append_request`), the
 //! queue bounded in spans, and readers of the database while the writer writes (WAL).
 
+mod common;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use rusqlite::{Connection, OpenFlags};
 use tracewire_store::{FullPolicy, SpanRecord, Store, StoreConfig, StoreError};
-use tracewire_testkit::TempDir;
+use tracewire_testkit::{TempDir, eventually, eventually_async};
 
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..KeyValue::default() }
-}
+use crate::common::{kv, span_table_rows};
 
 /// A request with `n` spans per scope, of trace `seed`, with what the store treats apart:
 /// roots and children, an error status with a message, an empty status, a time past
@@ -73,20 +73,6 @@ fn request(seed: u8, n: u8) -> ExportTraceServiceRequest {
     }
 }
 
-/// Every row of the span, resource and scope tables, in order, as SQLite has them.
-fn rows(path: &std::path::Path) -> Vec<Vec<rusqlite::types::Value>> {
-    let conn = Connection::open(path).unwrap();
-    let mut out = Vec::new();
-    for (table, columns) in [("spans", 11), ("resources", 3), ("scopes", 2)] {
-        let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY rowid")).unwrap();
-        let mut q = stmt.query([]).unwrap();
-        while let Some(row) = q.next().unwrap() {
-            out.push((0..columns).map(|i| row.get::<_, rusqlite::types::Value>(i).unwrap()).collect());
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn a_request_is_stored_as_its_records_are() {
     let dir = TempDir::new("tw-store-request").unwrap();
@@ -106,7 +92,7 @@ async fn a_request_is_stored_as_its_records_are() {
     sorted.sort_by(|x, y| (x.start_ns, &x.trace_id, &x.span_id).cmp(&(y.start_ns, &y.trace_id, &y.span_id)));
     assert_eq!(from_request, sorted, "every span loads back as it was sent");
     drop((a, b));
-    assert_eq!(rows(&by_request), rows(&by_records), "the same rows, byte for byte");
+    assert_eq!(span_table_rows(&by_request), span_table_rows(&by_records), "the same rows, byte for byte");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,11 +116,9 @@ async fn the_queue_is_bounded_in_spans() {
     assert_eq!(store.backlog(), 15);
     lock.execute_batch("COMMIT").unwrap();
     // Once committed, the room is given back.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while store.backlog() != 0 {
-        assert!(Instant::now() < deadline, "the writer did not commit");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually_async(Duration::from_secs(10), || async { store.backlog() == 0 })
+        .await
+        .expect("the writer did not commit");
     store.append_request(Arc::new(request(2, 5))).await.unwrap();
     assert_eq!(store.span_count().await.unwrap(), 30);
 }
@@ -159,9 +143,7 @@ async fn a_reader_reads_the_database_while_the_writer_writes() {
     let reader = tokio::task::spawn_blocking(move || {
         let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
         let (mut reads, mut last) = (0, 0i64);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while last < 201 * 15 {
-            assert!(Instant::now() < deadline, "the reader saw {last} spans");
+        let all = eventually(Duration::from_secs(30), || {
             let n: i64 = conn.query_row("SELECT count(*) FROM spans", [], |r| r.get(0)).unwrap();
             assert!(n >= last && n % 15 == 0, "a committed state, never a part of a request: {n} after {last}");
             // A whole read of the rows, not only the count.
@@ -169,7 +151,9 @@ async fn a_reader_reads_the_database_while_the_writer_writes() {
                 conn.query_row("SELECT count(name) FROM spans WHERE body IS NOT NULL", [], |r| r.get(0)).unwrap();
             assert!(names >= n);
             (reads, last) = (reads + 1, n);
-        }
+            last >= 201 * 15
+        });
+        assert!(all.is_ok(), "the reader saw {last} spans");
         reads
     });
     writer.await.unwrap();

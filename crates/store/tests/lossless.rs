@@ -3,6 +3,8 @@
 //! migrates without losing a span, trace and time filters run in SQL, and realistic spans
 //! take less room than schema 3's text while keeping everything.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -21,13 +23,7 @@ use tracewire_store::{
 };
 use tracewire_testkit::TempDir;
 
-fn val(v: Value) -> AnyValue {
-    AnyValue { value: Some(v) }
-}
-
-fn kv(key: &str, v: Value) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(val(v)), ..KeyValue::default() }
-}
+use crate::common::{kv, runtime, schema_3, span_with, val};
 
 fn s(v: &str) -> Value {
     Value::StringValue(v.into())
@@ -191,10 +187,6 @@ fn full_request() -> ExportTraceServiceRequest {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
-
 /// Stores the spans of `request` in a new database at `path`, then reads them back with
 /// another handle (as `tracewire report --db` does).
 fn round_trip(path: &Path, request: &ExportTraceServiceRequest) -> Vec<SpanRecord> {
@@ -298,37 +290,6 @@ fn trace_and_time_filters_select_what_the_filter_matches() {
     });
 }
 
-/// The schema 3 tables, as `MIGRATION_3` (and schemas 1 and 2 before it) created them.
-const SCHEMA_3: &str = "BEGIN;
-     CREATE TABLE processes (
-         process_id INTEGER PRIMARY KEY,
-         pid INTEGER NOT NULL,
-         argv TEXT NOT NULL,
-         cwd TEXT NOT NULL,
-         started_unix_nanos INTEGER NOT NULL,
-         ended_unix_nanos INTEGER NOT NULL DEFAULT 0,
-         exit_code INTEGER,
-         signal INTEGER
-     );
-     ALTER TABLE processes ADD COLUMN trace_id TEXT NOT NULL DEFAULT '';
-     ALTER TABLE processes ADD COLUMN stdout_bytes INTEGER NOT NULL DEFAULT 0;
-     ALTER TABLE processes ADD COLUMN stderr_bytes INTEGER NOT NULL DEFAULT 0;
-     CREATE INDEX processes_started ON processes (started_unix_nanos);
-     CREATE TABLE spans (
-         trace_id TEXT NOT NULL,
-         span_id TEXT NOT NULL,
-         parent_id TEXT,
-         name TEXT NOT NULL,
-         service TEXT NOT NULL,
-         start_ns INTEGER NOT NULL,
-         end_ns INTEGER NOT NULL,
-         attributes TEXT NOT NULL,
-         PRIMARY KEY (trace_id, span_id)
-     ) WITHOUT ROWID;
-     CREATE INDEX spans_start ON spans (start_ns);
-     PRAGMA user_version = 3;
-     COMMIT;";
-
 /// Writes `spans` as schema 3's store did (its statement, text attributes as JSON).
 fn insert_3(conn: &mut rusqlite::Connection, spans: &[SpanRecord]) {
     let tx = conn.transaction().unwrap();
@@ -399,7 +360,7 @@ fn a_schema_3_database_migrates_without_losing_a_span() {
     ];
     {
         let mut c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch(SCHEMA_3).unwrap();
+        c.execute_batch(&schema_3()).unwrap();
         c.execute(
             "INSERT INTO processes (process_id, pid, argv, cwd, started_unix_nanos) VALUES (7, 70, 'ls', '/', 5)",
             [],
@@ -415,7 +376,7 @@ fn a_schema_3_database_migrates_without_losing_a_span() {
         let mut want: Vec<SpanRecord> =
             old.iter().map(|r| SpanRecord { otlp: Some(Arc::new(r.to_otlp())), ..r.clone() }).collect();
         want.sort_by(|a, b| a.span_id.cmp(&b.span_id));
-        // Every field of the analysis's view as it was; each span now has its OTLP form.
+        // Every field of the analysis's view as stored; after loading, each span has its OTLP form.
         assert_eq!(loaded, want);
         assert_eq!(store.recent(10).await.unwrap()[0].argv, ["ls"], "processes are untouched");
         // New spans go in beside them, whole.
@@ -445,7 +406,7 @@ fn a_schema_3_row_that_does_not_parse_fails_the_migration_and_keeps_the_database
     let path = dir.path().join("v3.db");
     {
         let mut c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch(SCHEMA_3).unwrap();
+        c.execute_batch(&schema_3()).unwrap();
         insert_3(&mut c, &[SpanRecord { trace_id: "t".into(), span_id: "s".into(), ..SpanRecord::default() }]);
         c.execute("UPDATE spans SET attributes = 'nope'", []).unwrap();
     }
@@ -571,7 +532,7 @@ fn realistic_spans_take_less_room_than_schema_3_text_while_kept_whole() {
     {
         let mut c = rusqlite::Connection::open(&v3).unwrap();
         c.pragma_update(None, "journal_mode", "WAL").unwrap();
-        c.execute_batch(SCHEMA_3).unwrap();
+        c.execute_batch(&schema_3()).unwrap();
         for batch in records.chunks(512) {
             insert_3(&mut c, batch);
         }
@@ -698,19 +659,10 @@ fn span() -> impl Strategy<Value = Span> {
     );
     (ids, body, rest).prop_map(
         |(
-            (trace_id, span_id, parent_span_id, trace_state, flags),
-            (name, kind, start_time_unix_nano, end_time_unix_nano, attributes, dropped_attributes_count),
+            ids,
+            (name, kind, start, end, attributes, dropped_attributes_count),
             (events, dropped_events_count, links, dropped_links_count, status),
         )| Span {
-            trace_id,
-            span_id,
-            trace_state,
-            parent_span_id,
-            flags,
-            name,
-            kind,
-            start_time_unix_nano,
-            end_time_unix_nano,
             attributes,
             dropped_attributes_count,
             events,
@@ -718,6 +670,7 @@ fn span() -> impl Strategy<Value = Span> {
             links,
             dropped_links_count,
             status,
+            ..span_with(ids, name, kind, start, end)
         },
     )
 }

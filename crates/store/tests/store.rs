@@ -1,8 +1,6 @@
 //! The store: barriers under concurrency, crash durability, migration, typed errors.
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+mod common;
 
 use tracewire_store::{FullPolicy, ProcessRecord, SCHEMA_VERSION, Store, StoreConfig, StoreError};
 use tracewire_testkit::TempDir;
@@ -78,45 +76,14 @@ async fn appending_again_updates_the_record() {
     assert_eq!(store.recent(10).await.unwrap(), vec![done]);
 }
 
-/// The child side of the crash test: appends, waits for a barrier, says so, and waits to
-/// be killed.
-#[test]
-fn crash_child() {
-    let Ok(path) = std::env::var("TW_STORE_CRASH_CHILD") else { return };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let store = Store::open(&path).unwrap();
-        for i in 0..500 {
-            store.append(record(i)).await.unwrap();
-        }
-        store.flush().await.unwrap();
-        println!("ACKED 500");
-        // More appends, never acknowledged by a barrier.
-        for i in 500..600 {
-            store.append(record(i)).await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_secs(60)).await;
-    });
-}
-
+/// The invariant "a barrier's promise holds" (docs/architecture.md): every record a
+/// barrier acknowledged is in the database after the process is killed right after it.
 #[test]
 fn crash_after_a_barrier_loses_nothing_acknowledged() {
     let dir = TempDir::new("tw-store-crash").unwrap();
     let path = dir.path().join("s.db");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
-        .env("TW_STORE_CRASH_CHILD", &path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    // libtest prints "test crash_child ... " before the test's own output, on the same line.
-    let acked =
-        lines.find_map(|l| l.ok().and_then(|l| l.split("ACKED ").nth(1).map(|n| n.trim().parse::<i64>().unwrap())));
-    assert_eq!(acked, Some(500), "the child reported its barrier");
-    child.kill().unwrap(); // SIGKILL, by its own pid
-    let _ = child.wait();
+    // The child appends 500 records, acknowledges them with a barrier, queues 100 more.
+    assert_eq!(common::kill_after_barrier("processes", &path), 500, "the child reported its barrier");
     let store = Store::open(&path).unwrap();
     drop(store);
     let n = count(&path);
@@ -133,13 +100,12 @@ async fn a_version_1_database_is_migrated_with_its_data() {
     let path = dir.path().join("old.db");
     {
         let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch(
-            "CREATE TABLE processes (process_id INTEGER PRIMARY KEY, pid INTEGER NOT NULL, argv TEXT NOT NULL,
-             cwd TEXT NOT NULL, started_unix_nanos INTEGER NOT NULL, ended_unix_nanos INTEGER NOT NULL DEFAULT 0,
-             exit_code INTEGER, signal INTEGER);
+        c.execute_batch(&format!(
+            "{}
              INSERT INTO processes VALUES (7, 70, 'old', '/', 5, 6, 0, NULL);
              PRAGMA user_version = 1;",
-        )
+            common::PROCESSES_1
+        ))
         .unwrap();
     }
     let store = Store::open(&path).unwrap();
@@ -297,7 +263,7 @@ async fn span_batches_obey_the_full_policy() {
 fn a_corrupt_span_body_is_a_typed_error() {
     let dir = TempDir::new("tw-store-spans-corrupt").unwrap();
     let path = dir.path().join("t.db");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = common::runtime();
     rt.block_on(async {
         let store = Store::open(&path).unwrap();
         store.append_spans(vec![span("t", "s", None, 1)]).await.unwrap();

@@ -4,46 +4,24 @@
 //! out of order, unknown) loads as prost decodes it; malformed bytes are refused before
 //! anything is queued.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::Event;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use proptest::prelude::*;
 use prost::Message as _;
-use rusqlite::types::Value as Sql;
 use tracewire_store::wire::{WireError, WireProblem};
 use tracewire_store::{SpanRecord, Store, StoreError};
 use tracewire_testkit::TempDir;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
-
-fn kv(key: &str, v: Value) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(v) }), ..KeyValue::default() }
-}
-
-/// Every row of the span tables, in storage order.
-fn dump(path: &Path) -> Vec<Vec<Sql>> {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    let mut out = Vec::new();
-    for sql in [
-        "SELECT * FROM resources ORDER BY id",
-        "SELECT * FROM scopes ORDER BY id",
-        "SELECT rowid, * FROM spans ORDER BY rowid",
-    ] {
-        let mut stmt = conn.prepare(sql).unwrap();
-        let n = stmt.column_count();
-        let rows = stmt.query_map([], |r| (0..n).map(|i| r.get::<_, Sql>(i)).collect::<Result<Vec<_>, _>>()).unwrap();
-        out.extend(rows.map(Result::unwrap));
-    }
-    out
-}
+use crate::common::{kv, runtime, span_table_rows, span_with};
 
 /// Stores `requests` at `path`, each by its bytes (`encoded`) or decoded.
 fn store(path: &Path, requests: &[Vec<u8>], encoded: bool) -> Vec<SpanRecord> {
@@ -89,35 +67,20 @@ fn span() -> impl Strategy<Value = Span> {
         prop_oneof![Just(0u32), any::<u32>()],
         status,
     );
-    (ids, view, rest).prop_map(
-        |(
-            (trace_id, span_id, parent_span_id, trace_state, flags),
-            (name, kind, start_time_unix_nano, end_time_unix_nano),
-            (attributes, events, dropped, status),
-        )| Span {
-            trace_id,
-            span_id,
-            trace_state,
-            parent_span_id,
-            flags,
-            name,
-            kind,
-            start_time_unix_nano,
-            end_time_unix_nano,
-            attributes: attributes
-                .into_iter()
-                .flat_map(|(k, s, i)| [kv(&k, Value::StringValue(s)), kv(&k, Value::IntValue(i))])
-                .collect(),
-            dropped_attributes_count: dropped,
-            events: events
-                .into_iter()
-                .map(|(time_unix_nano, name)| Event { time_unix_nano, name, ..Event::default() })
-                .collect(),
-            dropped_events_count: dropped / 2,
-            status,
-            ..Span::default()
-        },
-    )
+    (ids, view, rest).prop_map(|(ids, (name, kind, start, end), (attributes, events, dropped, status))| Span {
+        attributes: attributes
+            .into_iter()
+            .flat_map(|(k, s, i)| [kv(&k, Value::StringValue(s)), kv(&k, Value::IntValue(i))])
+            .collect(),
+        dropped_attributes_count: dropped,
+        events: events
+            .into_iter()
+            .map(|(time_unix_nano, name)| Event { time_unix_nano, name, ..Event::default() })
+            .collect(),
+        dropped_events_count: dropped / 2,
+        status,
+        ..span_with(ids, name, kind, start, end)
+    })
 }
 
 fn request() -> impl Strategy<Value = ExportTraceServiceRequest> {
@@ -146,7 +109,7 @@ proptest! {
         let (bytes, decoded) = (dir.path().join("bytes.db"), dir.path().join("decoded.db"));
         let from_bytes = store(&bytes, &requests, true);
         let from_decoded = store(&decoded, &requests, false);
-        prop_assert_eq!(dump(&bytes), dump(&decoded));
+        prop_assert_eq!(span_table_rows(&bytes), span_table_rows(&decoded));
         prop_assert_eq!(&from_bytes, &from_decoded);
         let mut all = SpanRecord::all_of(&request);
         all.extend(SpanRecord::all_of(&again));
@@ -294,66 +257,14 @@ fn malformed_bytes_are_refused_and_nothing_is_queued() {
 // ---------------------------------------------------------------------------------------
 // `Durability::Normal` (what `tracewire collect --db` uses): a commit survives the process.
 
-/// 64 requests of 16 spans, distinct ids.
-fn crash_requests() -> Vec<Vec<u8>> {
-    (0..64u8)
-        .map(|r| {
-            let spans = (0..16u8)
-                .map(|i| Span {
-                    trace_id: vec![r + 1; 16],
-                    span_id: vec![i + 1; 8],
-                    name: "s".into(),
-                    ..Span::default()
-                })
-                .collect();
-            ExportTraceServiceRequest {
-                resource_spans: vec![ResourceSpans {
-                    scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
-                    ..Default::default()
-                }],
-            }
-            .encode_to_vec()
-        })
-        .collect()
-}
-
-/// The child side of the crash test: stores the requests with `Durability::Normal`, waits
-/// for a barrier, says so, and waits to be killed.
-#[test]
-fn normal_crash_child() {
-    let Ok(path) = std::env::var("TW_WIRE_CRASH_CHILD") else { return };
-    runtime().block_on(async {
-        let mut config = tracewire_store::StoreConfig::default();
-        config.durability = tracewire_store::Durability::Normal;
-        let store = Store::open_with(&path, config).unwrap();
-        for bytes in crash_requests() {
-            store.append_encoded(bytes.into()).await.unwrap();
-        }
-        store.flush().await.unwrap();
-        println!("ACKED {}", 64 * 16);
-        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-    });
-}
-
+/// A kill right after a barrier loses none of the spans it acknowledged, with
+/// `Durability::Normal` too: a commit is in the operating system's hands when it returns.
 #[test]
 fn with_normal_durability_spans_committed_before_a_kill_survive_it() {
-    use std::io::BufRead as _;
     let dir = TempDir::new("tw-wire-crash").unwrap();
     let path = dir.path().join("s.db");
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["normal_crash_child", "--exact", "--nocapture", "--test-threads=1"])
-        .env("TW_WIRE_CRASH_CHILD", &path)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    // libtest prints "test normal_crash_child ... " before the test's own output.
-    let acked =
-        lines.find_map(|l| l.ok().and_then(|l| l.split("ACKED ").nth(1).map(|n| n.trim().parse::<u64>().unwrap())));
-    assert_eq!(acked, Some(64 * 16), "the child reported its barrier");
-    child.kill().unwrap(); // SIGKILL, by its own pid
-    let _ = child.wait();
+    // The child stores 64 requests of 16 spans from their bytes, then a barrier.
+    assert_eq!(common::kill_after_barrier("normal-spans", &path), 64 * 16, "the child reported its barrier");
     let stored = runtime().block_on(async { Store::open(&path).unwrap().span_count().await.unwrap() });
     assert_eq!(stored, 64 * 16);
 }
