@@ -7,11 +7,12 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracewire_exec::{ExecConfig, ExecError, ExecServer, Start};
 use tracewire_rpc::{ErrorCode, RpcError, ServerConfig};
 use tracewire_telemetry::span_context;
+use tracewire_testkit::eventually;
 
 use common::{argv, client, serve_handler, server, server_with};
 
@@ -187,9 +188,6 @@ fn a_dropped_child_is_killed_and_reaped() {
         p.pid
     });
     drop(rt);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while exists(pid) {
-        assert!(Instant::now() < deadline, "the child {pid} outlived the dropped task (or was never reaped)");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(Duration::from_secs(10), || !exists(pid))
+        .unwrap_or_else(|e| panic!("the child {pid} outlived the dropped task (or was never reaped): {e}"));
 }

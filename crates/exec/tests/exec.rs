@@ -7,13 +7,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message;
 use sha2::{Digest, Sha256};
-use tracewire_exec::{Event, ExecClient, ExecConfig, ExecError, OutputStream, Start};
+use tracewire_exec::{Event, ExecClient, ExecConfig, ExecError, ExecServer, OutputStream, ProcessState, Start};
 use tracewire_proto::v1::{Envelope, Kill, Request, envelope::Body, request::Method, response};
 use tracewire_rpc::grpc::Address;
 use tracewire_rpc::{ErrorCode, RpcError, ServerConfig};
+use tracewire_testkit::{eventually_async, eventually_some_async};
 
 use common::frames::alive;
-use common::{argv, client, server, server_with};
+use common::{argv, client, server};
+
+/// How long a test waits for an event.
+const WITHIN: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_codes_and_signals() {
@@ -172,26 +176,38 @@ async fn client_disconnect_ends_the_child() {
     assert!(alive(pid));
     drop(p);
     drop(c);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while alive(pid) && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The server has handled the disconnect and every process task has ended.
+    tokio::time::timeout(Duration::from_secs(10), s.server.idle()).await.expect("the server never went idle");
     assert!(!alive(pid), "the child outlived its client's connection");
     assert_eq!(s.server.running(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// With `kill_on_disconnect` off, a client that goes away leaves its process to run to its
+/// natural end. The server has handled the disconnect once it no longer counts the
+/// connection; the child is then still held, running, and the history records how it
+/// ended: its exit code, not a signal. A kill, fast or slow, is recorded as signal 9.
 async fn keep_on_disconnect_keeps_the_child() {
+    let dir = tracewire_testkit::TempDir::new("tracewire-exec-keep").unwrap();
+    let store = tracewire_exec::Store::open(dir.path().join("exec.db")).unwrap();
     let mut config = ExecConfig::default();
     config.kill_on_disconnect = false;
-    let s = server_with(config, ServerConfig::default()).await;
+    let s = common::serve_handler(ExecServer::new(config).with_store(store), ServerConfig::default()).await;
     let c = client(&s).await;
+    // Long enough to outlast the disconnect's handling.
     let p = c.start(argv(&["sleep", "1"])).await.unwrap();
-    let pid = p.pid;
+    let (pid, process_id) = (p.pid, p.process_id);
     drop(p);
     drop(c);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(alive(pid), "configured to keep running");
+    let snap = eventually_some_async(WITHIN, || async { Some(s.server.snapshot()).filter(|s| s.connections == 0) })
+        .await
+        .expect("the server never handled the disconnect");
+    let held = snap.processes.iter().find(|p| p.process_id == process_id);
+    assert!(held.is_some_and(|p| p.state == ProcessState::Running), "the child was still running: {snap:?}");
+    tokio::time::timeout(WITHIN, s.server.idle()).await.expect("the child never ended");
+    assert!(!alive(pid));
+    let history = s.server.store().unwrap().recent(1).await.unwrap();
+    assert_eq!((history[0].pid, history[0].exit_code, history[0].signal), (pid, Some(0), None), "{history:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,6 +328,8 @@ async fn a_slow_client_pauses_the_child_instead_of_buffering() {
     let c = client(&s).await;
     // 64 MiB of output; the client reads nothing for a while.
     let mut p = c.start(argv(&["sh", "-c", "head -c 67108864 /dev/zero"])).await.unwrap();
+    // The client reading nothing for a while is the behaviour under test: an unpaused child
+    // writes 64 MiB in well under this time.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pid = p.pid;
     // The child is blocked on a full pipe, not finished: the server did not read ahead.
@@ -381,15 +399,11 @@ async fn snapshot_lists_processes_connections_and_last_output() {
     let talker = c.start(argv(&["sh", "-c", "echo hi; exec sleep 30"])).await.unwrap();
     let quiet = c.start(argv(&["sleep", "30"])).await.unwrap();
     // The talker's output has been read once its snapshot shows it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let snap = loop {
-        let snap = s.server.snapshot();
-        if snap.processes.iter().any(|p| p.last_output.is_some()) {
-            break snap;
-        }
-        assert!(std::time::Instant::now() < deadline, "no output recorded: {snap:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let snap = eventually_some_async(WITHIN, || async {
+        Some(s.server.snapshot()).filter(|snap| snap.processes.iter().any(|p| p.last_output.is_some()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("no output recorded: {e}"));
     assert_eq!(snap.connections, 1);
     assert_eq!(snap.subscribers, 1);
     assert_eq!(snap.store_backlog, None);
@@ -410,9 +424,7 @@ async fn snapshot_lists_processes_connections_and_last_output() {
     quiet.wait_with_output().await.unwrap();
     assert!(s.server.snapshot().processes.is_empty());
     drop(c);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while s.server.snapshot().connections != 0 {
-        assert!(std::time::Instant::now() < deadline, "the connection is still counted");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_async(WITHIN, || async { s.server.snapshot().connections == 0 })
+        .await
+        .expect("the connection is still counted");
 }

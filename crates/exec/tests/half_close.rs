@@ -14,19 +14,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tracewire_rpc::grpc::{Address, connect};
 
-use common::frames::{alive, describe, start_envelope, started_pid, wait_gone};
+use common::frames::{alive, assert_finished, describe, start_envelope, started_pid, wait_gone};
 use common::{argv, server};
-
-/// Output and Exited may come before Start's response (docs/architecture.md, "Protocol
-/// notes"): compare without that order, but Exited after the output.
-fn assert_finished(got: &[String]) {
-    let mut sorted = got.to_vec();
-    sorted.sort();
-    assert_eq!(sorted, ["Exited:code 0", "Output:out\n", "Started"], "{got:?}");
-    let exited = got.iter().position(|e| e.starts_with("Exited")).unwrap();
-    let output = got.iter().position(|e| e.starts_with("Output")).unwrap();
-    assert!(output < exited, "Exited is last: {got:?}");
-}
 
 const SLEEP_THEN_ECHO: [&str; 3] = ["sh", "-c", "sleep 0.2; echo out"];
 
@@ -57,8 +46,8 @@ async fn dropping_a_half_closed_call_kills_the_child() {
     drop(link.tx);
     let frame = tokio::time::timeout(Duration::from_secs(10), link.rx.recv()).await.unwrap().unwrap();
     let pid = started_pid(&frame).expect("Started");
-    // Half-closed only: it keeps running.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Half-closed only: it is running (that a half-close lets a child run to its end is
+    // `half_close_after_start_delivers_output_and_exited_then_ends`).
     assert!(alive(pid), "a half-close is not a disconnect");
     drop(link.rx);
     wait_gone(pid).await;

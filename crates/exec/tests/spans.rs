@@ -6,12 +6,15 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use opentelemetry::trace::SpanId;
 use opentelemetry_sdk::trace::SpanData;
+use tracewire_exec::{ExecClient, RemoteProcess};
 use tracewire_telemetry::span_context;
 use tracewire_telemetry::testing::InMemoryTelemetry;
+use tracewire_testkit::eventually_some_async;
 use tracing::Instrument;
 
-use common::{argv, client, server, server_with};
+use common::{TestServer, argv, client, server, server_with};
 
 fn harness() -> &'static InMemoryTelemetry {
     tracewire_telemetry::testing::install()
@@ -24,17 +27,12 @@ fn spans_of(trace_id: &str) -> Vec<SpanData> {
 /// The tree as indented names, children sorted by name: ids and times left out.
 fn tree(spans: &[SpanData]) -> String {
     let by_id: HashMap<_, _> = spans.iter().map(|s| (s.span_context.span_id(), s)).collect();
-    let mut children: HashMap<Option<opentelemetry::trace::SpanId>, Vec<&SpanData>> = HashMap::new();
+    let mut children: HashMap<Option<SpanId>, Vec<&SpanData>> = HashMap::new();
     for s in spans {
         let parent = by_id.contains_key(&s.parent_span_id).then_some(s.parent_span_id);
         children.entry(parent).or_default().push(s);
     }
-    fn walk(
-        out: &mut String,
-        children: &HashMap<Option<opentelemetry::trace::SpanId>, Vec<&SpanData>>,
-        at: Option<opentelemetry::trace::SpanId>,
-        depth: usize,
-    ) {
+    fn walk(out: &mut String, children: &HashMap<Option<SpanId>, Vec<&SpanData>>, at: Option<SpanId>, depth: usize) {
         let mut kids = children.get(&at).cloned().unwrap_or_default();
         kids.sort_by(|a, b| a.name.cmp(&b.name));
         for k in kids {
@@ -49,16 +47,61 @@ fn tree(spans: &[SpanData]) -> String {
     out
 }
 
-/// Waits until `done` holds for the spans of `trace_id` (or a deadline passes).
+/// How long a test waits for spans to be exported.
+const WITHIN: Duration = Duration::from_secs(10);
+
+/// The spans of `trace_id` once `done` holds for them; after [`WITHIN`], the spans there
+/// are (the caller's assertions then say what is missing).
 async fn wait_for_spans(trace_id: &str, done: impl Fn(&[SpanData]) -> bool) -> Vec<SpanData> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let spans = spans_of(trace_id);
-        if done(&spans) || std::time::Instant::now() > deadline {
-            return spans;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let done = &done;
+    eventually_some_async(WITHIN, move || async move { Some(spans_of(trace_id)).filter(|s| done(s)) })
+        .await
+        .unwrap_or_else(|_| spans_of(trace_id))
+}
+
+/// The spans of `trace_id` once one of them is named `name`.
+async fn spans_with(trace_id: &str, name: &str) -> Vec<SpanData> {
+    wait_for_spans(trace_id, |s| has(s, name)).await
+}
+
+/// Whether a span is named `name`.
+fn has(spans: &[SpanData], name: &str) -> bool {
+    spans.iter().any(|s| s.name == name)
+}
+
+/// How many spans are named `name`.
+fn count(spans: &[SpanData], name: &str) -> usize {
+    spans.iter().filter(|s| s.name == name).count()
+}
+
+/// Asserts that `span` is a trace's root (no parent), showing the tree when not.
+fn assert_root(span: &SpanData, spans: &[SpanData]) {
+    assert_eq!(span.parent_span_id, SpanId::INVALID, "{} is not a root in\n{}", span.name, tree(spans));
+}
+
+/// The in-memory pipeline installed, an exec-server on loopback and a client of it.
+async fn traced_server() -> (TestServer, ExecClient) {
+    harness();
+    let s = server().await;
+    let c = client(&s).await;
+    (s, c)
+}
+
+/// The spans of `trace_id` once its `exec` is exported; asserts that the exec continues
+/// the remote parent `parent_id`.
+async fn exec_continuing(trace_id: &str, parent_id: &str) -> Vec<SpanData> {
+    let spans = spans_with(trace_id, "exec").await;
+    let exec = named(&spans, "exec");
+    assert_eq!(exec.parent_span_id.to_string(), parent_id);
+    assert!(exec.parent_span_is_remote);
+    spans
+}
+
+/// Starts `command` through `c`: the process and the trace id of its exec.
+async fn start_traced(c: &ExecClient, command: &[&str]) -> (RemoteProcess, String) {
+    let process = c.start(argv(command)).await.unwrap();
+    let trace_id = span_context(process.span()).expect("the exec span is recording").trace_id.to_string();
+    (process, trace_id)
 }
 
 fn attr_of(span: &SpanData, key: &str) -> Option<String> {
@@ -73,24 +116,12 @@ fn named<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
 /// and the first exec's root holds the connection's `rpc.connect`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_remote_exec_span_tree() {
-    harness();
-    let s = server().await;
-    let c = client(&s).await;
-    let process = c.start(argv(&["sh", "-c", "echo hi"])).await.unwrap();
-    let trace_id = span_context(process.span()).expect("the exec span is recording").trace_id.to_string();
+    let (s, c) = traced_server().await;
+    let (process, trace_id) = start_traced(&c, &["sh", "-c", "echo hi"]).await;
     let out = process.wait_with_output().await.unwrap();
     assert_eq!(out.stdout, b"hi\n");
-    // The server's last spans end as Exited is delivered: give them a moment.
-    let mut spans = Vec::new();
-    for _ in 0..50 {
-        spans = spans_of(&trace_id);
-        if spans.iter().filter(|s| s.name == "terminal.deliver").count() == 2
-            && spans.iter().any(|s| s.name == "process")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The server's last spans end as Exited is delivered.
+    let spans = wait_for_spans(&trace_id, |s| count(s, "terminal.deliver") == 2 && has(s, "process")).await;
     let want = "\
 exec
   rpc.call
@@ -140,7 +171,7 @@ exec
     client_events.sort();
     assert_eq!(client_events, ["Exited", "Output"]);
     let exec = named(&spans, "exec");
-    assert_eq!(exec.parent_span_id, opentelemetry::trace::SpanId::INVALID, "the exec is the root");
+    assert_root(exec, &spans);
     assert_eq!(attr_of(exec, "process.command_args").as_deref(), Some("sh -c echo hi"));
     assert_eq!(attr_of(exec, "process.exit.code").as_deref(), Some("0"));
     // The exec ends when Exited is handed out, after the client took Output.
@@ -179,13 +210,11 @@ fn since(a: std::time::SystemTime, b: std::time::SystemTime) -> Duration {
 /// uncovered time between the connect and the Start call; the others hold no connect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_current_span_connect_and_three_execs_are_three_traces() {
-    harness();
-    let s = server().await;
-    let c = client(&s).await;
+    let (s, c) = traced_server().await;
     let mut traces = Vec::new();
     for _ in 0..3 {
-        let process = c.start(argv(&["true"])).await.unwrap();
-        traces.push(span_context(process.span()).unwrap().trace_id.to_string());
+        let (process, trace_id) = start_traced(&c, &["true"]).await;
+        traces.push(trace_id);
         assert_eq!(process.wait_with_output().await.unwrap().status.code, Some(0));
     }
     drop(c);
@@ -198,9 +227,9 @@ async fn without_a_current_span_connect_and_three_execs_are_three_traces() {
     let connect = &connects[0];
     assert_eq!(connect.span_context.trace_id().to_string(), traces[0], "the connect is in the first exec's trace");
 
-    let first = wait_for_spans(&traces[0], |s| s.iter().any(|x| x.name == "exec")).await;
+    let first = spans_with(&traces[0], "exec").await;
     let root = named(&first, "exec");
-    assert_eq!(root.parent_span_id, opentelemetry::trace::SpanId::INVALID, "{}", tree(&first));
+    assert_root(root, &first);
     assert_eq!(connect.parent_span_id, root.span_context.span_id());
     assert_eq!(attr_of(root, "process.command_args").as_deref(), Some("true"));
     // The root starts at the connect's start (two readings of the clock apart).
@@ -215,9 +244,9 @@ async fn without_a_current_span_connect_and_three_execs_are_three_traces() {
         since(connect.end_time, call.start_time)
     );
     for later in &traces[1..] {
-        let spans = wait_for_spans(later, |s| s.iter().any(|x| x.name == "exec")).await;
-        assert_eq!(named(&spans, "exec").parent_span_id, opentelemetry::trace::SpanId::INVALID);
-        assert!(!spans.iter().any(|x| x.name == "rpc.connect"), "{}", tree(&spans));
+        let spans = spans_with(later, "exec").await;
+        assert_root(named(&spans, "exec"), &spans);
+        assert!(!has(&spans, "rpc.connect"), "{}", tree(&spans));
     }
 }
 
@@ -226,9 +255,7 @@ async fn without_a_current_span_connect_and_three_execs_are_three_traces() {
 /// command.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_root_no_exec_adopted_ends_when_the_client_is_dropped() {
-    harness();
-    let s = server().await;
-    let c = client(&s).await;
+    let (s, c) = traced_server().await;
     let caller = tracing::info_span!("agent.step");
     let caller_trace = span_context(&caller).unwrap().trace_id.to_string();
     let out = async { c.start(argv(&["true"])).await.unwrap().wait_with_output().await.unwrap() }
@@ -236,18 +263,18 @@ async fn a_root_no_exec_adopted_ends_when_the_client_is_dropped() {
         .await;
     assert_eq!(out.status.code, Some(0));
     drop(caller);
-    let spans = wait_for_spans(&caller_trace, |s| s.iter().any(|x| x.name == "exec")).await;
+    let spans = spans_with(&caller_trace, "exec").await;
     assert_eq!(named(&spans, "exec").parent_span_id, named(&spans, "agent.step").span_context.span_id());
-    assert!(!spans.iter().any(|x| x.name == "rpc.connect"), "the connect was not the caller's");
+    assert!(!has(&spans, "rpc.connect"), "the connect was not the caller's");
     // Still pending: the root has not ended, so its connect is all there is of its trace.
     let connect = wait_for(|| connects_to(&s.address).pop()).await;
     let pending = connect.span_context.trace_id().to_string();
-    assert!(!spans_of(&pending).iter().any(|x| x.name == "exec"), "the root ends only with the client");
+    assert!(!has(&spans_of(&pending), "exec"), "the root ends only with the client");
     drop(c);
-    let spans = wait_for_spans(&pending, |s| s.iter().any(|x| x.name == "exec")).await;
+    let spans = spans_with(&pending, "exec").await;
     let root = named(&spans, "exec");
     assert_eq!(connect.parent_span_id, root.span_context.span_id());
-    assert_eq!(root.parent_span_id, opentelemetry::trace::SpanId::INVALID);
+    assert_root(root, &spans);
     assert_eq!(attr_of(root, "process.command_args"), None);
 }
 
@@ -264,24 +291,16 @@ async fn connect_from_and_start_from_share_the_carriers_trace() {
     let c = tracewire_exec::ExecClient::connect_from(&s.address, &carrier).await.unwrap();
     let out = c.start_from(argv(&["true"]), &carrier).await.unwrap().wait_with_output().await.unwrap();
     assert_eq!(out.status.code, Some(0));
-    let spans = wait_for_spans(trace_id, |s| s.iter().any(|x| x.name == "exec")).await;
+    let spans = exec_continuing(trace_id, parent_id).await;
     let exec = named(&spans, "exec");
-    assert_eq!(exec.parent_span_id.to_string(), parent_id);
-    assert!(exec.parent_span_is_remote);
     assert_eq!(named(&spans, "rpc.connect").parent_span_id, exec.span_context.span_id(), "{}", tree(&spans));
-    assert_eq!(spans.iter().filter(|x| x.name == "exec").count(), 1);
+    assert_eq!(count(&spans, "exec"), 1);
 }
 
-/// Polls `get` until it yields (or a deadline passes, then panics).
+/// Polls `get` until it yields; panics after [`WITHIN`].
 async fn wait_for<T>(get: impl Fn() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(t) = get() {
-            return t;
-        }
-        assert!(std::time::Instant::now() < deadline, "timed out");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let get = &get;
+    eventually_some_async(WITHIN, move || async move { get() }).await.unwrap()
 }
 
 /// A caller with a span of its own: the connection and the exec are its children.
@@ -299,10 +318,7 @@ async fn the_exec_and_rpc_connect_are_children_of_the_callers_span() {
     .await;
     assert_eq!(out.status.code, Some(0));
     drop(caller);
-    let spans = wait_for_spans(&trace_id, |s| {
-        s.iter().any(|x| x.name == "agent.step") && s.iter().filter(|x| x.name == "terminal.deliver").count() == 1
-    })
-    .await;
+    let spans = wait_for_spans(&trace_id, |s| has(s, "agent.step") && count(s, "terminal.deliver") == 1).await;
     let step = named(&spans, "agent.step").span_context.span_id();
     assert_eq!(named(&spans, "exec").parent_span_id, step, "{}", tree(&spans));
     assert_eq!(named(&spans, "rpc.connect").parent_span_id, step, "{}", tree(&spans));
@@ -314,32 +330,24 @@ async fn the_exec_and_rpc_connect_are_children_of_the_callers_span() {
 /// `traceparent` names the trace id and the parent id).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_from_continues_the_carriers_trace() {
-    harness();
-    let s = server().await;
-    let c = client(&s).await;
+    let (_server, c) = traced_server().await;
     let (trace_id, parent_id) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
     let tp = format!("00-{trace_id}-{parent_id}-01");
     let carrier = [("traceparent", tp.as_str())];
     let out = c.start_from(argv(&["true"]), &carrier).await.unwrap().wait_with_output().await.unwrap();
     assert_eq!(out.status.code, Some(0));
-    let spans = wait_for_spans(trace_id, |s| s.iter().any(|x| x.name == "exec")).await;
-    let exec = named(&spans, "exec");
-    assert_eq!(exec.parent_span_id.to_string(), parent_id);
-    assert!(exec.parent_span_is_remote);
+    exec_continuing(trace_id, parent_id).await;
 }
 
 /// `process.run` is the child's running time: a child that closes its output at once and
 /// runs on has its pipe readers end early, and `process.run` lasts until it exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_run_covers_the_childs_running_time_not_its_pipes() {
-    harness();
-    let s = server().await;
-    let c = client(&s).await;
-    let process = c.start(argv(&["sh", "-c", "exec >&- 2>&-; sleep 0.5"])).await.unwrap();
-    let trace_id = span_context(process.span()).unwrap().trace_id.to_string();
+    let (_server, c) = traced_server().await;
+    let (process, trace_id) = start_traced(&c, &["sh", "-c", "exec >&- 2>&-; sleep 0.5"]).await;
     let out = process.wait_with_output().await.unwrap();
     assert_eq!(out.status.code, Some(0));
-    let spans = wait_for_spans(&trace_id, |s| s.iter().any(|x| x.name == "process")).await;
+    let spans = spans_with(&trace_id, "process").await;
     let (spawn, run, exit, stdout, proc_span) = (
         named(&spans, "process.spawn"),
         named(&spans, "process.run"),
@@ -362,81 +370,18 @@ async fn process_run_covers_the_childs_running_time_not_its_pipes() {
     assert_eq!(attr_of(run, "process.pid"), attr_of(proc_span, "process.pid"));
 }
 
-/// The spans as the collector's analysis reads them.
-fn records(spans: &[SpanData]) -> Vec<tracewire_collector::SpanRecord> {
-    let ns = |t: std::time::SystemTime| {
-        i64::try_from(t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()).unwrap_or(i64::MAX)
-    };
-    spans
-        .iter()
-        .map(|s| tracewire_collector::SpanRecord {
-            trace_id: s.span_context.trace_id().to_string(),
-            span_id: s.span_context.span_id().to_string(),
-            parent_id: (s.parent_span_id != opentelemetry::trace::SpanId::INVALID)
-                .then(|| s.parent_span_id.to_string()),
-            name: s.name.to_string(),
-            start_ns: ns(s.start_time),
-            end_ns: ns(s.end_time),
-            ..Default::default()
-        })
-        .collect()
-}
-
-/// The critical path names what the time was: a child that sleeps 0.2 s spends it in
-/// `process.run`, not in its pipe readers, whether they see EOF as `wait` sees the exit
-/// or (a grandchild holding the pipes 50 ms longer) after it; the time a reader adds
-/// after the exit belongs to `process.exit`, which waits for it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_critical_path_names_process_run_not_the_pipe_readers() {
-    harness();
-    let s = server().await;
-    let c = client(&s).await;
-    for (command, after_exit) in
-        [(&["sleep", "0.2"][..], None), (&["sh", "-c", "sleep 0.2; sleep 0.05 &"][..], Some(50))]
-    {
-        let process = c.start(argv(command)).await.unwrap();
-        let trace_id = span_context(process.span()).unwrap().trace_id.to_string();
-        assert_eq!(process.wait_with_output().await.unwrap().status.code, Some(0));
-        let spans = wait_for_spans(&trace_id, |s| {
-            s.iter().any(|x| x.name == "process") && s.iter().any(|x| x.name == "terminal.deliver")
-        })
-        .await;
-        let trace = records(&spans);
-        let mut on_path: HashMap<&str, Duration> = HashMap::new();
-        for (i, ns) in tracewire_collector::critical_path(&trace) {
-            *on_path.entry(trace[i].name.as_str()).or_default() += Duration::from_nanos(u64::try_from(ns).unwrap());
-        }
-        let at = |name: &str| on_path.get(name).copied().unwrap_or_default();
-        let run = at("process.run");
-        assert!(run >= Duration::from_millis(195), "{command:?}: process.run {run:?} on the path: {on_path:?}");
-        let readers = at("process.stdout") + at("process.stderr");
-        assert!(
-            readers < Duration::from_millis(5),
-            "{command:?}: the pipe readers {readers:?} on the path: {on_path:?}"
-        );
-        if let Some(ms) = after_exit {
-            let exit = at("process.exit");
-            assert!(exit >= Duration::from_millis(ms - 5), "{command:?}: process.exit {exit:?}: {on_path:?}");
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_child_sees_a_traceparent_in_the_clients_trace() {
-    harness();
-    let s = server().await;
-    let c = client(&s).await;
-    let process = c.start(argv(&["sh", "-c", "echo $TRACEPARENT"])).await.unwrap();
-    let trace_id = span_context(process.span()).unwrap().trace_id.to_string();
+    let (_server, c) = traced_server().await;
+    let (process, trace_id) = start_traced(&c, &["sh", "-c", "echo $TRACEPARENT"]).await;
     let out = process.wait_with_output().await.unwrap();
     let tp = String::from_utf8(out.stdout).unwrap();
     let tp = tp.trim();
     let parsed = tracewire_context::TraceParent::parse(tp).unwrap();
     assert_eq!(parsed.trace_id.to_string(), trace_id, "{tp}");
     // Its parent is the process span.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let spans = spans_of(&trace_id);
-    let process = spans.iter().find(|s| s.name == "process").unwrap();
+    let spans = spans_with(&trace_id, "process").await;
+    let process = named(&spans, "process");
     assert_eq!(process.span_context.span_id().to_string(), parsed.parent_id.to_string());
 }
 
@@ -449,17 +394,15 @@ async fn with_child_trace_context_off_the_child_gets_no_trace_variables() {
     let c = client(&s).await;
     // A variable the server's environment has still reaches the child: only the trace
     // variables are left out.
-    let process = c
-        .start(argv(&["sh", "-c", "echo \"tp=${TRACEPARENT-unset} ts=${TRACESTATE-unset} path=${PATH:+set}\""]))
-        .await
-        .unwrap();
-    let trace_id = span_context(process.span()).unwrap().trace_id.to_string();
+    let (process, trace_id) =
+        start_traced(&c, &["sh", "-c", "echo \"tp=${TRACEPARENT-unset} ts=${TRACESTATE-unset} path=${PATH:+set}\""])
+            .await;
     let out = process.wait_with_output().await.unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "tp=unset ts=unset path=set");
     // The process and its spawn are still traced.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let spans = spans_of(&trace_id);
-    for name in ["process", "process.spawn", "process.exit"] {
-        assert!(spans.iter().any(|s| s.name == name), "{name} missing: {}", tree(&spans));
+    let names = ["process", "process.spawn", "process.exit"];
+    let spans = wait_for_spans(&trace_id, |s| names.iter().all(|name| has(s, name))).await;
+    for name in names {
+        assert!(has(&spans, name), "{name} missing: {}", tree(&spans));
     }
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message;
@@ -13,6 +13,7 @@ use tracewire_context::{TraceCarrier, TraceParent};
 use tracewire_proto::v1::{Envelope, Request, Response, envelope::Body, request::Method, response};
 use tracewire_rpc::Link;
 use tracewire_rpc::grpc::{Address, connect};
+use tracewire_testkit::eventually_async;
 
 use common::{argv, server};
 
@@ -61,23 +62,20 @@ fn carrier_of(env: &Envelope) -> TraceCarrier {
     env.trace.clone().map(Into::into).unwrap_or_default()
 }
 
-/// The trace id of the `rpc.dispatch` span of request `id` whose trace is `trace_id`,
-/// once it was exported.
+/// Whether the `rpc.dispatch` span of request `id` is exported in trace `trace_id` (waits
+/// 10 s at most).
 async fn dispatch_span_in(trace_id: &str, id: u64) -> bool {
     let harness = tracewire_telemetry::testing::install();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found = harness.spans_of(trace_id).iter().any(|s| {
+    let id = id.to_string();
+    let id = id.as_str();
+    eventually_async(Duration::from_secs(10), move || async move {
+        harness.spans_of(trace_id).iter().any(|s| {
             s.name == "rpc.dispatch"
-                && s.attributes
-                    .iter()
-                    .any(|kv| kv.key.as_str() == "rpc.request.id" && kv.value.to_string() == id.to_string())
-        });
-        if found || Instant::now() > deadline {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+                && s.attributes.iter().any(|kv| kv.key.as_str() == "rpc.request.id" && kv.value.to_string() == id)
+        })
+    })
+    .await
+    .is_ok()
 }
 
 /// W3C Trace Context Level 2, section "traceparent Header": an invalid value (not the

@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod framing;
+mod loopback;
 mod noise;
 mod outbound;
 mod server;
@@ -15,6 +16,7 @@ mod wire;
 use tracewire_proto::v1::ResetReason;
 
 pub use framing::{FrameError, MAX_RECORD_PLAINTEXT, Opened, Opener, Sealer};
+pub use loopback::LoopbackRelay;
 pub use noise::{Keypair, NoiseConfig, Pattern, Suite, prologue, public_path, read_public_key};
 pub use server::{RelayConfig, RelayServer, Tap};
 pub use transport::{RelayEndpoint, RelayLink, RelayListener, accept, connect, serve_via_relay};

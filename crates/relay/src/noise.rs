@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use snow::{Builder, HandshakeState, StatelessTransportState};
+use tracewire_context::to_hex;
 
 use crate::RelayError;
 
@@ -74,16 +75,8 @@ pub struct Keypair {
 impl std::fmt::Debug for Keypair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the private key.
-        f.debug_struct("Keypair").field("public", &hex(&self.public)).finish_non_exhaustive()
+        f.debug_struct("Keypair").field("public", &to_hex(&self.public)).finish_non_exhaustive()
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().fold(String::with_capacity(b.len() * 2), |mut s, x| {
-        use std::fmt::Write;
-        let _ = write!(s, "{x:02x}");
-        s
-    })
 }
 
 fn unhex32(s: &str) -> Option<[u8; 32]> {
@@ -123,8 +116,8 @@ impl Keypair {
         let io = |e: std::io::Error| RelayError::Key(format!("{}: {e}", path.display()));
         let mut f =
             std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io)?;
-        writeln!(f, "{}", hex(&self.private)).map_err(io)?;
-        std::fs::write(public_path(path), format!("{}\n", hex(&self.public))).map_err(io)?;
+        writeln!(f, "{}", to_hex(&self.private)).map_err(io)?;
+        std::fs::write(public_path(path), format!("{}\n", to_hex(&self.public))).map_err(io)?;
         Ok(())
     }
 

@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc::error::SendTimeoutError;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
 use tracewire_proto::v1::{Heartbeat, RelayFrame, Reset, ResetReason, Role, relay_frame::Kind};
@@ -117,6 +117,30 @@ struct Attachment {
     attached: Arc<Notify>,
 }
 
+/// An attachment's heartbeats to send and its idle deadline.
+struct Pace {
+    heartbeats: tokio::time::Interval,
+    idle: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Pace {
+    fn new(config: &RelayConfig) -> Self {
+        Self { heartbeats: ticks(config.heartbeat), idle: Box::pin(tokio::time::sleep(config.idle_timeout)) }
+    }
+}
+
+/// What an attachment's wait for its next frame ended with.
+enum NextFrame {
+    /// A frame it sent.
+    Frame(RelayFrame),
+    /// Its entry was taken out of the session table.
+    Stopped,
+    /// It sent nothing for the idle timeout (it was reset).
+    Idle,
+    /// Its stream ended or failed.
+    Left,
+}
+
 /// Where a client's frame goes.
 enum Route {
     Server(mpsc::Sender<Outbound>),
@@ -140,6 +164,8 @@ pub struct RelayServer {
     sessions: Arc<Mutex<HashMap<String, Session>>>,
     next_id: Arc<AtomicU64>,
     tap: Option<Tap>,
+    /// Counts server attachments: a change wakes [`RelayServer::server_attached`].
+    servers_attached: Arc<watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for RelayServer {
@@ -218,7 +244,13 @@ fn forward_span(frame: &RelayFrame, start: &mut Option<SystemTime>, received: Sy
 impl RelayServer {
     /// A relay with these settings.
     pub fn new(config: RelayConfig) -> Self {
-        Self { config: Arc::new(config), sessions: Arc::default(), next_id: Arc::new(AtomicU64::new(1)), tap: None }
+        Self {
+            config: Arc::new(config),
+            sessions: Arc::default(),
+            next_id: Arc::new(AtomicU64::new(1)),
+            tap: None,
+            servers_attached: Arc::new(watch::Sender::new(0)),
+        }
     }
 
     /// Calls `tap` with every frame received and forwarded.
@@ -231,6 +263,44 @@ impl RelayServer {
     /// Sessions with at least one end attached.
     pub fn sessions(&self) -> usize {
         self.sessions.lock().map_or(0, |s| s.len())
+    }
+
+    /// Whether a server is attached to `session` now.
+    pub fn has_server(&self, session: &str) -> bool {
+        self.sessions.lock().is_ok_and(|s| s.get(session).is_some_and(|s| s.server.is_some()))
+    }
+
+    /// Resolves once a server is attached to `session` (at once if one is): a client that
+    /// connects then reaches it at its first attempt.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tracewire_relay::{Keypair, RelayConfig, RelayEndpoint, RelayServer};
+    ///
+    /// # #[derive(Clone)] struct Echo;
+    /// # impl tracewire_rpc::Handler for Echo {
+    /// #     async fn handle(&self, _: tracewire_proto::v1::Request, _: &tracewire_rpc::Connection)
+    /// #         -> Result<tracewire_proto::v1::Response, tracewire_rpc::RpcError> { Ok(Default::default()) }
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let (listener, address) = RelayServer::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    /// let relay = RelayServer::new(RelayConfig::default());
+    /// tokio::spawn(relay.clone().serve(listener, std::future::pending()));
+    /// let ep = RelayEndpoint::new(address.to_string(), "s");
+    /// let served = tracewire_relay::serve_via_relay(
+    ///     ep, Keypair::generate().unwrap(), Arc::new(Echo), Default::default(), std::future::pending());
+    /// tokio::spawn(served);
+    /// relay.server_attached("s").await;
+    /// assert!(relay.has_server("s"));
+    /// # });
+    /// ```
+    pub async fn server_attached(&self, session: &str) {
+        let mut attached = self.servers_attached.subscribe();
+        while !self.has_server(session) {
+            if attached.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Clients attached to `session` (0 for an unknown session).
@@ -363,6 +433,7 @@ impl RelayServer {
             }
             s.server = Some(end);
             s.attached.notify_waiters();
+            self.servers_attached.send_modify(|n| *n += 1);
         } else {
             if s.clients.len() >= self.config.max_clients_per_session {
                 return Err((ResetReason::SessionFull, "the session serves its limit of clients; retry later"));
@@ -440,34 +511,47 @@ impl RelayServer {
         }
     }
 
+    /// The next frame `a` sends (shown to the tap). Meanwhile `a` gets its heartbeats, and
+    /// is reset with `IDLE` (`idle_detail`) if it sends nothing for the idle timeout;
+    /// idleness counts from the last frame it sent.
+    async fn next_frame(&self, a: &mut Attachment, pace: &mut Pace, idle_detail: &'static str) -> NextFrame {
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut a.stop => return NextFrame::Stopped,
+                f = a.inbound.next() => {
+                    pace.idle.as_mut().reset(Instant::now() + self.config.idle_timeout);
+                    let Some(Ok(frame)) = f else { return NextFrame::Left };
+                    if let Some(tap) = &self.tap {
+                        tap(&frame);
+                    }
+                    return NextFrame::Frame(frame);
+                }
+                _ = pace.heartbeats.tick() => {
+                    let _ = a.own.try_send(heartbeat());
+                }
+                () = &mut pace.idle => {
+                    let _ = a.own.try_send(reset(ResetReason::Idle, idle_detail).into());
+                    return NextFrame::Idle;
+                }
+            }
+        }
+    }
+
     /// A client attachment: its frames go to the session's server, tagged with its stream.
     async fn run_client(&self, mut a: Attachment) {
         let cfg = Arc::clone(&self.config);
-        let mut heartbeats = ticks(cfg.heartbeat);
-        let idle = tokio::time::sleep(cfg.idle_timeout);
-        tokio::pin!(idle);
+        let mut pace = Pace::new(&cfg);
         let mut message_start: Option<SystemTime> = None;
         // Why this client's stream ends, for the server (`None`: the server knows).
         let told: Option<&str> = loop {
-            let frame = tokio::select! {
-                biased;
-                _ = &mut a.stop => break None,
-                f = a.inbound.next() => f,
-                _ = heartbeats.tick() => {
-                    let _ = a.own.try_send(heartbeat());
-                    continue;
-                }
-                () = &mut idle => {
-                    let _ = a.own.try_send(reset(ResetReason::Idle, "no frame from this client for the idle timeout").into());
-                    break Some("the client was idle");
-                }
-            };
-            // Idleness counts from the last frame this client sent.
-            idle.as_mut().reset(Instant::now() + cfg.idle_timeout);
-            let Some(Ok(mut frame)) = frame else { break Some("the client left") };
-            if let Some(tap) = &self.tap {
-                tap(&frame);
-            }
+            let mut frame =
+                match self.next_frame(&mut a, &mut pace, "no frame from this client for the idle timeout").await {
+                    NextFrame::Stopped => break None,
+                    NextFrame::Idle => break Some("the client was idle"),
+                    NextFrame::Left => break Some("the client left"),
+                    NextFrame::Frame(frame) => frame,
+                };
             match &frame.kind {
                 Some(Kind::Heartbeat(_)) => continue,
                 Some(Kind::Hello(_)) | None => {
@@ -528,29 +612,14 @@ impl RelayServer {
     /// A server attachment: its frames go to the client whose stream they name.
     async fn run_server(&self, mut a: Attachment) {
         let cfg = Arc::clone(&self.config);
-        let mut heartbeats = ticks(cfg.heartbeat);
-        let idle = tokio::time::sleep(cfg.idle_timeout);
-        tokio::pin!(idle);
+        let mut pace = Pace::new(&cfg);
         let mut message_start: HashMap<u64, SystemTime> = HashMap::new();
         loop {
-            let frame = tokio::select! {
-                biased;
-                _ = &mut a.stop => break,
-                f = a.inbound.next() => f,
-                _ = heartbeats.tick() => {
-                    let _ = a.own.try_send(heartbeat());
-                    continue;
-                }
-                () = &mut idle => {
-                    let _ = a.own.try_send(reset(ResetReason::Idle, "no frame from this server for the idle timeout").into());
-                    break;
-                }
-            };
-            idle.as_mut().reset(Instant::now() + cfg.idle_timeout);
-            let Some(Ok(mut frame)) = frame else { break };
-            if let Some(tap) = &self.tap {
-                tap(&frame);
-            }
+            let mut frame =
+                match self.next_frame(&mut a, &mut pace, "no frame from this server for the idle timeout").await {
+                    NextFrame::Frame(frame) => frame,
+                    NextFrame::Stopped | NextFrame::Idle | NextFrame::Left => break,
+                };
             match &frame.kind {
                 Some(Kind::Heartbeat(_)) => continue,
                 Some(Kind::Hello(_)) | None => {

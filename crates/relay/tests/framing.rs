@@ -93,10 +93,9 @@ fn tampered_truncated_or_foreign_records_fail_authentication() {
     assert_eq!(open.push(swapped), Err(FrameError::DecryptFailed(0)));
 }
 
-/// Regression (found while writing the frame-schedule property test): `last_fragment` is
-/// cleartext, and was not authenticated, so whoever forwards the frames could split a
-/// message in two, delivering a prefix of it as a whole message. The flag is now sealed in
-/// the record and must agree with the cleartext one.
+/// `last_fragment` is cleartext: unless it is authenticated, whoever forwards the frames
+/// could split a message in two, delivering a prefix of it as a whole message. The flag is
+/// sealed in the record and must agree with the cleartext one.
 #[test]
 fn a_flipped_last_fragment_flag_fails_authentication() {
     let ((mut seal, _), (_, mut open)) = pair_for_tests(NoiseConfig::default(), 8, 1 << 20).unwrap();

@@ -13,49 +13,39 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tracewire_exec::{ExecConfig, ExecServer};
-use tracewire_relay::{Keypair, RelayConfig, RelayEndpoint, RelayLink, RelayServer};
+use tracewire_relay::{LoopbackRelay, RelayConfig, RelayEndpoint, RelayLink};
 use tracewire_rpc::{Link, ServerConfig};
+use tracewire_testkit::eventually_some_async;
 
-use frames::{alive, describe, start_envelope, start_of, started_pid, wait_gone};
+use frames::{alive, assert_finished, describe, start_envelope, start_of, started_pid, wait_gone};
 
 const TOKEN: &str = "tok";
 
 /// A relay on a free loopback port, and an exec-server attached to `session`; both stop
-/// when the returned senders are dropped.
-async fn relay_and_server(session: &str) -> (RelayEndpoint, [u8; 32], Vec<tokio::sync::oneshot::Sender<()>>) {
-    let (listener, addr) = RelayServer::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+/// when the returned relay is dropped.
+async fn relay_and_server(session: &str) -> LoopbackRelay {
     let mut config = RelayConfig::default();
     config.token = Some(TOKEN.into());
     config.heartbeat = Duration::from_millis(50);
-    let (stop_relay, relay_stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(RelayServer::new(config).serve(listener, async {
-        let _ = relay_stopped.await;
-    }));
-    let mut ep = RelayEndpoint::new(addr.to_string(), session);
+    let mut ep = RelayEndpoint::new("", session);
     ep.token = Some(TOKEN.into());
     ep.heartbeat = Duration::from_millis(50);
-    let kp = Keypair::generate().unwrap();
-    let key = kp.public;
-    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let handler = Arc::new(ExecServer::new(ExecConfig::default()));
-    tokio::spawn(tracewire_relay::serve_via_relay(ep.clone(), kp, handler, ServerConfig::default(), async {
-        let _ = server_stopped.await;
-    }));
-    (ep, key, vec![stop_server, stop_relay])
+    LoopbackRelay::start(config, ep, handler, ServerConfig::default()).await.unwrap()
 }
 
-/// A raw link through the relay, once the exec-server has attached.
-async fn link(ep: &RelayEndpoint, key: &[u8; 32]) -> RelayLink {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match tracewire_relay::connect(ep, key).await {
-            Ok(link) => return link,
-            Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+/// A raw link through the relay (its exec-server is attached: the first attempt succeeds,
+/// unless the session is momentarily full, which is retried).
+async fn link(relay: &LoopbackRelay) -> RelayLink {
+    eventually_some_async(Duration::from_secs(10), move || async move {
+        match relay.connect().await {
+            Ok(link) => Some(link),
+            Err(e) if e.is_retryable() => None,
             Err(e) => panic!("connect: {e}"),
         }
-    }
+    })
+    .await
+    .expect("connect: still retryable after 10 s")
 }
 
 /// The pid of the process a Start started, read from the link (with a deadline).
@@ -71,8 +61,8 @@ async fn started(rx: &mut tokio::sync::mpsc::Receiver<Bytes>) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_through_the_relay_delivers_output_and_exited_then_ends_cleanly() {
-    let (ep, key, _stop) = relay_and_server("half-close").await;
-    let RelayLink { link: Link { tx, mut rx }, status } = link(&ep, &key).await;
+    let relay = relay_and_server("half-close").await;
+    let RelayLink { link: Link { tx, mut rx }, status } = link(&relay).await;
     tx.send(start_envelope(1, start_of(&["sh", "-c", "sleep 0.2; echo out"]))).await.unwrap();
     drop(tx); // no more requests
     let mut got = Vec::new();
@@ -84,22 +74,15 @@ async fn half_close_through_the_relay_delivers_output_and_exited_then_ends_clean
             Err(tokio::time::error::Elapsed { .. }) => panic!("the link did not end after Exited: {got:?}"),
         }
     }
-    // Output and Exited may come before Start's response (docs/architecture.md, "Protocol
-    // notes"): compare without that order, but Exited after the output.
-    let mut sorted = got.clone();
-    sorted.sort();
-    assert_eq!(sorted, ["Exited:code 0", "Output:out\n", "Started"], "{got:?}");
-    let exited = got.iter().position(|e| e.starts_with("Exited")).unwrap();
-    let output = got.iter().position(|e| e.starts_with("Output")).unwrap();
-    assert!(output < exited, "Exited is last: {got:?}");
+    assert_finished(&got);
     // A clean end, not a Reset or a broken stream.
     assert_eq!(*status.borrow(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_drops_its_whole_link_has_its_process_killed() {
-    let (ep, key, _stop) = relay_and_server("drop-all").await;
-    let RelayLink { link: Link { tx, mut rx }, .. } = link(&ep, &key).await;
+    let relay = relay_and_server("drop-all").await;
+    let RelayLink { link: Link { tx, mut rx }, .. } = link(&relay).await;
     tx.send(start_envelope(1, start_of(&["sleep", "30"]))).await.unwrap();
     let pid = started(&mut rx).await;
     assert!(alive(pid));
@@ -109,8 +92,8 @@ async fn a_client_that_drops_its_whole_link_has_its_process_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_half_closes_then_goes_away_has_its_process_killed() {
-    let (ep, key, _stop) = relay_and_server("half-then-gone").await;
-    let RelayLink { link: Link { tx, mut rx }, .. } = link(&ep, &key).await;
+    let relay = relay_and_server("half-then-gone").await;
+    let RelayLink { link: Link { tx, mut rx }, .. } = link(&relay).await;
     tx.send(start_envelope(1, start_of(&["sleep", "30"]))).await.unwrap();
     drop(tx);
     let pid = started(&mut rx).await;
@@ -121,9 +104,9 @@ async fn a_client_that_half_closes_then_goes_away_has_its_process_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_half_closed_stream_ends_the_session_serves_the_next_client() {
-    let (ep, key, _stop) = relay_and_server("then-next").await;
+    let relay = relay_and_server("then-next").await;
     for round in 0..3 {
-        let RelayLink { link: Link { tx, mut rx }, status } = link(&ep, &key).await;
+        let RelayLink { link: Link { tx, mut rx }, status } = link(&relay).await;
         tx.send(start_envelope(1, start_of(&["echo", "again"]))).await.unwrap();
         drop(tx);
         let mut got = Vec::new();

@@ -1,46 +1,20 @@
 //! The exec RPC end to end through a real relay on loopback: encryption, pairing, faults.
 
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use prost::Message;
 use sha2::{Digest, Sha256};
-use tracewire_exec::{ExecClient, ExecConfig, ExecServer, Start};
+use tracewire_exec::{ExecClient, ExecConfig, ExecServer};
 use tracewire_proto::v1::ResetReason;
 use tracewire_relay::{Keypair, NoiseConfig, Pattern, RelayConfig, RelayEndpoint, RelayError, RelayServer, Suite};
 use tracewire_rpc::{Client, ClientConfig, ServerConfig};
+use tracewire_testkit::eventually_some_async;
 
-struct Relay {
-    address: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    frames: Arc<Mutex<Vec<Vec<u8>>>>,
-}
+use common::{TestRelay, argv, client, relay, relay_on, run, tapped_relay};
 
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-async fn relay(config: RelayConfig) -> Relay {
-    let (listener, addr) = RelayServer::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    relay_on(listener, addr.to_string(), config)
-}
-
-fn relay_on(listener: tokio::net::TcpListener, address: String, config: RelayConfig) -> Relay {
-    let frames = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::clone(&frames);
-    let server = RelayServer::new(config).with_tap(Arc::new(move |f| seen.lock().unwrap().push(f.encode_to_vec())));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
-    Relay { address, stop: Some(stop), frames }
-}
-
-fn endpoint(relay: &Relay, session: &str) -> RelayEndpoint {
+fn endpoint(relay: &TestRelay, session: &str) -> RelayEndpoint {
     RelayEndpoint::new(relay.address.clone(), session)
 }
 
@@ -51,15 +25,6 @@ fn exec_server(ep: RelayEndpoint) -> [u8; 32] {
     let handler = Arc::new(ExecServer::new(ExecConfig::default()));
     tokio::spawn(tracewire_relay::serve_via_relay(ep, kp, handler, ServerConfig::default(), std::future::pending()));
     public
-}
-
-async fn client(ep: &RelayEndpoint, key: &[u8; 32]) -> Result<ExecClient, RelayError> {
-    let link = tracewire_relay::connect(ep, key).await?;
-    Ok(ExecClient::new(Client::new(link, ClientConfig::default())))
-}
-
-fn argv(a: &[&str]) -> Start {
-    Start { argv: a.iter().map(|s| (*s).to_owned()).collect(), ..Start::default() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +39,7 @@ async fn a_remote_exec_through_the_relay_for_every_pattern_and_suite() {
         ep.noise = NoiseConfig { pattern, suite };
         let key = exec_server(ep.clone());
         let c = client(&ep, &key).await.unwrap();
-        let out = c.start(argv(&["sh", "-c", "echo through; exit 5"])).await.unwrap().wait_with_output().await.unwrap();
+        let out = run(&c, &["sh", "-c", "echo through; exit 5"]).await;
         assert_eq!(out.stdout, b"through\n", "{pattern:?} {suite:?}");
         assert_eq!(out.status.code, Some(5));
     }
@@ -82,19 +47,13 @@ async fn a_remote_exec_through_the_relay_for_every_pattern_and_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_never_sees_plaintext() {
-    let r = relay(RelayConfig::default()).await;
+    let r = tapped_relay(RelayConfig::default()).await;
     let mut ep = endpoint(&r, "secret");
     ep.expose_traceparent = true;
     let key = exec_server(ep.clone());
     let c = client(&ep, &key).await.unwrap();
     let marker = "ZEBRA-7f3a9c-MARKER";
-    let out = c
-        .start(argv(&["sh", "-c", &format!("echo {marker}; echo {marker} >&2")]))
-        .await
-        .unwrap()
-        .wait_with_output()
-        .await
-        .unwrap();
+    let out = run(&c, &["sh", "-c", &format!("echo {marker}; echo {marker} >&2")]).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains(marker), "the command ran");
     let frames = r.frames.lock().unwrap();
     assert!(frames.len() > 4, "the relay saw the session's frames");
@@ -142,7 +101,7 @@ async fn attaching_without_the_token_is_refused() {
     ep.token = Some("s3cret-token".into());
     let key = exec_server(ep.clone());
     let c = client(&ep, &key).await.unwrap();
-    assert_eq!(c.start(argv(&["true"])).await.unwrap().wait_with_output().await.unwrap().status.code, Some(0));
+    assert_eq!(run(&c, &["true"]).await.status.code, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +112,7 @@ async fn sixty_four_mib_through_the_relay_with_a_matching_hash() {
     let c = client(&ep, &key).await.unwrap();
     let n = 64 << 20;
     let script = format!("head -c {n} /dev/urandom | tee /dev/stderr | sha256sum | cut -d' ' -f1");
-    let out = c.start(argv(&["sh", "-c", &script])).await.unwrap().wait_with_output().await.unwrap();
+    let out = run(&c, &["sh", "-c", &script]).await;
     assert_eq!(out.stderr.len(), n);
     let ours = Sha256::digest(&out.stderr).iter().fold(String::new(), |mut s, b| {
         use std::fmt::Write;
@@ -166,7 +125,7 @@ async fn sixty_four_mib_through_the_relay_with_a_matching_hash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_going_away_mid_session_is_a_typed_error_and_ends_can_reconnect() {
     let (listener, addr) = RelayServer::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let r = relay_on(listener, addr.to_string(), RelayConfig::default());
+    let r = relay_on(listener, addr.to_string(), RelayConfig::default(), false);
     let ep = endpoint(&r, "restart");
     let key = exec_server(ep.clone());
     let link = tracewire_relay::connect(&ep, &key).await.unwrap();
@@ -179,21 +138,16 @@ async fn the_relay_going_away_mid_session_is_a_typed_error_and_ends_can_reconnec
     tokio::time::timeout(Duration::from_secs(15), status.wait_for(Option::is_some)).await.expect("no hang").unwrap();
     assert!(status.borrow().is_some());
     // A relay on the same address again: both ends reconnect (the server re-attaches).
-    let listener = loop {
-        if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
-            break l;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let _r2 = relay_on(listener, addr.to_string(), RelayConfig::default());
-    let mut reconnected = None;
-    for _ in 0..100 {
-        if let Ok(c) = client(&ep, &key).await {
-            reconnected = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let c = reconnected.expect("the client reconnects through the new relay");
-    assert_eq!(c.start(argv(&["echo", "back"])).await.unwrap().wait_with_output().await.unwrap().stdout, b"back\n");
+    let listener = eventually_some_async(Duration::from_secs(10), move || async move {
+        tokio::net::TcpListener::bind(addr).await.ok()
+    })
+    .await
+    .expect("the relay's address is free again");
+    let _r2 = relay_on(listener, addr.to_string(), RelayConfig::default(), false);
+    // The server re-attaches with its own backoff; the client retries until it has.
+    let (ep, key) = (&ep, &key);
+    let c = eventually_some_async(Duration::from_secs(10), move || async move { client(ep, key).await.ok() })
+        .await
+        .expect("the client reconnects through the new relay");
+    assert_eq!(run(&c, &["echo", "back"]).await.stdout, b"back\n");
 }

@@ -6,6 +6,8 @@
 //! with snow themselves, so they can do what the library never does (tamper with a record,
 //! go silent, hang up mid-message).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,37 +16,16 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
-use tracewire_exec::{Event, ExecClient, ExecConfig, ExecServer, Start};
+use tracewire_exec::{Event, ExecClient, ExecConfig, ExecServer};
 use tracewire_proto::relay_service::relay_client::RelayClient;
 use tracewire_proto::v1::{Data, Handshake, Heartbeat, Hello, RelayFrame, ResetReason, Role, relay_frame::Kind};
-use tracewire_relay::{Keypair, NoiseConfig, RelayConfig, RelayEndpoint, RelayError, RelayListener, RelayServer};
-use tracewire_rpc::{Client, ClientConfig, ServerConfig};
+use tracewire_relay::{Keypair, NoiseConfig, RelayConfig, RelayEndpoint, RelayError, RelayListener};
+use tracewire_rpc::ServerConfig;
+use tracewire_testkit::{eventually_async, eventually_some_async};
+
+use common::{TestRelay, argv, client, relay, run};
 
 const TOKEN: &str = "tok";
-
-struct Relay {
-    address: String,
-    server: RelayServer,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-async fn relay(config: RelayConfig) -> Relay {
-    let (listener, addr) = RelayServer::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let server = RelayServer::new(config);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.clone().serve(listener, async {
-        let _ = stopped.await;
-    }));
-    Relay { address: addr.to_string(), server, stop: Some(stop) }
-}
 
 /// A relay with a token, a short idle timeout and fast heartbeats.
 fn config(idle: Duration) -> RelayConfig {
@@ -55,7 +36,7 @@ fn config(idle: Duration) -> RelayConfig {
     c
 }
 
-fn endpoint(relay: &Relay, session: &str) -> RelayEndpoint {
+fn endpoint(relay: &TestRelay, session: &str) -> RelayEndpoint {
     let mut ep = RelayEndpoint::new(relay.address.clone(), session);
     ep.token = Some(TOKEN.into());
     ep.heartbeat = Duration::from_millis(50);
@@ -72,53 +53,31 @@ fn exec_server(ep: RelayEndpoint, kp: Keypair) -> tokio::sync::oneshot::Sender<(
     stop
 }
 
-async fn client(ep: &RelayEndpoint, key: &[u8; 32]) -> Result<ExecClient, RelayError> {
-    let link = tracewire_relay::connect(ep, key).await?;
-    Ok(ExecClient::new(Client::new(link, ClientConfig::default())))
-}
-
 /// A client that retries while the server has not attached yet.
 async fn client_when_ready(ep: &RelayEndpoint, key: &[u8; 32]) -> ExecClient {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually_some_async(Duration::from_secs(10), move || async move {
         match client(ep, key).await {
-            Ok(c) => return c,
-            Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            Ok(c) => Some(c),
+            Err(e) if e.is_retryable() => None,
             Err(e) => panic!("connect: {e}"),
         }
-    }
-}
-
-fn argv(a: &[&str]) -> Start {
-    Start { argv: a.iter().map(|s| (*s).to_owned()).collect(), ..Start::default() }
+    })
+    .await
+    .expect("connect: still retryable after 10 s")
 }
 
 async fn echo(c: &ExecClient, word: &str) -> Vec<u8> {
-    c.start(argv(&["echo", word])).await.unwrap().wait_with_output().await.unwrap().stdout
+    run(c, &["echo", word]).await.stdout
 }
 
 /// Waits (with a deadline) until `f` holds.
 async fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// splitmix64: a seeded generator, so that a failing round can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
+    eventually_async(within, || {
+        let holds = f();
+        async move { holds }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{what}: {e}"));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -135,7 +94,7 @@ fn frame(kind: Kind, stream: u64) -> RelayFrame {
     RelayFrame { kind: Some(kind), stream }
 }
 
-async fn raw(relay: &Relay, session: &str, role: Role, token: &str) -> Raw {
+async fn raw(relay: &TestRelay, session: &str, role: Role, token: &str) -> Raw {
     let channel = Endpoint::from_shared(format!("http://{}", relay.address)).unwrap().connect().await.unwrap();
     let (tx, rx) = mpsc::channel(64);
     let hello = Hello { session_id: session.into(), role: role.into(), attach_token: token.into() };
@@ -259,13 +218,7 @@ async fn fifty_concurrent_clients_share_one_session_and_a_killed_one_disturbs_no
         tasks.push(tokio::spawn(async move {
             let c = client(&ep, &key).await.unwrap_or_else(|e| panic!("client {i}: {e}"));
             let word = format!("client-{i}-{}", i * 7919);
-            let out = c
-                .start(argv(&["sh", "-c", &format!("sleep 0.{}; echo {word}", i % 5)]))
-                .await
-                .unwrap()
-                .wait_with_output()
-                .await
-                .unwrap();
+            let out = run(&c, &["sh", "-c", &format!("sleep 0.{}; echo {word}", i % 5)]).await;
             assert_eq!(out.status.code, Some(0), "client {i}");
             assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{word}\n"), "client {i}");
         }));
@@ -345,7 +298,7 @@ async fn a_full_session_answers_a_typed_retryable_reset_and_a_second_server_role
 // Item: misbehaving clients never wedge a session.
 
 /// One misbehaving client, observed until the relay or the server has dealt with it.
-async fn misbehave(kind: u64, r: &Relay, ep: &RelayEndpoint, key: &[u8; 32]) -> &'static str {
+async fn misbehave(kind: u64, r: &TestRelay, ep: &RelayEndpoint, key: &[u8; 32]) -> &'static str {
     let session = ep.session.as_str();
     match kind {
         0 => {
@@ -409,11 +362,12 @@ async fn fifty_rounds_of_a_misbehaving_client_then_a_good_one_never_wedge_the_se
     let key = kp.public;
     let server = exec_server(ep.clone(), kp);
     drop(client_when_ready(&ep, &key).await);
-    let mut rng = Rng(0x7261_6e64_6f6d_2131);
+    // Seeded, so that a failing round can be replayed.
+    let mut rng = tracewire_testkit::SplitMix64::new(0x7261_6e64_6f6d_2131);
     for round in 0..50 {
-        let kind = rng.next() % 6;
+        let kind = rng.next_u64() % 6;
         let what = misbehave(kind, &r, &ep, &key).await;
-        tokio::time::sleep(Duration::from_millis(rng.next() % 1334)).await;
+        tokio::time::sleep(Duration::from_millis(rng.next_u64() % 1334)).await;
         let c = tokio::time::timeout(Duration::from_secs(10), client(&ep, &key))
             .await
             .unwrap_or_else(|_| panic!("round {round} after {what}: no answer"))

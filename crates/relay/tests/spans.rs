@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use opentelemetry_sdk::trace::SpanData;
 use tracewire_exec::{ExecClient, ExecConfig, ExecServer, Start};
-use tracewire_relay::{Keypair, RelayConfig, RelayEndpoint, RelayServer};
+use tracewire_relay::{LoopbackRelay, RelayConfig, RelayEndpoint};
 use tracewire_rpc::ServerConfig;
 use tracewire_telemetry::span_context;
 use tracewire_telemetry::testing::InMemoryTelemetry;
+use tracewire_testkit::eventually_some_async;
 
 fn harness() -> &'static InMemoryTelemetry {
     tracewire_telemetry::testing::install()
@@ -35,35 +36,22 @@ fn children(spans: &[SpanData]) -> HashMap<String, Vec<String>> {
 }
 
 /// A relay (relay.forward opted in) with an exec-server attached to session `session`,
-/// and a client connected through it with no current span.
-async fn relayed(session: &str, config: ExecConfig) -> (std::net::SocketAddr, ExecClient) {
-    let (listener, addr) = RelayServer::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let relay = RelayServer::new(RelayConfig::default());
-    tokio::spawn(relay.clone().serve(listener, std::future::pending()));
-    let mut ep = RelayEndpoint::new(addr.to_string(), session);
+/// and a client connected through it with no current span (the relay stops when the
+/// returned [`LoopbackRelay`] is dropped).
+async fn relayed(session: &str, config: ExecConfig) -> (LoopbackRelay, ExecClient) {
+    let mut ep = RelayEndpoint::new("", session);
     ep.expose_traceparent = true;
-    let kp = Keypair::generate().unwrap();
-    let key = kp.public;
-    tokio::spawn(tracewire_relay::serve_via_relay(
-        ep.clone(),
-        kp,
-        Arc::new(ExecServer::new(config)),
-        ServerConfig::default(),
-        std::future::pending(),
-    ));
+    let handler = Arc::new(ExecServer::new(config));
+    let relay = LoopbackRelay::start(RelayConfig::default(), ep, handler, ServerConfig::default()).await.unwrap();
     // The exec-server is attached: the client's connect succeeds at its first attempt.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while relay.sessions() == 0 {
-        assert!(std::time::Instant::now() < deadline, "the exec-server did not attach");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    (addr, ExecClient::connect_via(tracewire_relay::connect(&ep, &key)).await.unwrap())
+    let client = ExecClient::connect_via(relay.connect()).await.unwrap();
+    (relay, client)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_remote_exec_through_the_relay_span_tree() {
     harness();
-    let (addr, client) = relayed("spans", ExecConfig::default()).await;
+    let (relay, client) = relayed("spans", ExecConfig::default()).await;
     // No span of the caller's: tracewire-exec makes the exec's root, which holds the
     // relay's connect.
     let start = Start { argv: vec!["echo".into(), "hi".into()], ..Start::default() };
@@ -72,14 +60,13 @@ async fn one_remote_exec_through_the_relay_span_tree() {
     let out = process.wait_with_output().await.unwrap();
     assert_eq!(out.stdout, b"hi\n");
 
-    let mut tree = HashMap::new();
-    for _ in 0..100 {
-        tree = children(&spans_of(&trace_id));
-        if tree.get("process").is_some_and(|c| c.iter().filter(|n| *n == "relay.frame").count() == 2) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let trace = trace_id.as_str();
+    let tree = eventually_some_async(Duration::from_secs(10), move || async move {
+        let tree = children(&spans_of(trace));
+        tree.get("process").is_some_and(|c| c.iter().filter(|n| *n == "relay.frame").count() == 2).then_some(tree)
+    })
+    .await
+    .expect("the process span's two relay.frame children are exported");
     let get = |n: &str| tree.get(n).cloned().unwrap_or_default();
     assert_eq!(get("<root>"), ["exec"]);
     assert_eq!(get("exec"), ["rpc.call", "rpc.connect"]);
@@ -128,7 +115,9 @@ async fn one_remote_exec_through_the_relay_span_tree() {
     let connects: Vec<SpanData> = harness()
         .spans()
         .into_iter()
-        .filter(|s| s.name == "rpc.connect" && attr(s, "server.address").as_deref() == Some(addr.to_string().as_str()))
+        .filter(|s| {
+            s.name == "rpc.connect" && attr(s, "server.address").as_deref() == Some(relay.address.to_string().as_str())
+        })
         .collect();
     assert_eq!(connects.len(), 1);
     assert_eq!(connects[0].span_context.trace_id().to_string(), trace_id);
@@ -165,28 +154,26 @@ async fn relay_recv_covers_the_wait_for_a_messages_records() {
     harness();
     let mut config = ExecConfig::default();
     config.chunk_size = 256 * 1024;
-    let (_, client) = relayed("records", config).await;
+    let (_relay, client) = relayed("records", config).await;
     let start =
         Start { argv: vec!["head".into(), "-c".into(), "1000000".into(), "/dev/zero".into()], ..Start::default() };
     let process = client.start(start).await.unwrap();
     let trace_id = span_context(process.span()).unwrap().trace_id.to_string();
     let out = process.wait_with_output().await.unwrap();
     assert_eq!(out.stdout.len(), 1_000_000);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let (spans, many) = loop {
-        let spans = spans_of(&trace_id);
+    let trace = trace_id.as_str();
+    let (spans, many) = eventually_some_async(Duration::from_secs(10), move || async move {
+        let spans = spans_of(trace);
         let many: Vec<SpanData> = spans
             .iter()
             .filter(|s| s.name == "relay.recv")
             .filter(|s| attr(s, "tracewire.fragments").and_then(|f| f.parse::<u64>().ok()).is_some_and(|f| f > 1))
             .cloned()
             .collect();
-        if !many.is_empty() || std::time::Instant::now() > deadline {
-            break (spans, many);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(!many.is_empty(), "an Output message of several records");
+        (!many.is_empty()).then_some((spans, many))
+    })
+    .await
+    .expect("an Output message of several records");
     for recv in &many {
         let within = |name: &str| {
             spans

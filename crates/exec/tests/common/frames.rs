@@ -2,7 +2,7 @@
 //! (the exec-server's own tests, and the relay's, which include this file by path).
 #![allow(dead_code)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message;
@@ -36,6 +36,19 @@ pub(crate) fn describe(frame: &[u8]) -> String {
     }
 }
 
+/// Asserts that `got` (described envelopes) is a Start of `sh -c "...; echo out"` run to
+/// its end: Started, the Output `out`, and Exited with code 0. Output and Exited may come
+/// before Start's response (docs/architecture.md, "Protocol notes"): compared without
+/// that order, but Exited after the output.
+pub(crate) fn assert_finished(got: &[String]) {
+    let mut sorted = got.to_vec();
+    sorted.sort();
+    assert_eq!(sorted, ["Exited:code 0", "Output:out\n", "Started"], "{got:?}");
+    let exited = got.iter().position(|e| e.starts_with("Exited")).unwrap();
+    let output = got.iter().position(|e| e.starts_with("Output")).unwrap();
+    assert!(output < exited, "Exited is last: {got:?}");
+}
+
 /// The pid a `Started` response names (`None` for any other envelope).
 pub(crate) fn started_pid(frame: &[u8]) -> Option<u32> {
     match Envelope::decode(frame).ok()?.body {
@@ -51,9 +64,7 @@ pub(crate) fn alive(pid: u32) -> bool {
 
 /// Waits (10 s at most) until `pid` is gone.
 pub(crate) async fn wait_gone(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(pid) {
-        assert!(Instant::now() < deadline, "the child {pid} outlived its client");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    tracewire_testkit::eventually_async(Duration::from_secs(10), || async move { !alive(pid) })
+        .await
+        .unwrap_or_else(|e| panic!("the child {pid} outlived its client: {e}"));
 }
