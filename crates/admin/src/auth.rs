@@ -28,14 +28,6 @@ impl std::fmt::Debug for Token {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
 impl Token {
     /// A token from its text; one trailing newline (`\n` or `\r\n`) is removed.
     ///
@@ -50,7 +42,7 @@ impl Token {
         let mut cookie = Sha256::new();
         cookie.update(b"tracewire-admin-cookie\0");
         cookie.update(secret.as_bytes());
-        Ok(Self { digest, cookie: hex(&cookie.finalize()) })
+        Ok(Self { digest, cookie: tracewire_context::to_hex(&cookie.finalize()) })
     }
 
     /// Reads a token file (its trailing newline is removed).

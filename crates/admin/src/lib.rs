@@ -17,10 +17,10 @@
 //! with an empty body. [`AdminServer::bind`] refuses to start without a token at all.
 //!
 //! A [`Monitor`] samples on a blocking thread every [`AdminConfig::sample_interval`]: it
-//! joins `ExecServer::snapshot` with OS readings from a [`Sampler`] (the real one,
+//! joins `ExecServer::snapshot` with OS readings from a [`ProcessSampler`] (the real one,
 //! [`SysinfoSampler`], reads `/proc`); CPU% comes from cumulative CPU time deltas
-//! ([`CpuTracker`]), for each worker and for its process tree ([`TreeReading`]). Requests only read the latest sample, so the exec request path never
-//! waits on it.
+//! ([`CpuTracker`]), for each worker and for its process tree ([`TreeReading`]). Requests
+//! only read the latest sample, so the exec request path never waits on it.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -41,9 +41,12 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod auth;
+mod metrics;
 mod monitor;
 mod proctree;
 mod profile;
+mod prometheus;
+mod sampler;
 mod server;
 
 use std::net::SocketAddr;
@@ -51,10 +54,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use auth::Token;
-pub use monitor::{
-    CpuTracker, Metrics, Monitor, ProcessReading, Sample, Sampler, ServerMetrics, SysinfoSampler, TreeReading,
-    WorkerMetrics, ZombieReason,
-};
+pub use metrics::{Metrics, ServerMetrics, WorkerMetrics, ZombieReason};
+pub use monitor::{CpuTracker, Monitor};
+pub use sampler::{ProcessReading, ProcessSampler, Sample, SysinfoSampler, TreeReading};
 pub use server::AdminServer;
 
 /// Admin settings.

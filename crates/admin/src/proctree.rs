@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::monitor::{ProcessReading, TreeReading};
+use crate::sampler::{ProcessReading, TreeReading};
 
 /// What `/proc/PID/stat` says about one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,8 @@ use tokio::sync::watch;
 
 use crate::AdminError;
 use crate::auth::{COOKIE, Token};
-use crate::monitor::{Metrics, Monitor};
+use crate::metrics::Metrics;
+use crate::monitor::Monitor;
 use crate::profile::{self, Busy, Format};
 
 const PAGE: &str = include_str!("page/metrics.html");

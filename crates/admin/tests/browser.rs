@@ -19,7 +19,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use std::sync::Arc;
 use std::time::Instant;
-use tracewire_admin::{AdminConfig, Monitor, ProcessReading, Sample, Sampler, SysinfoSampler};
+use tracewire_admin::{AdminConfig, Monitor, ProcessReading, ProcessSampler, Sample, SysinfoSampler};
 use tracewire_testkit::TempDir;
 use tracewire_testkit::browser::{dump_dom, pixel_stats, screenshot};
 
@@ -32,7 +32,7 @@ struct Pinned {
     busy: u32,
 }
 
-impl Sampler for Pinned {
+impl ProcessSampler for Pinned {
     fn sample(&mut self, pids: &[u32]) -> Sample {
         let mut sample = self.real.sample(pids);
         let rss = sample.processes.get(&self.busy).map_or(1 << 20, |r| r.rss_bytes);

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use tracewire_admin::{AdminConfig, AdminError, AdminServer, Token};
+use tracewire_testkit::eventually_async;
 
 use common::{TOKEN, admin, exec, http, metrics_until, worker};
 
@@ -163,6 +164,15 @@ async fn refuses_to_start_without_a_token() {
     assert!(matches!(Token::new("\n"), Err(AdminError::EmptyToken)));
 }
 
+/// Whether this process catches SIGPROF now (`SigCgt` in `/proc/self/status`): pprof
+/// installs its handler when a profile starts and sets SIGPROF to ignored when it stops.
+fn profiler_running() -> bool {
+    let bit = 1u64 << (nix::sys::signal::Signal::SIGPROF as u32 - 1);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let caught = status.lines().find_map(|l| l.strip_prefix("SigCgt:")).map(str::trim).unwrap();
+    u64::from_str_radix(caught, 16).unwrap() & bit != 0
+}
+
 /// Burns CPU on this thread (the profiled process is this test) until `stop`.
 fn spin(stop: &std::sync::atomic::AtomicBool) -> u64 {
     let mut x = 0u64;
@@ -190,9 +200,11 @@ async fn cpu_profile_one_at_a_time() {
         let stop = std::sync::Arc::clone(&stop);
         std::thread::spawn(move || spin(&stop))
     };
+    assert!(!profiler_running(), "no profile runs yet");
     let first = tokio::spawn(c.get(format!("{url}/api/debug/pprof/profile?seconds=3")).bearer_auth(TOKEN).send());
-    // Well within the first profile's 3 s: a second one is refused.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Once the first profile runs (it holds the slot from before the profiler starts until
+    // after it stops), a second one is refused.
+    eventually_async(Duration::from_secs(10), || async { profiler_running() }).await.expect("the first profile starts");
     let second = c.get(format!("{url}/api/debug/pprof/profile?seconds=1")).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(second.status(), StatusCode::CONFLICT);
     let first = first.await.unwrap().unwrap();

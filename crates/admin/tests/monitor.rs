@@ -8,30 +8,50 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tracewire_admin::{AdminConfig, Monitor, ProcessReading, Sample, Sampler, TreeReading, ZombieReason};
+use tracewire_admin::{
+    AdminConfig, Metrics, Monitor, ProcessReading, ProcessSampler, Sample, TreeReading, WorkerMetrics, ZombieReason,
+};
+use tracewire_testkit::eventually_some;
 
 use common::{exec, worker};
 
-/// Readings the test sets before each sample; pids without one are "gone".
+/// Readings the test sets before each sample; pids without one are "gone". The server
+/// always reads 1 s of CPU time and 10 MiB.
 #[derive(Clone, Default)]
 struct Script(Arc<Mutex<Readings>>);
 
-/// When the next sample is taken, and what it reads.
-type Readings = (Option<Instant>, HashMap<u32, ProcessReading>);
+/// When the next sample is taken, and what it reads of the workers and of their trees.
+#[derive(Clone, Default)]
+struct Readings {
+    at: Option<Instant>,
+    processes: HashMap<u32, ProcessReading>,
+    trees: HashMap<u32, TreeReading>,
+}
 
 impl Script {
-    fn set(&self, at: Instant, readings: &[(u32, ProcessReading)]) {
-        *self.0.lock().unwrap() = (Some(at), readings.iter().copied().collect());
+    fn set(&self, at: Instant, processes: &[(u32, ProcessReading)]) {
+        self.set_with_trees(at, processes, &[]);
+    }
+
+    fn set_with_trees(&self, at: Instant, processes: &[(u32, ProcessReading)], trees: &[(u32, TreeReading)]) {
+        *self.0.lock().unwrap() = Readings {
+            at: Some(at),
+            processes: processes.iter().copied().collect(),
+            trees: trees.iter().copied().collect(),
+        };
     }
 }
 
-impl Sampler for Script {
+impl ProcessSampler for Script {
     fn sample(&mut self, pids: &[u32]) -> Sample {
-        let (at, readings) = self.0.lock().unwrap().clone();
-        let mut s = Sample::new(at.unwrap()).with_server(ProcessReading::new(Duration::from_secs(1), 10 << 20));
+        let r = self.0.lock().unwrap().clone();
+        let mut s = Sample::new(r.at.unwrap()).with_server(ProcessReading::new(Duration::from_secs(1), 10 << 20));
         for pid in pids {
-            if let Some(r) = readings.get(pid) {
-                s = s.with_process(*pid, *r);
+            if let Some(p) = r.processes.get(pid) {
+                s = s.with_process(*pid, *p);
+            }
+            if let Some(t) = r.trees.get(pid) {
+                s = s.with_tree(*pid, *t);
             }
         }
         s
@@ -138,22 +158,18 @@ async fn real_children_busy_loop_sleeper_and_idle_past_the_ttl() {
     let first = tokio::task::block_in_place(|| monitor.refresh());
     assert!(first.workers.iter().all(|w| w.cpu_percent.is_none()));
     assert!(first.workers.iter().all(|w| w.rss_bytes.is_some_and(|r| r > 0)), "{first:?}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let m = tokio::task::block_in_place(|| monitor.refresh());
-    let row = |pid: u32| m.workers.iter().find(|w| w.pid == pid).unwrap();
-    let (bw, sw, tw) = (row(busy.pid), row(sleeper.pid), row(talker.pid));
-    eprintln!(
-        "busy loop {:?}%, sleep {:?}%, talker {:?}%, server {:?}%",
-        bw.cpu_percent, sw.cpu_percent, tw.cpu_percent, m.server.cpu_percent
-    );
-    assert!(bw.cpu_percent.unwrap() > 15.0, "{bw:?}");
-    assert!(bw.busy);
-    assert!(sw.cpu_percent.unwrap() < 5.0, "{sw:?}");
-    assert!(!sw.busy);
-    // Neither the sleeper nor the busy loop wrote anything for 2 s > the 1 s TTL; the
+    // Until a sample (CPU% over the time since the previous one) sees the busy loop busy
+    // and the sleeper idle, and both silent for longer than the 1 s TTL.
+    let m = refresh_until(&mut monitor, Duration::from_secs(30), |m| {
+        let (Some(bw), Some(sw)) = (row(m, busy.pid), row(m, sleeper.pid)) else { return false };
+        bw.cpu_percent.is_some_and(|c| c > 15.0) && sw.cpu_percent.is_some_and(|c| c < 5.0) && sw.zombie && bw.zombie
+    });
+    let (bw, sw, tw) = (row(&m, busy.pid).unwrap(), row(&m, sleeper.pid).unwrap(), row(&m, talker.pid).unwrap());
+    assert!(bw.busy, "{bw:?}");
+    assert!(!sw.busy, "{sw:?}");
+    // Neither the sleeper nor the busy loop wrote anything for longer than the TTL; the
     // talker writes every 0.1 s.
-    assert!(sw.idle_seconds >= 2.0, "{sw:?}");
-    assert!(sw.zombie && bw.zombie, "{sw:?} {bw:?}");
+    assert!(sw.idle_seconds > 1.0, "{sw:?}");
     assert_eq!(sw.zombie_reason, Some(ZombieReason::IdlePastTtl));
     assert!(!tw.zombie && tw.idle_seconds < 1.0, "{tw:?}");
     assert!(m.server.tokio_tasks_alive.is_some_and(|n| n > 0));
@@ -168,47 +184,21 @@ async fn real_children_busy_loop_sleeper_and_idle_past_the_ttl() {
     assert_eq!(monitor.cached_pids(), vec![std::process::id()]);
 }
 
-/// Tree readings the test sets before each sample; the workers' own readings are fixed
-/// (no CPU used by the worker itself).
-#[derive(Clone, Default)]
-struct TreeScript(Arc<Mutex<TreeReadings>>);
-
-/// When the next sample is taken, and the trees it reads.
-type TreeReadings = (Option<Instant>, HashMap<u32, TreeReading>);
-
-impl TreeScript {
-    fn set(&self, at: Instant, trees: &[(u32, TreeReading)]) {
-        *self.0.lock().unwrap() = (Some(at), trees.iter().copied().collect());
-    }
-}
-
-impl Sampler for TreeScript {
-    fn sample(&mut self, pids: &[u32]) -> Sample {
-        let (at, trees) = self.0.lock().unwrap().clone();
-        let mut s = Sample::new(at.unwrap());
-        for pid in pids {
-            s = s.with_process(*pid, ProcessReading::new(ms(10), 4096));
-            if let Some(t) = trees.get(pid) {
-                s = s.with_tree(*pid, *t);
-            }
-        }
-        s
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tree_cpu_percent_drives_busy_and_restarts_when_the_tree_shrinks() {
     let e = exec().await;
     let a = e.start(&["sleep", "30"]).await;
-    let script = TreeScript::default();
+    let script = Script::default();
     let mut monitor = Monitor::with_sampler(Arc::clone(&e.server), AdminConfig::default(), script.clone());
     let t0 = Instant::now();
-    script.set(t0, &[(a.pid, TreeReading::new(ms(500), 3 << 20, 2))]);
+    // The worker itself uses no CPU: its own reading stays the same.
+    let own = [(a.pid, ProcessReading::new(ms(10), 4096))];
+    script.set_with_trees(t0, &own, &[(a.pid, TreeReading::new(ms(500), 3 << 20, 2))]);
     let m = monitor.refresh();
     let w = &m.workers[0];
     assert_eq!((w.tree_cpu_percent, w.tree_rss_bytes, w.descendants), (None, Some(3 << 20), Some(2)));
     // 1 s later the tree used 0.8 s (80 %) while the worker itself used nothing: busy.
-    script.set(t0 + ms(1000), &[(a.pid, TreeReading::new(ms(1300), 3 << 20, 1))]);
+    script.set_with_trees(t0 + ms(1000), &own, &[(a.pid, TreeReading::new(ms(1300), 3 << 20, 1))]);
     let m = monitor.refresh();
     let w = &m.workers[0];
     assert_eq!(w.cpu_percent, Some(0.0), "the worker's own figure keeps its meaning");
@@ -217,14 +207,14 @@ async fn tree_cpu_percent_drives_busy_and_restarts_when_the_tree_shrinks() {
     assert_eq!(w.descendants, Some(1));
     // A descendant left the tree unreaped, taking its CPU time: no figure for this sample,
     // not a negative one; the next one counts from here.
-    script.set(t0 + ms(2000), &[(a.pid, TreeReading::new(ms(1000), 1 << 20, 0))]);
+    script.set_with_trees(t0 + ms(2000), &own, &[(a.pid, TreeReading::new(ms(1000), 1 << 20, 0))]);
     let w = monitor.refresh().workers[0].clone();
     assert_eq!((w.tree_cpu_percent, w.busy), (None, false), "{w:?}");
-    script.set(t0 + ms(3000), &[(a.pid, TreeReading::new(ms(1100), 1 << 20, 0))]);
+    script.set_with_trees(t0 + ms(3000), &own, &[(a.pid, TreeReading::new(ms(1100), 1 << 20, 0))]);
     let w = monitor.refresh().workers[0].clone();
     assert!((w.tree_cpu_percent.unwrap() - 10.0).abs() < 1e-9 && !w.busy, "{w:?}");
     // No tree reading: unknown (null), not zero; and the JSON says so.
-    script.set(t0 + ms(4000), &[]);
+    script.set(t0 + ms(4000), &own);
     let m = monitor.refresh();
     let json = serde_json::to_value(&m).unwrap();
     let row = worker(&json, a.pid).unwrap();
@@ -232,21 +222,24 @@ async fn tree_cpu_percent_drives_busy_and_restarts_when_the_tree_shrinks() {
     e.client.kill(a.process_id).await.unwrap();
 }
 
-/// Samples `monitor` every 300 ms until `done` holds for a sample, failing after `limit`.
-fn refresh_until(
-    monitor: &mut Monitor,
-    limit: Duration,
-    mut done: impl FnMut(&tracewire_admin::Metrics) -> bool,
-) -> tracewire_admin::Metrics {
-    let t0 = Instant::now();
-    loop {
+/// Samples `monitor` until `done` holds for a sample, failing after `limit` with the last
+/// sample.
+fn refresh_until(monitor: &mut Monitor, limit: Duration, mut done: impl FnMut(&Metrics) -> bool) -> Metrics {
+    let mut last = None;
+    let found = eventually_some(limit, || {
         let m = tokio::task::block_in_place(|| monitor.refresh());
         if done(&m) {
-            return m;
+            return Some(m);
         }
-        assert!(t0.elapsed() < limit, "not within {limit:?}; last sample: {m:#?}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+        last = Some(m);
+        None
+    });
+    found.unwrap_or_else(|e| panic!("{e}; last sample: {last:#?}"))
+}
+
+/// The row of `pid` in a sample.
+fn row(m: &Metrics, pid: u32) -> Option<&WorkerMetrics> {
+    m.workers.iter().find(|w| w.pid == pid)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,19 +256,14 @@ async fn a_worker_whose_cpu_is_spent_in_its_children_is_busy() {
     // idle), above what the shells use themselves (the `date` loop's forks: ~8 %).
     config.busy_cpu_percent = 15.0;
     let mut monitor = Monitor::new(Arc::clone(&ex.server), config);
-    let row = |m: &tracewire_admin::Metrics, pid: u32| m.workers.iter().find(|w| w.pid == pid).cloned().unwrap();
+    let busy_through_children = |w: &WorkerMetrics| {
+        w.busy && w.cpu_percent.is_some_and(|c| c < 15.0) && w.tree_cpu_percent.is_some_and(|t| t >= 15.0)
+    };
     let m = refresh_until(&mut monitor, Duration::from_secs(60), |m| {
-        let (l, p) = (row(m, looper.pid), row(m, parent.pid));
-        eprintln!(
-            "date loop: own {:?}% tree {:?}% ({:?} descendants); parent: own {:?}% tree {:?}% ({:?} descendants)",
-            l.cpu_percent, l.tree_cpu_percent, l.descendants, p.cpu_percent, p.tree_cpu_percent, p.descendants
-        );
-        let busy_through_children = |w: &tracewire_admin::WorkerMetrics| {
-            w.busy && w.cpu_percent.is_some_and(|c| c < 15.0) && w.tree_cpu_percent.is_some_and(|t| t >= 15.0)
-        };
-        busy_through_children(&l) && busy_through_children(&p) && p.descendants == Some(1)
+        let (Some(l), Some(p)) = (row(m, looper.pid), row(m, parent.pid)) else { return false };
+        busy_through_children(l) && busy_through_children(p) && p.descendants == Some(1)
     });
-    let (l, p) = (row(&m, looper.pid), row(&m, parent.pid));
+    let (l, p) = (row(&m, looper.pid).unwrap(), row(&m, parent.pid).unwrap());
     assert!(p.tree_rss_bytes.unwrap() > p.rss_bytes.unwrap(), "the child's RSS is added: {p:?}");
     assert!(l.tree_rss_bytes.unwrap() >= l.rss_bytes.unwrap(), "{l:?}");
     for w in [looper, parent] {

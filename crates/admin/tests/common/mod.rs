@@ -1,13 +1,14 @@
 //! An exec-server on a loopback port, its client, and an admin listener on another.
 #![allow(dead_code)]
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tracewire_admin::{AdminConfig, AdminServer, Monitor, Token};
 use tracewire_exec::{ExecClient, ExecConfig, ExecServer, RemoteProcess, Start};
 use tracewire_rpc::ServerConfig;
 use tracewire_rpc::grpc::{Address, BoundServer};
+use tracewire_testkit::eventually_some_async;
 
 pub(crate) const TOKEN: &str = "test-admin-token";
 
@@ -81,23 +82,33 @@ pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
-/// Polls `/api/metrics` until `done` holds, failing after `limit`.
+/// `GET /api/metrics` with the token, as JSON.
+pub(crate) async fn metrics(url: &str) -> serde_json::Value {
+    let body = http().get(format!("{url}/api/metrics")).bearer_auth(TOKEN).send().await.unwrap().bytes().await.unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// Polls `/api/metrics` until `done` holds, failing after `limit` with the last metrics.
 pub(crate) async fn metrics_until(
     url: &str,
     limit: Duration,
-    mut done: impl FnMut(&serde_json::Value) -> bool,
+    done: impl FnMut(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let t0 = Instant::now();
-    loop {
-        let body =
-            http().get(format!("{url}/api/metrics")).bearer_auth(TOKEN).send().await.unwrap().bytes().await.unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        if done(&v) {
-            return v;
+    // Shared with each look's future, which may not borrow the closure's state mutably.
+    let (done, last) = (Mutex::new(done), Mutex::new(serde_json::Value::Null));
+    let found = eventually_some_async(limit, || {
+        let (done, last) = (&done, &last);
+        async move {
+            let v = metrics(url).await;
+            if (done.lock().unwrap())(&v) {
+                return Some(v);
+            }
+            *last.lock().unwrap() = v;
+            None
         }
-        assert!(t0.elapsed() < limit, "condition not met within {limit:?}; last metrics: {v:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    found.unwrap_or_else(|e| panic!("{e}; last metrics: {:#}", last.lock().unwrap()))
 }
 
 /// The worker row of `pid` in a JSON metrics document.
