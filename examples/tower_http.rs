@@ -31,6 +31,9 @@ use tower::{ServiceBuilder, ServiceExt};
 use tracewire_telemetry::tower::{ClientLayer, ServerLayer, TraceClient};
 use tracewire_telemetry::{Config, current_trace_id, init};
 
+mod support;
+use support::{shutdown_telemetry, stop_signal};
+
 /// The command line.
 #[derive(Debug)]
 struct Args {
@@ -96,19 +99,6 @@ async fn call(app: &App, url: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = parse_args(std::env::args().skip(1))?;
@@ -124,11 +114,5 @@ async fn main() -> Result<()> {
     let router = Router::new().route("/hello", get(hello)).with_state(app).layer(ServerLayer::new());
     println!("listening on {listen}");
     axum::serve(listener, router).with_graceful_shutdown(stop_signal()).await?;
-    match telemetry.shutdown() {
-        Ok(s) | Err(tracewire_telemetry::Error::Shutdown { stats: s, .. }) => {
-            eprintln!("telemetry: emitted={} exported={} dropped={}", s.emitted, s.exported, s.dropped());
-        }
-        Err(e) => return Err(e.into()),
-    }
-    Ok(())
+    shutdown_telemetry(telemetry)
 }

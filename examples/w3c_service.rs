@@ -35,6 +35,9 @@ use tracewire_context::{Extracted, TraceContext, TraceState};
 use tracewire_telemetry::{Config, init, set_parent_from, span_context};
 use tracing::Instrument;
 
+mod support;
+use support::{shutdown_telemetry, stop_signal};
+
 /// Where the callbacks of one test request go.
 #[derive(Debug)]
 struct Callback {
@@ -145,19 +148,6 @@ fn parse_port(mut args: impl Iterator<Item = String>) -> Result<u16> {
     Ok(port)
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let port = parse_port(std::env::args().skip(1))?;
@@ -167,11 +157,5 @@ async fn main() -> Result<()> {
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     println!("listening on {}", listener.local_addr()?);
     axum::serve(listener, app).with_graceful_shutdown(stop_signal()).await?;
-    match telemetry.shutdown() {
-        Ok(s) | Err(tracewire_telemetry::Error::Shutdown { stats: s, .. }) => {
-            eprintln!("telemetry: emitted={} exported={} dropped={}", s.emitted, s.exported, s.dropped());
-        }
-        Err(e) => return Err(e.into()),
-    }
-    Ok(())
+    shutdown_telemetry(telemetry)
 }

@@ -31,25 +31,25 @@ agent=$(ls "$venv"/lib/python3*/site-packages/rotel/rotel-agent 2>/dev/null | he
 [ -n "$agent" ] && [ -x "$agent" ] || { echo "setup: rotel-agent not found in $venv" >&2; exit 1; }
 echo "setup: rotel-agent at $agent ($("$agent" --version))"
 
-if [ -x /usr/bin/chromium ]; then
-    echo "setup: $(/usr/bin/chromium --version 2>/dev/null || echo chromium) is installed"
-else
-    echo "setup: installing Debian's chromium"
-    as_root=()
+# apt_package WHAT PACKAGE CHECK: runs CHECK (a command that prints what it finds, or
+# nothing); when it finds nothing, installs Debian's PACKAGE with apt (as root, or with a
+# password-less sudo) and fails unless CHECK then finds it.
+apt_package() {
+    local what=$1 package=$2 check=$3 found
+    found=$($check)
+    if [ -n "$found" ]; then
+        echo "setup: $what is installed ($found)"
+        return
+    fi
+    echo "setup: installing Debian's $package ($what)"
+    local as_root=()
     [ "$(id -u)" = 0 ] || as_root=(sudo -n)
     "${as_root[@]}" apt-get update -qq
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-    [ -x /usr/bin/chromium ] || { echo "setup: chromium did not install" >&2; exit 1; }
-fi
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
+    [ -n "$($check)" ] || { echo "setup: $package did not install" >&2; exit 1; }
+}
 
+chromium_bin() { [ -x /usr/bin/chromium ] && { /usr/bin/chromium --version 2>/dev/null || echo /usr/bin/chromium; } || true; }
 faketime_lib() { dpkg -L libfaketime 2>/dev/null | grep -m 1 'libfaketimeMT\.so' || true; }
-if [ -n "$(faketime_lib)" ]; then
-    echo "setup: libfaketime is installed ($(faketime_lib))"
-else
-    echo "setup: installing Debian's faketime (libfaketime)"
-    as_root=()
-    [ "$(id -u)" = 0 ] || as_root=(sudo -n)
-    "${as_root[@]}" apt-get update -qq
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null
-    [ -n "$(faketime_lib)" ] || { echo "setup: libfaketime did not install" >&2; exit 1; }
-fi
+apt_package chromium chromium chromium_bin
+apt_package libfaketime faketime faketime_lib

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tracewire_testkit::{Rotel, free_port};
+use tracewire_testkit::{Rotel, eventually_some, free_port};
+
+mod common;
+use common::Listening;
 
 /// `target/<profile>/examples/<name>`, built by `cargo test` alongside this test.
 fn example(name: &str) -> PathBuf {
@@ -80,53 +83,32 @@ fn telemetry_smoke_reports_a_bad_variable_by_name() {
 
 #[test]
 fn remote_exec_examples_run_a_command_end_to_end() {
-    use std::io::{BufRead, BufReader};
-    let mut server = Command::new(example("remote_exec_server"))
-        .arg("127.0.0.1:0")
-        .env("OTEL_SDK_DISABLED", "true")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let address = line.trim().strip_prefix("listening on ").unwrap().to_owned();
+    let server = Listening::spawn(
+        Command::new(example("remote_exec_server")).arg("127.0.0.1:0").env("OTEL_SDK_DISABLED", "true"),
+    );
     let out = Command::new(example("remote_exec_client"))
-        .args([address.as_str(), "sh", "-c", "echo remote; exit 4"])
+        .args([server.addr.as_str(), "sh", "-c", "echo remote; exit 4"])
         .env("OTEL_SDK_DISABLED", "true")
         .output()
         .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
     assert_eq!(out.stdout, b"remote\n");
     assert_eq!(out.status.code(), Some(4));
 }
 
 #[test]
 fn relay_examples_run_a_command_end_to_end_encrypted() {
-    use std::io::{BufRead, BufReader};
     let dir = tracewire_testkit::TempDir::new("tracewire-example-relay").unwrap();
     let key = dir.path().join("server.key");
     tracewire_relay::Keypair::generate().unwrap().write(&key).unwrap();
-    let first_line = |child: &mut std::process::Child| {
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        line
-    };
-    let mut relay = Command::new(example("relay"))
-        .arg("127.0.0.1:0")
-        .env("OTEL_SDK_DISABLED", "true")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let url = format!("http://{}", first_line(&mut relay).trim().strip_prefix("listening on ").unwrap());
-    let mut server = Command::new(example("remote_exec_server"))
-        .args(["relay", url.as_str(), "ex"])
-        .arg(&key)
-        .env("OTEL_SDK_DISABLED", "true")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(first_line(&mut server).starts_with("serving session ex"));
+    let relay = Listening::spawn(Command::new(example("relay")).arg("127.0.0.1:0").env("OTEL_SDK_DISABLED", "true"));
+    let url = format!("http://{}", relay.addr);
+    let _server = Listening::spawn_announcing(
+        Command::new(example("remote_exec_server"))
+            .args(["relay", url.as_str(), "ex"])
+            .arg(&key)
+            .env("OTEL_SDK_DISABLED", "true"),
+        "serving session ex",
+    );
     let run = || {
         Command::new(example("remote_exec_client"))
             .args([url.as_str(), "echo", "sealed"])
@@ -136,17 +118,21 @@ fn relay_examples_run_a_command_end_to_end_encrypted() {
             .output()
             .unwrap()
     };
-    let mut out = run();
-    for _ in 0..50 {
+    // The server announces itself before it has attached to the relay: until it has, a
+    // client's connect fails.
+    let mut failed = None;
+    let out = eventually_some(Duration::from_secs(10), || {
+        let out = run();
         if out.status.success() {
-            break;
+            Some(out)
+        } else {
+            failed = Some(out);
+            None
         }
-        std::thread::sleep(Duration::from_millis(100));
-        out = run();
-    }
-    for mut c in [server, relay] {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    })
+    .unwrap_or_else(|e| {
+        let stderr = failed.map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default();
+        panic!("the client never ran its command through the relay ({e}): {stderr}")
+    });
     assert_eq!(out.stdout, b"sealed\n", "{}", String::from_utf8_lossy(&out.stderr));
 }

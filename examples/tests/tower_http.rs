@@ -2,47 +2,31 @@
 //! real collector (rotel-agent): one request with a traceparent makes one trace across both,
 //! `caller -> front SERVER -> front CLIENT -> leaf SERVER`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tracewire_testkit::Rotel;
 
-/// One instance of the example, stopped by its own pid when dropped.
-struct Instance {
-    child: Child,
-    addr: String,
-}
+mod common;
+use common::Listening;
 
-impl Instance {
-    fn start(rotel: &Rotel, service: &str, downstream: Option<&str>) -> Self {
-        let exe = tracewire_testkit::example_binary("tower_http").unwrap_or_else(|e| panic!("{e}"));
-        let mut cmd = Command::new(exe);
-        cmd.args(["--listen", "127.0.0.1:0"]);
-        if let Some(d) = downstream {
-            cmd.args(["--downstream", &format!("http://{d}")]);
-        }
-        cmd.env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", rotel.grpc_endpoint())
-            .env("OTEL_SERVICE_NAME", service)
-            .env("OTEL_BSP_SCHEDULE_DELAY", "50")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr =
-            line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).to_owned();
-        Self { child, addr }
+/// Starts one instance of the example, exporting to `rotel` as `service`, calling
+/// `downstream` when given.
+fn start(rotel: &Rotel, service: &str, downstream: Option<&str>) -> Listening {
+    let exe = tracewire_testkit::example_binary("tower_http").unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = Command::new(exe);
+    cmd.args(["--listen", "127.0.0.1:0"]);
+    if let Some(d) = downstream {
+        cmd.args(["--downstream", &format!("http://{d}")]);
     }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    cmd.env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", rotel.grpc_endpoint())
+        .env("OTEL_SERVICE_NAME", service)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+        .stderr(Stdio::inherit());
+    Listening::spawn(&mut cmd)
 }
 
 /// `GET /hello` over raw HTTP/1.1 with a traceparent; the status line and body.
@@ -60,8 +44,8 @@ fn get_hello(addr: &str, traceparent: &str) -> (String, String) {
 #[test]
 fn two_instances_make_one_trace_through_the_tower_layers() {
     let rotel = Rotel::start().unwrap();
-    let leaf = Instance::start(&rotel, "leaf", None);
-    let front = Instance::start(&rotel, "front", Some(&leaf.addr));
+    let leaf = start(&rotel, "leaf", None);
+    let front = start(&rotel, "front", Some(&leaf.addr));
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let (status, body) = get_hello(&front.addr, &format!("00-{trace}-00f067aa0ba902b7-01"));
     assert!(status.contains(" 200 "), "{status}\n{body}");

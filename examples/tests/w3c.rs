@@ -10,13 +10,16 @@
 //! `foo@@bar`) are valid keys under Level 2 and are not asserted here.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tracewire_testkit::{HttpStub, Rotel, StubRequest, free_port};
+
+mod common;
+use common::Listening;
 
 /// `target/<profile>/examples/<name>`, built by `cargo test` alongside this test.
 fn example(name: &str) -> PathBuf {
@@ -24,35 +27,19 @@ fn example(name: &str) -> PathBuf {
 }
 
 /// The service under test, stopped by its own pid when dropped.
-struct Service {
-    child: Child,
-    addr: String,
-}
+type Service = Listening;
 
-impl Service {
-    fn start(env: &[(&str, String)]) -> Self {
-        let mut cmd = Command::new(example("w3c_service"));
-        cmd.args(["--port", "0"]).stdout(Stdio::piped()).stderr(Stdio::inherit());
-        // Nothing listens there: exporting fails, is counted, and must change nothing.
-        cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{}", free_port()));
-        cmd.env("TRACEWIRE_SHUTDOWN_TIMEOUT_MS", "500");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr =
-            line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line:?}")).to_owned();
-        Self { child, addr }
+/// Starts the service with `env` added to its environment.
+fn start_service(env: &[(&str, String)]) -> Service {
+    let mut cmd = Command::new(example("w3c_service"));
+    cmd.args(["--port", "0"]).stderr(Stdio::inherit());
+    // Nothing listens there: exporting fails, is counted, and must change nothing.
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{}", free_port()));
+    cmd.env("TRACEWIRE_SHUTDOWN_TIMEOUT_MS", "500");
+    for (k, v) in env {
+        cmd.env(k, v);
     }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    Listening::spawn(&mut cmd)
 }
 
 /// One request as the callback server received it: header names as sent, in order.
@@ -163,7 +150,7 @@ const VALID: &str = "00-12345678901234567890123456789012-1234567890123456-01";
 const VALID_UNSAMPLED: &str = "00-12345678901234567890123456789012-1234567890123456-00";
 
 fn setup() -> (Service, Harness) {
-    (Service::start(&[]), Harness::start(Duration::ZERO))
+    (start_service(&[]), Harness::start(Duration::ZERO))
 }
 
 #[test]
@@ -425,7 +412,7 @@ fn tracestate_limits_and_every_allowed_character_are_respected() {
 
 #[test]
 fn callbacks_carry_the_arguments_and_the_answer_comes_after_the_last_one() {
-    let service = Service::start(&[]);
+    let service = start_service(&[]);
     let harness = Harness::start(Duration::from_millis(300));
     let body = format!(
         r#"[{{"url": "{}", "arguments": {{"a": [1, 2, {{"b": null}}]}}}}, {{"url": "{}", "arguments": "text"}}]"#,
@@ -481,7 +468,7 @@ fn a_body_that_is_not_a_list_of_callbacks_is_a_400() {
 #[test]
 fn spans_are_exported_with_the_normal_telemetry_set_up() {
     let rotel = Rotel::start().unwrap();
-    let service = Service::start(&[
+    let service = start_service(&[
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into()),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", rotel.grpc_endpoint()),
         ("OTEL_SERVICE_NAME", "w3c".into()),
@@ -503,7 +490,7 @@ fn spans_are_exported_with_the_normal_telemetry_set_up() {
 
 #[test]
 fn without_the_opentelemetry_sdk_propagation_is_the_same() {
-    let service = Service::start(&[("OTEL_SDK_DISABLED", "true".into())]);
+    let service = start_service(&[("OTEL_SDK_DISABLED", "true".into())]);
     let harness = Harness::start(Duration::ZERO);
     let got = round(&service, &harness, &[("traceparent", VALID), ("tracestate", "t@vvvvvvvvvvvvvvv=1,foo=2")], 2);
     let tps: Vec<Traceparent> = got.iter().map(Received::traceparent).collect();

@@ -29,8 +29,9 @@ use tracewire_telemetry::{Config, ExportSnapshot, Pipeline, stage_span};
 
 use crate::fixtures::{
     CountingExporter, TRACE_SPANS as GROUP, closed_port, collector_down_pipeline, collector_down_sdk_provider,
-    fastrace_reported, fastrace_trace, pipeline_dispatch, process_cpu, runtime, sdk_dispatch, sdk_dispatch_tuned,
-    sdk_provider_with_queue, shutdown_reading_sdk_drops, tracewire_trace, tracing_deliver_span, tracing_trace,
+    counting_pipeline, fastrace_reported, fastrace_trace, pipeline_dispatch, process_cpu, runtime, sdk_dispatch,
+    sdk_dispatch_tuned, sdk_provider_with_queue, shutdown_reading_sdk_drops, tracewire_trace, tracing_deliver_span,
+    tracing_trace,
 };
 use crate::{Row, Scale, percentile};
 
@@ -69,6 +70,19 @@ struct Measured {
 }
 
 impl Side {
+    /// A side whose spans end in a [`CountingExporter`] counting into `count`, behind
+    /// `provider`: a flush is the provider's `force_flush`.
+    fn counted(dispatch: tracing::Dispatch, emit: fn(), provider: SdkTracerProvider, count: Arc<AtomicU64>) -> Self {
+        Self {
+            dispatch,
+            emit,
+            flush: Box::new(move || {
+                let _ = provider.force_flush();
+            }),
+            exported: Box::new(move || count.load(Ordering::Relaxed)),
+        }
+    }
+
     fn round(&self, traces: u64) -> Measured {
         let e0 = (self.exported)();
         let cpu0 = process_cpu();
@@ -91,19 +105,9 @@ fn tracewire_side(context_activation: bool) -> Result<(Side, Pipeline, Arc<Atomi
     let mut config = Config::default();
     config.batch.max_queue_size = QUEUE;
     config.context_activation = context_activation;
-    let delivered = Arc::new(AtomicU64::new(0));
-    let exporter = CountingExporter(Arc::clone(&delivered));
-    let pipeline = Pipeline::with_exporter(&config, Box::new(move || Ok(exporter.clone())))?;
+    let (pipeline, delivered) = counting_pipeline(&config)?;
     let provider = pipeline.provider().clone();
-    let count = Arc::clone(&delivered);
-    let side = Side {
-        dispatch: pipeline_dispatch(&pipeline),
-        emit: tracewire_trace,
-        flush: Box::new(move || {
-            let _ = provider.force_flush();
-        }),
-        exported: Box::new(move || count.load(Ordering::Relaxed)),
-    };
+    let side = Side::counted(pipeline_dispatch(&pipeline), tracewire_trace, provider, Arc::clone(&delivered));
     Ok((side, pipeline, delivered))
 }
 
@@ -112,15 +116,7 @@ fn tracewire_side(context_activation: bool) -> Result<(Side, Pipeline, Arc<Atomi
 fn sdk_side(dispatch: fn(&SdkTracerProvider) -> tracing::Dispatch) -> (Side, SdkTracerProvider) {
     let delivered = Arc::new(AtomicU64::new(0));
     let provider = sdk_provider_with_queue(CountingExporter(Arc::clone(&delivered)), QUEUE);
-    let flush_provider = provider.clone();
-    let side = Side {
-        dispatch: dispatch(&provider),
-        emit: tracing_trace,
-        flush: Box::new(move || {
-            let _ = flush_provider.force_flush();
-        }),
-        exported: Box::new(move || delivered.load(Ordering::Relaxed)),
-    };
+    let side = Side::counted(dispatch(&provider), tracing_trace, provider.clone(), delivered);
     (side, provider)
 }
 
