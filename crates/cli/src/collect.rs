@@ -12,36 +12,69 @@ use tracewire_collector::Slo;
 use tracewire_collector::receiver::{SpanStore, bind, serve_grpc, serve_http};
 use tracewire_store::{Pruned, Retention};
 
-use crate::shutdown::Stop;
+use crate::flags::{self, SloArgs};
+use crate::shutdown::{self, Stop};
 
-/// What `collect` was asked to do.
-pub(crate) struct Options {
-    pub(crate) grpc: SocketAddr,
-    pub(crate) http: SocketAddr,
-    pub(crate) db: Option<PathBuf>,
-    pub(crate) memory: usize,
-    pub(crate) out: Option<PathBuf>,
-    pub(crate) slos: Vec<Slo>,
-    /// What the database keeps (`--retain`, `--max-spans`).
-    pub(crate) retention: Retention,
-    /// How often retention runs while collecting (and once more at the end).
-    pub(crate) prune_every: Duration,
+/// `tracewire collect`'s arguments.
+#[derive(clap::Args)]
+pub(crate) struct CollectArgs {
+    /// OTLP/gRPC address, HOST:PORT (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4317", value_parser = flags::socket_address)]
+    grpc: SocketAddr,
+    /// OTLP/HTTP address (`POST /v1/traces`), HOST:PORT.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4318", value_parser = flags::socket_address)]
+    http: SocketAddr,
+    /// Store every span in this SQLite file (created if missing).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Spans kept in memory (the oldest go first; the database keeps all).
+    #[arg(long, default_value_t = 1_000_000)]
+    memory: usize,
+    /// Remove from the database every trace that ended longer ago than this (7d, 12h); a
+    /// trace goes whole, never part of it.
+    #[arg(long, value_name = "DURATION", requires = "db", value_parser = flags::duration)]
+    retain: Option<Duration>,
+    /// Keep at most N spans in the database: over it, the oldest traces (by first start)
+    /// go, whole, until at most N are left.
+    #[arg(long, value_name = "N", requires = "db")]
+    max_spans: Option<u64>,
+    /// How often --retain and --max-spans run while collecting (and once more on exit).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = flags::interval)]
+    prune_every: Duration,
+    /// On exit, write the report files here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    slo: SloArgs,
 }
 
-/// A `--retain` duration: a number and a unit, `s`, `m`, `h` or `d` (`7d`, `12h`, `90m`).
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("{text:?}: expected a number and a unit (7d, 12h, 30m, 45s)"))?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        _ => return Err(format!("{text:?}: the unit is s, m, h or d (7d, 12h, 30m, 45s)")),
-    };
-    n.checked_mul(seconds).map(Duration::from_secs).ok_or_else(|| format!("{text:?}: too long"))
+/// What `collect` was asked to do.
+struct Options {
+    grpc: SocketAddr,
+    http: SocketAddr,
+    db: Option<PathBuf>,
+    memory: usize,
+    out: Option<PathBuf>,
+    slos: Vec<Slo>,
+    /// What the database keeps (`--retain`, `--max-spans`).
+    retention: Retention,
+    /// How often retention runs while collecting (and once more at the end).
+    prune_every: Duration,
+}
+
+/// Runs `tracewire collect` until SIGINT or SIGTERM; exit status 3 when an objective fails.
+pub(crate) async fn run(args: CollectArgs) -> Result<i32> {
+    let slos = args.slo.load()?;
+    let mut retention = Retention::default();
+    if let Some(age) = args.retain {
+        retention = retention.max_age(age);
+    }
+    if let Some(n) = args.max_spans {
+        retention = retention.max_spans(n);
+    }
+    let CollectArgs { grpc, http, db, memory, out, prune_every, .. } = args;
+    let options = Options { grpc, http, db, memory, out, slos, retention, prune_every };
+    collect(options, shutdown::listen()?).await
 }
 
 /// How long the receivers get, once stopped, to finish the exports in flight.
@@ -50,7 +83,7 @@ const RECEIVER_GRACE: Duration = Duration::from_secs(5);
 /// Collects until `stop`: then the receivers stop accepting and finish the exports in
 /// flight (within [`RECEIVER_GRACE`]), the database commits everything acknowledged, and
 /// the report is written.
-pub(crate) async fn run(o: Options, stop: Stop) -> Result<i32> {
+async fn collect(o: Options, stop: Stop) -> Result<i32> {
     let mut store = SpanStore::new(o.memory);
     if let Some(path) = &o.db {
         let db = tracewire_store::Store::open_with(path, tracewire_collector::receiver::db_config());

@@ -13,6 +13,8 @@ use tracewire_rpc::ServerConfig;
 use tracewire_rpc::grpc::{Address, BoundServer};
 use tracewire_telemetry::{Config, init};
 
+use crate::flags::SloArgs;
+
 /// The commands the demo runs, in turn: short ones and one with a lot of output.
 const COMMANDS: &[&[&str]] = &[
     &["true"],
@@ -22,8 +24,40 @@ const COMMANDS: &[&[&str]] = &[
     &["sh", "-c", "echo $TRACEPARENT"],
 ];
 
+/// `tracewire demo`'s arguments.
+#[derive(clap::Args)]
+pub(crate) struct DemoArgs {
+    /// How many remote execs.
+    #[arg(long, default_value_t = 50)]
+    execs: usize,
+    /// Through the encrypted relay, or straight to the exec-server over gRPC.
+    #[arg(long, value_enum, default_value_t = Via::Relay)]
+    via: Via,
+    /// Where to write the report files.
+    #[arg(long, default_value = "tracewire-demo")]
+    out: PathBuf,
+    #[command(flatten)]
+    slo: SloArgs,
+}
+
+/// How the demo's client reaches its exec-server.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Via {
+    /// Through the Noise-encrypted relay.
+    Relay,
+    /// Straight over gRPC.
+    Direct,
+}
+
+/// Runs `tracewire demo`; exit status 3 when an objective fails. Without --slo or
+/// --slo-file it checks [`default_slos`].
+pub(crate) async fn run(args: DemoArgs) -> Result<i32> {
+    let slos = if args.slo.is_empty() { default_slos()? } else { args.slo.load()? };
+    demo(args.execs, args.via == Via::Relay, &args.out, &slos).await
+}
+
 /// The objectives the demo checks unless given others.
-pub(crate) fn default_slos() -> Result<Vec<Slo>> {
+fn default_slos() -> Result<Vec<Slo>> {
     Ok(["e2e.p90<=250ms", "first_output.p90<=50ms", "process.spawn.p50<=5ms"]
         .iter()
         .map(|e| Slo::parse(e))
@@ -58,7 +92,7 @@ fn peak_rss() -> Option<u64> {
 /// from the database, trace by trace, for the report).
 const IN_MEMORY_SPANS: usize = 1;
 
-pub(crate) async fn run(execs: usize, via_relay: bool, out: &Path, slos: &[Slo]) -> Result<i32> {
+async fn demo(execs: usize, via_relay: bool, out: &Path, slos: &[Slo]) -> Result<i32> {
     // 1. The embedded collector, storing every span into out/traces.db (memory stays
     //    bounded whatever the number of execs), and telemetry exporting to it.
     let db = tracewire_store::Store::open(fresh_db(out)?).context("opening the demo's span database")?;

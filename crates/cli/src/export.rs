@@ -9,7 +9,7 @@
 //! Throttling", "OTLP/gRPC Throttling": HTTP 429, 502, 503, 504 honouring `Retry-After`;
 //! gRPC UNAVAILABLE and the other retryable codes, RESOURCE_EXHAUSTED only with a
 //! `RetryInfo`, whose delay is honoured) and failures to connect are retried with
-//! exponential backoff and jitter, for at most `--retry-for-ms` per batch; any other failure
+//! exponential backoff and jitter, for at most `--retry-for` per batch; any other failure
 //! refuses its batch (counted as rejected), and the export goes on with the next one.
 
 use std::collections::hash_map::RandomState;
@@ -26,13 +26,14 @@ use prost::Message;
 use tracewire_collector::google_rpc::{Status as RpcStatus, retry_delay};
 use tracewire_store::{SpanFilter, SpanRecord, Store, to_request};
 
-use crate::shutdown::Stop;
+use crate::flags;
+use crate::shutdown::{self, Stop};
 
 /// The first wait before retrying a batch; it doubles (with jitter) up to [`MAX_BACKOFF`].
 const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
 
 /// The longest wait between two attempts of a batch that the backoff chooses (a server's
-/// `Retry-After` or `RetryInfo` may ask for longer, within `--retry-for-ms`).
+/// `Retry-After` or `RetryInfo` may ask for longer, within `--retry-for`).
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The exit status when spans were rejected or not sent (2 is clap's, for a usage error).
@@ -79,14 +80,26 @@ pub(crate) struct ExportArgs {
     /// Spans per export request (and per JSON line).
     #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     batch: u32,
-    /// How long one request may take, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 10_000)]
-    timeout_ms: u64,
+    /// How long one request may take (default 10s).
+    #[arg(long, value_name = "DURATION", value_parser = flags::duration)]
+    timeout: Option<Duration>,
+    /// --timeout in milliseconds.
+    #[arg(long, hide = true, value_name = "MS")]
+    timeout_ms: Option<u64>,
     /// How long to keep retrying one batch after retryable failures (the backend
-    /// unreachable or asking to back off), in milliseconds; then the export stops.
-    #[arg(long, value_name = "MS", default_value_t = 30_000)]
-    retry_for_ms: u64,
+    /// unreachable or asking to back off; default 30s); then the export stops.
+    #[arg(long, value_name = "DURATION", value_parser = flags::duration)]
+    retry_for: Option<Duration>,
+    /// --retry-for in milliseconds.
+    #[arg(long, hide = true, value_name = "MS")]
+    retry_for_ms: Option<u64>,
 }
+
+/// The default of `--timeout`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default of `--retry-for`.
+const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(30);
 
 /// An OTLP transport.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
@@ -121,7 +134,8 @@ fn parse_trace_id(s: &str) -> Result<String, String> {
 /// A `--since`/`--until` value as Unix nanoseconds: an RFC 3339 time, or a duration before
 /// now.
 fn parse_when(s: &str) -> Result<i64, String> {
-    if let Some(ago) = parse_duration(s) {
+    if let Ok(ago) = flags::duration(s) {
+        let ago = i64::try_from(ago.as_nanos()).unwrap_or(i64::MAX);
         let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos())
             .unwrap_or(i64::MAX);
         return Ok(now.saturating_sub(ago));
@@ -129,33 +143,6 @@ fn parse_when(s: &str) -> Result<i64, String> {
     parse_rfc3339(s).ok_or_else(|| {
         format!("{s:?} is neither an RFC 3339 time (2026-12-05T14:00:00Z) nor a duration ago (90s, 15m, 1h, 2d, 1h30m)")
     })
-}
-
-/// `90s`, `15m`, `1h30m`, `2d`, `500ms` as nanoseconds.
-fn parse_duration(s: &str) -> Option<i64> {
-    if s.is_empty() {
-        return None;
-    }
-    let (mut rest, mut total) = (s, 0i64);
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let n: i64 = rest.get(..digits).filter(|d| !d.is_empty())?.parse().ok()?;
-        rest = &rest[digits..];
-        let (unit, len): (i64, usize) = if rest.starts_with("ms") {
-            (1_000_000, 2)
-        } else {
-            match rest.as_bytes().first()? {
-                b's' => (1_000_000_000, 1),
-                b'm' => (60 * 1_000_000_000, 1),
-                b'h' => (3_600 * 1_000_000_000, 1),
-                b'd' => (86_400 * 1_000_000_000, 1),
-                _ => return None,
-            }
-        };
-        total = total.checked_add(n.checked_mul(unit)?)?;
-        rest = &rest[len..];
-    }
-    Some(total)
 }
 
 /// An RFC 3339 `date-time` (section 5.6: `2026-12-05T14:00:00.123Z`, `...+01:00`; `t`,
@@ -247,7 +234,9 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 }
 
 /// Runs `tracewire export`; the exit status (see the subcommand's help).
-pub(crate) async fn run(args: ExportArgs, stop: Stop) -> Result<i32> {
+pub(crate) async fn run(args: ExportArgs) -> Result<i32> {
+    // Before anything else: from here on a signal stops a replay between batches.
+    let stop = shutdown::listen()?;
     let db = &args.db;
     if !db.is_file() {
         bail!("{}: no such database (write one with `tracewire collect --db {}`)", db.display(), db.display());
@@ -268,8 +257,10 @@ pub(crate) async fn run(args: ExportArgs, stop: Stop) -> Result<i32> {
         return Ok(0);
     }
     let Some(url) = &args.otlp_endpoint else { bail!("give --otlp-json OUT or --otlp-endpoint URL") };
-    let mut sender = Sender::new(url, args.protocol, args.compression, Duration::from_millis(args.timeout_ms))?;
-    replay(&mut sender, &spans, batch, Duration::from_millis(args.retry_for_ms), &stop).await
+    let timeout = flags::or_millis(args.timeout, args.timeout_ms, DEFAULT_TIMEOUT);
+    let retry_for = flags::or_millis(args.retry_for, args.retry_for_ms, DEFAULT_RETRY_FOR);
+    let mut sender = Sender::new(url, args.protocol, args.compression, timeout)?;
+    replay(&mut sender, &spans, batch, retry_for, &stop).await
 }
 
 /// Writes `spans` to `out` (`-`: stdout) as OTLP JSON lines of up to `batch` spans;
@@ -379,7 +370,7 @@ async fn send_http(
     }
     let response = post.body(body).send().await.map_err(|e| Failure::Retryable {
         reason: if e.is_timeout() {
-            format!("{url}: no answer within --timeout-ms")
+            format!("{url}: no answer within --timeout")
         } else if e.is_connect() {
             format!("cannot reach {url}: {}", root_cause(&e))
         } else {
@@ -521,9 +512,9 @@ async fn send_batch(
         let wait = after.unwrap_or_else(|| jitter(backoff));
         if t0.elapsed() + wait > retry_for {
             return Outcome::GaveUp(format!(
-                "{reason} (gave up after {attempts} attempts in {:.1} s; --retry-for-ms {})",
+                "{reason} (gave up after {attempts} attempts in {:.1} s; --retry-for {:?})",
                 t0.elapsed().as_secs_f64(),
-                retry_for.as_millis()
+                retry_for
             ));
         }
         eprintln!("tracewire: {reason}; retrying in {:.1} s", wait.as_secs_f64());
@@ -669,12 +660,8 @@ mod tests {
 
     #[test]
     fn durations_ago_parse() {
-        assert_eq!(parse_duration("90s"), Some(90_000_000_000));
-        assert_eq!(parse_duration("1h30m"), Some(5_400_000_000_000));
-        assert_eq!(parse_duration("2d"), Some(172_800_000_000_000));
-        assert_eq!(parse_duration("500ms"), Some(500_000_000));
         for bad in ["", "h", "1", "1y", "1h-", "-1h"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
+            assert!(parse_when(bad).is_err(), "{bad}");
         }
         let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()).unwrap();
         let hour_ago = parse_when("1h").unwrap();

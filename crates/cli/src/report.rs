@@ -234,9 +234,26 @@ pub(crate) fn print_table(summary: &Summary) {
     }
 }
 
+/// `tracewire report`'s arguments.
+#[derive(clap::Args)]
+pub(crate) struct ReportArgs {
+    #[command(flatten)]
+    inputs: crate::inputs::Inputs,
+    /// Where to write the report files.
+    #[arg(long, default_value = "tracewire-report")]
+    out: std::path::PathBuf,
+    #[command(flatten)]
+    slo: crate::flags::SloArgs,
+}
+
+/// Runs `tracewire report`; exit status 3 when an objective fails.
+pub(crate) async fn run(args: ReportArgs) -> Result<i32> {
+    from_inputs(&args.inputs, &args.slo.load()?, &args.out).await
+}
+
 /// `tracewire report`: the report of the spans of its inputs (databases written by
 /// `tracewire collect --db`, OTLP JSON and Jaeger JSON files).
-pub(crate) async fn from_inputs(inputs: &crate::inputs::Inputs, slos: &[Slo], out: &Path) -> Result<i32> {
+async fn from_inputs(inputs: &crate::inputs::Inputs, slos: &[Slo], out: &Path) -> Result<i32> {
     let t0 = Instant::now();
     let policy = KeepPolicy { slowest: inputs.limit, traces: inputs.traces.clone(), ..KeepPolicy::default() };
     let (analyzer, source) = inputs.analyze(|| Analyzer::with_policy(slos, policy.clone())).await?;

@@ -5,7 +5,7 @@
 //! `--relay`; `relay`; `collect`) listens with [`listen`] before it binds anything, so a
 //! signal is never handled by the default action (which ends the process without flushing
 //! its telemetry). A graceful stop: stop accepting, let the work in flight finish within
-//! its bound (`--drain-timeout-ms` for an exec-server; then what is left is killed and has
+//! its bound (`--drain-timeout` for an exec-server; then what is left is killed and has
 //! [`KILL_GRACE`] to report), flush telemetry within `TRACEWIRE_SHUTDOWN_TIMEOUT_MS`, exit 0.
 
 use std::time::Duration;
@@ -15,10 +15,10 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 use tracewire_exec::ExecServer;
 
-/// The default of `--drain-timeout-ms`: how long a stopping exec-server waits for its
+/// The default of `--drain-timeout`: how long a stopping exec-server waits for its
 /// processes and clients. With [`KILL_GRACE`] and the telemetry's 2 s this stays under
 /// the 10 s that `docker stop` waits before SIGKILL.
-pub(crate) const DEFAULT_DRAIN_MS: u64 = 5000;
+pub(crate) const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
 
 /// After the drain bound: how long killed processes, servers and listeners get to finish.
 pub(crate) const KILL_GRACE: Duration = Duration::from_secs(1);

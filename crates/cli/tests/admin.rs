@@ -2,12 +2,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracewire_testkit::TempDir;
 
 mod common;
-use common::BIN;
+use common::{BIN, exit_within};
 const TOKEN: &str = "cli-admin-token";
 
 /// An exec-server with an admin listener, stopped by its pid on drop.
@@ -61,15 +61,12 @@ fn get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
     (status, body)
 }
 
-fn exit_within(child: &mut Child, limit: Duration) -> std::process::Output {
-    let t0 = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(t0.elapsed() < limit, "the server did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Waits for `child` to exit (failing after `limit`); its status and stderr.
+fn exited(child: &mut Child, limit: Duration) -> std::process::Output {
+    let status = exit_within(child, limit, "the server did not exit");
     let mut stderr = String::new();
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    std::process::Output { status: child.wait().unwrap(), stdout: Vec::new(), stderr: stderr.into_bytes() }
+    std::process::Output { status, stdout: Vec::new(), stderr: stderr.into_bytes() }
 }
 
 #[test]
@@ -77,7 +74,7 @@ fn admin_needs_the_token_from_a_file_or_the_environment() {
     let dir = TempDir::new("tw-cli-admin").unwrap();
     let file = dir.path().join("admin.token");
     std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
-    let server = start(&["--admin-token-file", file.to_str().unwrap(), "--reap-ttl", "7"], &[]);
+    let server = start(&["--admin-token-file", file.to_str().unwrap(), "--reap-ttl", "7s"], &[]);
     for path in ["/metrics", "/api/metrics", "/api/metrics/prometheus", "/api/debug/pprof/profile?seconds=1"] {
         let (status, body) = get(&server.admin, path, None);
         assert_eq!((status, body.as_str()), (401, ""), "{path} without a token");
@@ -119,7 +116,7 @@ fn admin_without_a_token_is_refused() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let out = exit_within(&mut child, Duration::from_secs(20));
+        let out = exited(&mut child, Duration::from_secs(20));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?}");
         assert!(stderr.contains(expect), "{args:?}: {stderr}");

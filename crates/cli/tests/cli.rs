@@ -8,56 +8,10 @@ use std::time::Duration;
 use tracewire_testkit::Rotel;
 
 mod common;
-use common::{BIN, CollectProcess, announced, exit_within, signal};
-
-/// An exec-server process on a free port, stopped by its pid on drop.
-struct ServerProcess {
-    child: Child,
-    address: String,
-}
-
-impl ServerProcess {
-    fn start(env: &[(&str, String)]) -> Self {
-        Self::start_with(&[], env)
-    }
-
-    fn start_with(args: &[&str], env: &[(&str, String)]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["exec-server", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let address = announced(&mut BufReader::new(child.stdout.take().unwrap()), "listening on ");
-        Self { child, address }
-    }
-}
-
-impl ServerProcess {
-    /// SIGINT to its own pid: it stops serving and flushes its telemetry before exiting.
-    fn stop_gracefully(mut self) {
-        signal(&self.child, "-INT");
-        let st = exit_within(&mut self.child, Duration::from_secs(10), "exec-server did not stop on SIGINT");
-        assert!(st.success(), "{st}");
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{BIN, CollectProcess, ServerProcess, announced, exit_within, first_line, keygen};
 
 fn otel_env(rotel: &Rotel, service: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", rotel.grpc_endpoint()),
-        ("OTEL_SERVICE_NAME", service.to_owned()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "50".to_owned()),
-    ]
+    common::otel_env(&rotel.grpc_endpoint(), service)
 }
 
 #[test]
@@ -164,14 +118,15 @@ fn exec_forwards_stdin_and_reports_signals_as_128_plus() {
 fn a_killed_exec_server_is_an_error_for_the_client_not_a_hang() {
     let mut server = ServerProcess::start(&[("OTEL_SDK_DISABLED", "true".to_owned())]);
     let mut client = Command::new(BIN)
-        .args(["exec", "--server", &server.address, "--", "sleep", "30"])
+        .args(["exec", "--server", &server.address, "--", "sh", "-c", "echo started; exec sleep 30"])
         .env("OTEL_SDK_DISABLED", "true")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // The command runs on the server: it said so.
+    let _stdout = first_line(&mut client, "started");
     server.child.kill().unwrap();
     let _ = server.child.wait();
     let status = exit_within(&mut client, Duration::from_secs(15), "the client hangs after the server died");
@@ -188,8 +143,16 @@ fn bad_addresses_and_missing_commands_are_clear_errors() {
         .env("OTEL_SDK_DISABLED", "true")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nonsense"));
+    // A malformed address is a usage error (exit status 2) naming the flag and the forms.
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--server") && err.contains("nonsense") && err.contains("unix:PATH"), "{err}");
+    for args in [&["exec-server", "--listen", "localhost:7070"][..], &["relay", "--listen", "7080"]] {
+        let out = Command::new(BIN).args(args).env("OTEL_SDK_DISABLED", "true").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("--listen") && err.contains("HOST:PORT"), "{args:?}: {err}");
+    }
     let out = Command::new(BIN).args(["exec", "--server", "127.0.0.1:1"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "clap usage error without a command");
     let port = tracewire_testkit::free_port();
@@ -218,9 +181,7 @@ fn relay_process(port: u16) -> (Child, String) {
 #[test]
 fn exec_through_a_relay_and_survive_the_relay_restarting() {
     let dir = tracewire_testkit::TempDir::new("tracewire-cli-relay").unwrap();
-    let key = dir.path().join("server.key");
-    let st = Command::new(BIN).args(["keygen", "--out"]).arg(&key).env("OTEL_SDK_DISABLED", "true").status().unwrap();
-    assert!(st.success());
+    let key = keygen(dir.path());
     {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600, "private key is 0600");
@@ -248,15 +209,13 @@ fn exec_through_a_relay_and_survive_the_relay_restarting() {
             .output()
             .unwrap()
     };
-    // The server attaches asynchronously: retry briefly.
-    let mut out = exec(&["sh", "-c", "echo relayed; exit 6"]);
-    for _ in 0..50 {
-        if out.status.code() == Some(6) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        out = exec(&["sh", "-c", "echo relayed; exit 6"]);
-    }
+    // The server attaches asynchronously: retry, within a deadline.
+    let mut last = None;
+    let _ = tracewire_testkit::eventually(Duration::from_secs(10), || {
+        let out = last.insert(exec(&["sh", "-c", "echo relayed; exit 6"]));
+        out.status.code() == Some(6)
+    });
+    let out = last.unwrap();
     assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout, b"relayed\n");
 
@@ -264,13 +223,15 @@ fn exec_through_a_relay_and_survive_the_relay_restarting() {
     let mut client = Command::new(BIN)
         .args(["exec", "--relay", &url, "--session", "cli", "--token", "tok", "--server-key"])
         .arg(&pubkey)
-        .args(["--", "sleep", "30"])
+        .args(["--", "sh", "-c", "echo started; exec sleep 30"])
         .env("OTEL_SDK_DISABLED", "true")
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    // The command runs behind the relay: it said so.
+    let _stdout = first_line(&mut client, "started");
     relay.kill().unwrap();
     let _ = relay.wait();
     let status = exit_within(&mut client, Duration::from_secs(15), "the client hangs after the relay died");
@@ -278,14 +239,11 @@ fn exec_through_a_relay_and_survive_the_relay_restarting() {
 
     // A relay on the same port again: the exec-server re-attaches and serves new clients.
     let (mut relay2, _) = relay_process(port);
-    let mut out = exec(&["echo", "again"]);
-    for _ in 0..100 {
-        if out.status.success() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        out = exec(&["echo", "again"]);
-    }
+    let mut last = None;
+    let _ = tracewire_testkit::eventually(Duration::from_secs(20), || {
+        last.insert(exec(&["echo", "again"])).status.success()
+    });
+    let out = last.unwrap();
     assert_eq!(out.stdout, b"again\n", "{}", String::from_utf8_lossy(&out.stderr));
     let _ = server.kill();
     let _ = server.wait();
@@ -293,16 +251,23 @@ fn exec_through_a_relay_and_survive_the_relay_restarting() {
     let _ = relay2.wait();
 }
 
-#[test]
-fn an_open_relay_on_a_public_address_is_refused() {
+/// Runs `tracewire ARGS` (no relay token in the environment), which must refuse to start
+/// (exit status 1); its stderr.
+fn refused(args: &[&str]) -> String {
     let out = Command::new(BIN)
-        .args(["relay", "--listen", "0.0.0.0:0"])
+        .args(args)
         .env("OTEL_SDK_DISABLED", "true")
         .env_remove("TRACEWIRE_RELAY_TOKEN")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--token"));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+    err
+}
+
+#[test]
+fn an_open_relay_on_a_public_address_is_refused() {
+    assert!(refused(&["relay", "--listen", "0.0.0.0:0"]).contains("--token"));
 }
 
 #[test]
@@ -404,13 +369,7 @@ fn demo_runs_ten_execs_into_ten_complete_traces_and_writes_the_report() {
 
 #[test]
 fn an_exec_server_on_a_public_address_is_refused_unless_asked_for() {
-    let out = Command::new(BIN)
-        .args(["exec-server", "--listen", "0.0.0.0:0"])
-        .env("OTEL_SDK_DISABLED", "true")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--insecure-allow-remote"));
+    assert!(refused(&["exec-server", "--listen", "0.0.0.0:0"]).contains("--insecure-allow-remote"));
 }
 
 #[test]
@@ -440,7 +399,7 @@ fn collect_stores_spans_from_real_processes_and_report_reads_them_back() {
     // Stopped gracefully, the server flushes its spans; the progress line comes once a
     // second.
     server.stop_gracefully();
-    std::thread::sleep(Duration::from_millis(1200));
+    collector.service.wait_stderr("received", Duration::from_secs(10));
     let (status, out, err) = collector.stop();
     assert!(status.success(), "{out}\n{err}");
     assert!(err.contains("received"), "progress is shown: {err}");

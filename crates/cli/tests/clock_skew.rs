@@ -7,16 +7,14 @@
 //! `faketime` wrapper forks, and would not pass the test's signals on.
 
 use std::collections::HashMap;
-use std::io::BufReader;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use tracewire_testkit::TempDir;
 
 mod common;
-use common::{BIN, CollectProcess, announced, exit_within, signal};
+use common::{BIN, CollectProcess, ServerProcess, otel_env};
 
 /// Execs run against the server: a clock sample each (their Start calls). The estimate's
 /// error is at most half the smallest round trip among them, so more samples keep a
@@ -40,49 +38,13 @@ fn libfaketime() -> PathBuf {
     }
 }
 
-/// An exec-server with a shifted clock, stopped by its pid on drop.
-struct SkewedServer {
-    child: Child,
-    address: String,
-}
-
-impl SkewedServer {
-    fn start(faketime: &str, collector: &str) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["exec-server", "--listen", "127.0.0.1:0"])
-            .env("LD_PRELOAD", libfaketime())
-            .env("FAKETIME", faketime)
-            .envs(otel_env(collector, "exec-server"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let address = announced(&mut BufReader::new(child.stdout.take().unwrap()), "listening on ");
-        Self { child, address }
-    }
-
-    /// SIGINT: it stops serving and flushes its spans before exiting.
-    fn stop(mut self) {
-        signal(&self.child, "-INT");
-        let status = exit_within(&mut self.child, Duration::from_secs(10), "exec-server did not stop on SIGINT");
-        assert!(status.success(), "{status}");
-    }
-}
-
-impl Drop for SkewedServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn otel_env(collector: &str, service: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.to_owned()),
-        ("OTEL_SERVICE_NAME", service.to_owned()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "50".to_owned()),
-    ]
+/// An exec-server whose clock runs `faketime` away from this process's, exporting to
+/// `collector`.
+fn skewed_server(faketime: &str, collector: &str) -> ServerProcess {
+    let mut env = otel_env(collector, "exec-server");
+    env.push(("LD_PRELOAD", libfaketime().display().to_string()));
+    env.push(("FAKETIME", faketime.to_owned()));
+    ServerProcess::start(&env)
 }
 
 /// Runs execs against a server `faketime` away from the client's clock, and returns the
@@ -91,7 +53,7 @@ fn report_with_server_clock(faketime: &str) -> (Value, Value) {
     let dir = TempDir::new("clock-skew").unwrap();
     let db = dir.path().join("traces.db");
     let collector = CollectProcess::start(&db);
-    let server = SkewedServer::start(faketime, &collector.grpc);
+    let server = skewed_server(faketime, &collector.grpc);
     for _ in 0..EXECS {
         let o = Command::new(BIN)
             .args(["exec", "--server", &server.address, "--", "echo", "hi"])
@@ -104,7 +66,7 @@ fn report_with_server_clock(faketime: &str) -> (Value, Value) {
     }
     // Both sides flush on exit; the collector acknowledges only what it queued for its
     // database, and writes it all before it exits.
-    server.stop();
+    server.stop_gracefully();
     let (status, out, err) = collector.stop();
     assert!(status.success(), "{out}\n{err}");
     let report = dir.path().join("report");

@@ -84,6 +84,15 @@ fn write_forms(dir: &Path, name: &str, spans: &[SpanRecord]) -> Vec<(&'static st
     vec![("db", db), ("otlp", otlp), ("jaeger", jaeger), ("dir", run_dir), ("jaeger dir", jaeger_dir)]
 }
 
+/// `dir/base.jsonl` and `dir/new.jsonl`, OTLP JSON lines of `base` and `new`.
+fn write_base_and_new(dir: &Path, base: &[SpanRecord], new: &[SpanRecord]) -> (PathBuf, PathBuf) {
+    let paths = (dir.join("base.jsonl"), dir.join("new.jsonl"));
+    for (path, spans) in [(&paths.0, base), (&paths.1, new)] {
+        tracewire_collector::otlp_json::write_lines(spans, std::fs::File::create(path).unwrap()).unwrap();
+    }
+    paths
+}
+
 fn diff(args: &[&str], base: &Path, new: &Path) -> Output {
     Command::new(BIN).arg("diff").arg(base).arg(new).args(args).output().unwrap()
 }
@@ -186,10 +195,7 @@ fn inputs_over_the_in_memory_bound_give_the_same_comparison_in_every_form() {
 #[test]
 fn fail_on_sets_exit_status_3_only_when_a_significant_change_is_over_its_threshold() {
     let dir = tracewire_testkit::TempDir::new("tw-diff-gate").unwrap();
-    let (base, new) = (dir.path().join("base.jsonl"), dir.path().join("new.jsonl"));
-    for (path, spans) in [(&base, run(3, 200, 0)), (&new, run(4, 200, 1_500))] {
-        tracewire_collector::otlp_json::write_lines(&spans, std::fs::File::create(path).unwrap()).unwrap();
-    }
+    let (base, new) = write_base_and_new(dir.path(), &run(3, 200, 0), &run(4, 200, 1_500));
     let o = diff(&[], &base, &new);
     assert_eq!(o.status.code(), Some(0), "no gate: {}", text(&o));
     let o = diff(&["--fail-on", "process.spawn.p50>+1ms", "--fail-on", "e2e.p90>+500%"], &base, &new);
@@ -234,10 +240,7 @@ fn fail_on_sets_exit_status_3_only_when_a_significant_change_is_over_its_thresho
 #[test]
 fn json_and_html_outputs_have_the_documented_shape() {
     let dir = tracewire_testkit::TempDir::new("tw-diff-json").unwrap();
-    let (base, new) = (dir.path().join("base.jsonl"), dir.path().join("new.jsonl"));
-    for (path, spans) in [(&base, run(5, 100, 0)), (&new, run(6, 100, 1_500))] {
-        tracewire_collector::otlp_json::write_lines(&spans, std::fs::File::create(path).unwrap()).unwrap();
-    }
+    let (base, new) = write_base_and_new(dir.path(), &run(5, 100, 0), &run(6, 100, 1_500));
     let (out, html) = (dir.path().join("diff.json"), dir.path().join("html"));
     let o = diff(
         &["--json", out.to_str().unwrap(), "--out", html.to_str().unwrap(), "--fail-on", "e2e.p50>+1ms", "--seed", "7"],

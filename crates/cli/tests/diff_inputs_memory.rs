@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 mod common;
 mod memory;
 use common::BIN;
-use memory::{run_measured, write_jsonl};
+use memory::{SmallAndLarge, run_measured};
 
 /// Runs `tracewire diff BASE NEW ARGS` with `TMPDIR=TMP`; its output (exit status 0
 /// asserted) and peak RSS in MiB.
@@ -22,13 +22,7 @@ fn diff(base: &Path, new: &Path, args: &[&str], tmp: &Path) -> (Output, f64) {
 #[test]
 fn a_large_json_input_is_compared_with_bounded_memory_and_progress() {
     let dir = tracewire_testkit::TempDir::new("tw-diff-inputs-memory").unwrap();
-    let (small, large) = (dir.path().join("small.jsonl"), dir.path().join("large.jsonl"));
-    write_jsonl(&small, 50_000, 7);
-    write_jsonl(&large, 200_000, 7);
-    #[allow(clippy::cast_precision_loss)]
-    let file_mib = std::fs::metadata(&large).unwrap().len() as f64 / (1024.0 * 1024.0);
-    let tmp = dir.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
+    let SmallAndLarge { small, large, large_mib: file_mib, tmp } = SmallAndLarge::write(dir.path(), 7);
     let (_, rss_small) = diff(&small, &small, &["--resamples", "200"], &tmp);
     let (o, rss_large) = diff(&large, &large, &["--resamples", "200"], &tmp);
     eprintln!("peak RSS: {rss_small:.1} MiB at 50k spans, {rss_large:.1} MiB at 200k spans ({file_mib:.1} MiB file)");

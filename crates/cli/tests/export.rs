@@ -601,6 +601,7 @@ fn serve_scripted(stream: TcpStream, log: &Mutex<Vec<Instant>>, answers: &[Strin
             log.push(Instant::now());
             log.len() - 1
         };
+        // The backend's latency is what the tests exercise: a sleep by design.
         std::thread::sleep(delay);
         if writer.write_all(answers[n.min(answers.len() - 1)].as_bytes()).is_err() {
             return;
@@ -660,7 +661,7 @@ fn an_unreachable_endpoint_fails_with_a_clear_error_in_bounded_time() {
         let t0 = Instant::now();
         let out = export(
             &db,
-            &["--otlp-endpoint", &url, "--protocol", protocol, "--retry-for-ms", "1500"],
+            &["--otlp-endpoint", &url, "--protocol", protocol, "--retry-for", "1500ms"],
             Duration::from_secs(15),
         );
         let err = text(&out.stderr);
@@ -694,11 +695,8 @@ fn sigterm_stops_an_export_between_batches_and_reports() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.arrivals().len() < 2 {
-        assert!(Instant::now() < deadline, "no request arrived");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let arrived = tracewire_testkit::eventually(Duration::from_secs(10), || server.arrivals().len() >= 2);
+    assert!(arrived.is_ok(), "no request arrived");
     signal(&child, "-TERM");
     let status = exit_within(&mut child, Duration::from_secs(5), "tracewire export did not finish");
     let mut out = String::new();

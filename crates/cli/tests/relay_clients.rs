@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{BIN, announced};
+use common::{BIN, announced, exit_within, keygen};
+use tracewire_testkit::eventually;
 
 const TOKEN: &str = "relay-clients-token";
 const SESSION: &str = "S1";
@@ -27,20 +28,12 @@ impl Drop for Process {
 
 /// A relay (at most 8 clients per session, this idle timeout) and an exec-server attached
 /// to [`SESSION`], the server first; the relay's URL and the server's public key.
-fn relay_and_server(dir: &Path, idle_timeout_ms: &str) -> (Vec<Process>, String, std::path::PathBuf) {
-    let key = dir.join("server.key");
-    let st = Command::new(BIN)
-        .args(["keygen", "--out"])
-        .arg(&key)
-        .env("OTEL_SDK_DISABLED", "true")
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
+fn relay_and_server(dir: &Path, idle_timeout: &str) -> (Vec<Process>, String, std::path::PathBuf) {
+    let key = keygen(dir);
     let mut relay = Process(
         Command::new(BIN)
             .args(["relay", "--listen", "127.0.0.1:0", "--token", TOKEN, "--max-clients", "8"])
-            .args(["--idle-timeout-ms", idle_timeout_ms])
+            .args(["--idle-timeout", idle_timeout])
             .env("OTEL_SDK_DISABLED", "true")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -81,14 +74,7 @@ fn exec(url: &str, pubkey: &Path, script: &str) -> Process {
 
 /// Waits for `p` to exit (failing after `limit`); its status, stdout and stderr.
 fn finish(p: &mut Process, limit: Duration) -> (std::process::ExitStatus, String, String) {
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = p.0.try_wait().unwrap() {
-            break st;
-        }
-        assert!(t0.elapsed() < limit, "an exec did not finish within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_within(&mut p.0, limit, "an exec did not finish");
     let (mut out, mut err) = (String::new(), String::new());
     p.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     p.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
@@ -107,7 +93,7 @@ fn running(argv: &[&str]) -> bool {
 #[test]
 fn thirty_concurrent_execs_on_one_session_with_a_limit_of_eight_all_succeed() {
     let dir = tracewire_testkit::TempDir::new("tracewire-relay-clients").unwrap();
-    let (_processes, url, pubkey) = relay_and_server(dir.path(), "30000");
+    let (_processes, url, pubkey) = relay_and_server(dir.path(), "30s");
     // Each holds its slot for a while, so that more than 8 are attached at once and the
     // relay refuses some (SESSION_FULL): they must retry.
     let mut execs: Vec<(String, Process)> = (0..30)
@@ -127,7 +113,7 @@ fn thirty_concurrent_execs_on_one_session_with_a_limit_of_eight_all_succeed() {
 #[test]
 fn an_exec_killed_mid_run_disturbs_none_of_five_others_and_its_command_is_killed() {
     let dir = tracewire_testkit::TempDir::new("tracewire-relay-killed").unwrap();
-    let (_processes, url, pubkey) = relay_and_server(dir.path(), "30000");
+    let (_processes, url, pubkey) = relay_and_server(dir.path(), "30s");
     // A distinctive command line, to find the command the server runs for the victim.
     let sleep_arg = format!("30.{}", std::process::id());
     let mut victim = exec(&url, &pubkey, &format!("echo started; exec sleep {sleep_arg}"));
@@ -147,11 +133,8 @@ fn an_exec_killed_mid_run_disturbs_none_of_five_others_and_its_command_is_killed
         let _ = tx.send(line);
     });
     assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap(), "started\n");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !running(&["sleep", &sleep_arg]) {
-        assert!(Instant::now() < deadline, "the victim's command never ran");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let ran = eventually(Duration::from_secs(10), || running(&["sleep", &sleep_arg]));
+    assert!(ran.is_ok(), "the victim's command never ran");
     // SIGKILL to the client's own pid: no goodbye, its connection just drops.
     victim.0.kill().unwrap();
     let _ = victim.0.wait();
@@ -161,17 +144,14 @@ fn an_exec_killed_mid_run_disturbs_none_of_five_others_and_its_command_is_killed
         assert_eq!(out, format!("{word}\n"), "stderr: {err}");
     }
     // The server kills the command of a client that went away.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while running(&["sleep", &sleep_arg]) {
-        assert!(Instant::now() < deadline, "the killed client's command is still running");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let gone = eventually(Duration::from_secs(15), || !running(&["sleep", &sleep_arg]));
+    assert!(gone.is_ok(), "the killed client's command is still running");
 }
 
 #[test]
 fn an_exec_refused_until_the_end_of_its_retries_fails_naming_the_reason() {
     let dir = tracewire_testkit::TempDir::new("tracewire-relay-refused").unwrap();
-    let (mut processes, url, pubkey) = relay_and_server(dir.path(), "3000");
+    let (mut processes, url, pubkey) = relay_and_server(dir.path(), "3s");
     // No exec-server: a client's first frame waits for one for the idle timeout, then
     // gets Reset(PEER_GONE), retryable; the retries stop after 10 s in all.
     drop(processes.remove(0));

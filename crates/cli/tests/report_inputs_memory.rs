@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 mod common;
 mod memory;
 use common::BIN;
-use memory::{run_measured, spans, write_jsonl};
+use memory::{SmallAndLarge, run_measured, spans};
 
 /// Runs `tracewire report ARGS --out OUT` with `TMPDIR=TMP`; its output and peak RSS in MiB.
 fn report(args: &[&std::ffi::OsStr], out: &Path, tmp: &Path) -> (Output, f64) {
@@ -24,14 +24,8 @@ fn read(path: &Path) -> String {
 #[test]
 fn json_lines_are_analyzed_with_bounded_memory_and_equal_the_database_path() {
     let dir = tracewire_testkit::TempDir::new("tracewire-report-inputs-memory").unwrap();
-    let (small_file, large_file) = (dir.path().join("small.jsonl"), dir.path().join("large.jsonl"));
-    write_jsonl(&small_file, 50_000, 1);
-    write_jsonl(&large_file, 200_000, 1);
-    #[allow(clippy::cast_precision_loss)]
-    let file_mib = std::fs::metadata(&large_file).unwrap().len() as f64 / (1024.0 * 1024.0);
-
-    let tmp = dir.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
+    let SmallAndLarge { small: small_file, large: large_file, large_mib: file_mib, tmp } =
+        SmallAndLarge::write(dir.path(), 1);
     let flag = std::ffi::OsStr::new("--otlp-json");
     let (_, rss_small) = report(&[flag, small_file.as_os_str()], &dir.path().join("small"), &tmp);
     let (o, rss_large) = report(&[flag, large_file.as_os_str()], &dir.path().join("large"), &tmp);

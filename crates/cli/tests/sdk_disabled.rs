@@ -6,12 +6,12 @@
 use std::io::BufReader;
 use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracewire_context::TraceParent;
 
 mod common;
-use common::{BIN, announced, signal};
+use common::{BIN, announced, exit_within, keygen, signal};
 
 /// A process stopped by its own pid when dropped.
 struct Proc(Child);
@@ -50,6 +50,13 @@ impl Disabled {
         c
     }
 
+    /// A server (`exec-server`, `relay`) started with `args`, and the address it listens on.
+    fn serve(&self, args: &[&str]) -> (Proc, String) {
+        let mut server = Proc(self.command(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap());
+        let address = announced(&mut BufReader::new(server.0.stdout.take().unwrap()), "listening on ");
+        (server, address)
+    }
+
     /// Nothing ever connected to the OTLP endpoint.
     fn assert_nothing_exported(&self) {
         match self.endpoint.accept() {
@@ -74,9 +81,7 @@ const CHILD: [&str; 4] = ["--", "sh", "-c", "echo ${TRACEPARENT-unset}"];
 #[test]
 fn with_export_disabled_the_child_continues_the_clients_trace() {
     let disabled = Disabled::new();
-    let mut server = disabled.command(&["exec-server", "--listen", "127.0.0.1:0"]);
-    let mut server = Proc(server.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap());
-    let address = announced(&mut BufReader::new(server.0.stdout.take().unwrap()), "listening on ");
+    let (mut server, address) = disabled.serve(&["exec-server", "--listen", "127.0.0.1:0"]);
 
     let mut seen = Vec::new();
     for _ in 0..2 {
@@ -90,11 +95,7 @@ fn with_export_disabled_the_child_continues_the_clients_trace() {
 
     // Stopped gracefully (what flushes telemetry when export is on): still nothing sent.
     signal(&server.0, "-INT");
-    let t0 = Instant::now();
-    while server.0.try_wait().unwrap().is_none() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "exec-server did not stop on SIGINT");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    exit_within(&mut server.0, Duration::from_secs(10), "exec-server did not stop on SIGINT");
     disabled.assert_nothing_exported();
 }
 
@@ -102,14 +103,12 @@ fn with_export_disabled_the_child_continues_the_clients_trace() {
 fn with_export_disabled_the_child_continues_the_clients_trace_through_a_relay() {
     let disabled = Disabled::new();
     let dir = tracewire_testkit::TempDir::new("tracewire-sdk-disabled").unwrap();
-    let key = dir.path().join("server.key");
+    let key = keygen(dir.path());
     let key_arg = key.to_str().unwrap();
-    assert!(disabled.command(&["keygen", "--out", key_arg]).stdout(Stdio::null()).status().unwrap().success());
     let pubkey = tracewire_relay::public_path(&key);
 
-    let mut relay = disabled.command(&["relay", "--listen", "127.0.0.1:0", "--token", "tok"]);
-    let mut relay = Proc(relay.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap());
-    let url = format!("http://{}", announced(&mut BufReader::new(relay.0.stdout.take().unwrap()), "listening on "));
+    let (_relay, address) = disabled.serve(&["relay", "--listen", "127.0.0.1:0", "--token", "tok"]);
+    let url = format!("http://{address}");
     let attach = ["--relay", url.as_str(), "--session", "sdk-disabled", "--token", "tok"];
     let _server = Proc(
         disabled
@@ -129,12 +128,9 @@ fn with_export_disabled_the_child_continues_the_clients_trace_through_a_relay() 
             .unwrap()
     };
     // The exec-server attaches asynchronously: retry until it is there.
-    let t0 = Instant::now();
-    let mut out = exec();
-    while !out.status.success() && t0.elapsed() < Duration::from_secs(15) {
-        std::thread::sleep(Duration::from_millis(100));
-        out = exec();
-    }
+    let mut last = None;
+    let _ = tracewire_testkit::eventually(Duration::from_secs(15), || last.insert(exec()).status.success());
+    let out = last.unwrap();
     let (client, child) = client_and_child(&out);
     assert_eq!(child.trace_id.to_string(), client, "the child is in the client's trace");
     disabled.assert_nothing_exported();
@@ -143,9 +139,7 @@ fn with_export_disabled_the_child_continues_the_clients_trace_through_a_relay() 
 #[test]
 fn exec_continues_the_trace_of_a_traceparent_in_its_environment() {
     let disabled = Disabled::new();
-    let mut server = disabled.command(&["exec-server", "--listen", "127.0.0.1:0"]);
-    let mut server = Proc(server.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap());
-    let address = announced(&mut BufReader::new(server.0.stdout.take().unwrap()), "listening on ");
+    let (_server, address) = disabled.serve(&["exec-server", "--listen", "127.0.0.1:0"]);
 
     // A caller's context, as tracewire (or any OpenTelemetry SDK) gives a child process.
     let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";

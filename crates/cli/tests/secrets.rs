@@ -7,12 +7,12 @@
 
 use std::io::{BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracewire_testkit::{Rotel, TempDir};
 
 mod common;
-use common::{BIN, announced};
+use common::{BIN, announced, keygen, signal, try_exit_within};
 const TOKEN: &str = "tok-5ecr3t-a7c0b1e9d4f2";
 const MARKER: &str = "PLAINTEXT-MARKER-9f8e7d6c5b4a";
 
@@ -37,15 +37,12 @@ fn drain(stream: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>>
     })
 }
 
+/// SIGINT to its own pid; killed if it is still running 10 s later.
 fn stop(mut child: Child) {
-    let pid = child.id().to_string();
-    let _ = Command::new("kill").args(["-INT", &pid]).status();
-    let t0 = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    signal(&child, "-INT");
+    if try_exit_within(&mut child, Duration::from_secs(10)).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -59,9 +56,7 @@ fn assert_clean(what: &str, bytes: &[u8]) {
 fn neither_the_token_nor_plaintext_appears_in_any_log_or_span() {
     let rotel = Rotel::start().unwrap();
     let dir = TempDir::new("tracewire-cli-secrets").unwrap();
-    let key = dir.path().join("server.key");
-    let st = Command::new(BIN).args(["keygen", "--out"]).arg(&key).env("OTEL_SDK_DISABLED", "true").status().unwrap();
-    assert!(st.success());
+    let key = keygen(dir.path());
     let pubkey = tracewire_relay::public_path(&key);
 
     let mut relay = Command::new(BIN)
@@ -90,8 +85,8 @@ fn neither_the_token_nor_plaintext_appears_in_any_log_or_span() {
 
     // The server attaches asynchronously: retry until the exec goes through.
     let mut client_logs = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let out = loop {
+    let mut last = None;
+    let _ = tracewire_testkit::eventually(Duration::from_secs(20), || {
         let mut client = Command::new(BIN)
             .args(["exec", "--relay", &url, "--session", "s", "--token", TOKEN, "--expose-traceparent", "--server-key"])
             .arg(&pubkey)
@@ -107,11 +102,9 @@ fn neither_the_token_nor_plaintext_appears_in_any_log_or_span() {
         drop(stdin);
         let out = client.wait_with_output().unwrap();
         client_logs.extend_from_slice(&out.stderr);
-        if out.status.success() || Instant::now() > deadline {
-            break out;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        last.insert(out).status.success()
+    });
+    let out = last.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&client_logs));
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{MARKER}\n"), "the marker went through");
 

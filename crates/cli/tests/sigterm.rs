@@ -6,16 +6,16 @@
 use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracewire_collector::SpanRecord;
 use tracewire_collector::receiver::{SpanStore, bind, serve_grpc};
 
 mod common;
-use common::{BIN, signal};
+use common::{BIN, Service, first_line, keygen, try_exit_within};
 
 /// The collector crate's OTLP/gRPC receiver on a free loopback port, in this process.
 struct Receiver {
@@ -53,121 +53,6 @@ fn otlp_env(endpoint: &str, protocol: &str, service: &str) -> Vec<(&'static str,
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.to_owned()),
         ("OTEL_SERVICE_NAME", service.to_owned()),
     ]
-}
-
-/// A `tracewire` process that serves until stopped; its stderr is collected by a thread
-/// (so that a test can wait for a line), and it is killed by its pid on drop.
-struct Service {
-    child: Child,
-    stdout: BufReader<ChildStdout>,
-    stderr: Arc<(Mutex<Stderr>, Condvar)>,
-}
-
-/// What a [`Service`] wrote to stderr so far, and whether the pipe closed.
-#[derive(Default)]
-struct Stderr {
-    text: String,
-    closed: bool,
-}
-
-impl Service {
-    fn start(args: &[&str], env: &[(&str, String)]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let stderr = Arc::new((Mutex::new(Stderr::default()), Condvar::new()));
-        let (pipe, sink) = (child.stderr.take().unwrap(), Arc::clone(&stderr));
-        std::thread::spawn(move || {
-            let (state, changed) = &*sink;
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                let mut state = state.lock().unwrap();
-                state.text.push_str(&line);
-                state.text.push('\n');
-                changed.notify_all();
-            }
-            state.lock().unwrap().closed = true;
-            changed.notify_all();
-        });
-        Self { child, stdout, stderr }
-    }
-
-    /// The next stdout line, which must start with `prefix`; returns the rest (servers
-    /// print their bound address once they listen).
-    fn announced(&mut self, prefix: &str) -> String {
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        match line.trim().strip_prefix(prefix) {
-            Some(rest) => rest.to_owned(),
-            None => panic!("expected {prefix:?}..., got {line:?}; stderr: {}", self.stderr()),
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.0.lock().unwrap().text.clone()
-    }
-
-    /// Waits until `done` holds for its stderr; false at `limit`.
-    fn wait_stderr_until(&self, limit: Duration, done: impl Fn(&Stderr) -> bool) -> bool {
-        let deadline = Instant::now() + limit;
-        let (state, changed) = &*self.stderr;
-        let mut state = state.lock().unwrap();
-        while !done(&state) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            state = changed.wait_timeout(state, left).unwrap().0;
-        }
-        true
-    }
-
-    /// Waits until stderr contains `needle`.
-    fn wait_stderr(&self, needle: &str, limit: Duration) {
-        let found = self.wait_stderr_until(limit, |s| s.text.contains(needle));
-        assert!(found, "no {needle:?} on stderr within {limit:?}: {}", self.stderr());
-    }
-
-    /// Sends `sig` (`-TERM`, `-INT`) to its own pid.
-    fn signal(&self, sig: &str) {
-        signal(&self.child, sig);
-    }
-
-    /// Waits for it to exit.
-    fn exit_within(&mut self, limit: Duration) -> ExitStatus {
-        let status = exit_within(&mut self.child, limit)
-            .unwrap_or_else(|| panic!("still running after {limit:?}; stderr: {}", self.stderr()));
-        // Its stderr is complete once the reader saw the pipe close.
-        let _ = self.wait_stderr_until(Duration::from_secs(2), |s| s.closed);
-        status
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Waits for `child` to exit within `limit`.
-fn exit_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let t0 = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if t0.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// How `tracewire exec` reaches the exec-server.
@@ -302,10 +187,7 @@ fn sigterm_lets_a_running_exec_finish_and_refuses_new_ones() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(running.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line, "started\n");
+    let mut out = first_line(&mut running, "started");
 
     server.signal("-TERM");
     server.wait_stderr("waiting up to 5000 ms for 1 processes", Duration::from_secs(10));
@@ -318,10 +200,10 @@ fn sigterm_lets_a_running_exec_finish_and_refuses_new_ones() {
         let mut stdin = running.stdin.take().unwrap();
         stdin.write_all(b"go\n").unwrap();
     }
-    line.clear();
+    let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert_eq!(line, "finished\n");
-    let status = exit_within(&mut running, Duration::from_secs(10)).expect("the running exec ends");
+    let status = try_exit_within(&mut running, Duration::from_secs(10)).expect("the running exec ends");
     let mut err = String::new();
     std::io::Read::read_to_string(running.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(status.success(), "{status}: {err}");
@@ -334,7 +216,7 @@ fn sigterm_lets_a_running_exec_finish_and_refuses_new_ones() {
 #[test]
 fn a_process_still_running_at_the_drain_bound_is_killed_and_the_server_exits_0() {
     let receiver = Receiver::start();
-    let (mut server, address) = exec_server(&receiver.env("exec-server"), &["--drain-timeout-ms", "300"]);
+    let (mut server, address) = exec_server(&receiver.env("exec-server"), &["--drain-timeout", "300ms"]);
     let target = Target::Direct(address);
     let mut running = target
         .command(&receiver.env("client"), &["sh", "-c", "echo started; exec sleep 60"])
@@ -342,10 +224,7 @@ fn a_process_still_running_at_the_drain_bound_is_killed_and_the_server_exits_0()
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(running.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line, "started\n");
+    first_line(&mut running, "started");
 
     let t0 = Instant::now();
     server.signal("-TERM");
@@ -355,7 +234,7 @@ fn a_process_still_running_at_the_drain_bound_is_killed_and_the_server_exits_0()
     assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
     assert!(server.stderr().contains("killed 1 processes still running after 300 ms"), "{}", server.stderr());
 
-    let status = exit_within(&mut running, Duration::from_secs(10)).expect("the killed exec's client ends");
+    let status = try_exit_within(&mut running, Duration::from_secs(10)).expect("the killed exec's client ends");
     let mut err = String::new();
     std::io::Read::read_to_string(running.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(128 + 9), "the client sees its command killed: {err}");
@@ -424,14 +303,6 @@ fn sigint_stops_an_exec_server_with_its_admin_listener_and_database_with_everyth
     assert!(records.iter().all(|r| r.ended_unix_nanos > 0 && r.exit_code == Some(0)), "ends recorded");
 }
 
-/// `tracewire keygen` into `dir`; the private key's path.
-fn keygen(dir: &Path) -> PathBuf {
-    let key = dir.join("server.key");
-    let st = Command::new(BIN).args(["keygen", "--out"]).arg(&key).env("OTEL_SDK_DISABLED", "true").status().unwrap();
-    assert!(st.success());
-    key
-}
-
 #[test]
 fn sigterm_stops_a_relay_and_the_exec_server_behind_it_with_every_span_exported() {
     let receiver = Receiver::start();
@@ -448,14 +319,13 @@ fn sigterm_stops_a_relay_and_the_exec_server_behind_it_with_every_span_exported(
     let target = Target::Relay { url, session: "sigterm".into(), server_key: tracewire_relay::public_path(&key) };
     let client_env = receiver.env("client");
     // The exec-server attaches in the background: the first exec may find no peer.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let mut last = String::new();
+    let attached = tracewire_testkit::eventually(Duration::from_secs(20), || {
         let (out, _) = target.exec(&client_env, &["true"]);
-        if out.status.success() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no exec through the relay: {}", String::from_utf8_lossy(&out.stderr));
-    }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        out.status.success()
+    });
+    assert!(attached.is_ok(), "no exec through the relay: {last}");
     let traces = execs(&target, &client_env, 10);
 
     relay.signal("-TERM");

@@ -1,7 +1,7 @@
 //! What the bounded-memory tests of `report` and `diff` share: OTLP JSON inputs whose traces
 //! are spread over the whole file, and the peak RSS of a real `tracewire` process.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use tracewire_collector::SpanRecord;
@@ -52,6 +52,29 @@ pub(crate) fn write_jsonl(path: &Path, n: u32, spread: u32) {
         tracewire_collector::otlp_json::write_lines(&chunk, &mut file).unwrap();
     });
     std::io::Write::flush(&mut file).unwrap();
+}
+
+/// The inputs of a bounded-memory test: `small.jsonl` (50k spans) and `large.jsonl` (200k)
+/// written by [`write_jsonl`] with `spread`, the large one's size in MiB, and an empty
+/// `tmp` directory (the process's TMPDIR, to see it clean up).
+pub(crate) struct SmallAndLarge {
+    pub(crate) small: PathBuf,
+    pub(crate) large: PathBuf,
+    pub(crate) large_mib: f64,
+    pub(crate) tmp: PathBuf,
+}
+
+impl SmallAndLarge {
+    pub(crate) fn write(dir: &Path, spread: u32) -> Self {
+        let (small, large) = (dir.join("small.jsonl"), dir.join("large.jsonl"));
+        write_jsonl(&small, 50_000, spread);
+        write_jsonl(&large, 200_000, spread);
+        #[allow(clippy::cast_precision_loss)]
+        let large_mib = std::fs::metadata(&large).unwrap().len() as f64 / (1024.0 * 1024.0);
+        let tmp = dir.join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
+        Self { small, large, large_mib, tmp }
+    }
 }
 
 /// Runs `cmd` with its stdout and stderr piped; its output (exit status 0 asserted) and
