@@ -7,36 +7,9 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::SpanRecord;
-use crate::slo::{Slo, SloResult};
-
-/// Latency statistics of one set of durations (milliseconds).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct LatencyStats {
-    /// How many.
-    pub count: usize,
-    /// Median.
-    pub p50_ms: f64,
-    /// 90th percentile.
-    pub p90_ms: f64,
-    /// 99th percentile.
-    pub p99_ms: f64,
-    /// Largest.
-    pub max_ms: f64,
-}
-
-/// The statistics of one stage.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StageStats {
-    /// The stage (the `tracewire.stage` attribute, or the span name).
-    pub stage: String,
-    /// Its latency.
-    #[serde(flatten)]
-    pub stats: LatencyStats,
-    /// Its spans whose status is ERROR.
-    pub errors: usize,
-    /// `errors / count` (0 for no spans).
-    pub error_rate: f64,
-}
+use crate::slo::{Observed, Slo, SloResult};
+use crate::stats::TraceMeasures;
+pub use crate::stats::{LatencyStats, StageStats};
 
 /// The whole analysis, in the shape of `summary.json` (docs/report.md).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -717,18 +690,6 @@ fn first_output(spans: &[SpanRecord]) -> Option<i64> {
     Some((first - start).max(0))
 }
 
-/// The per-trace measures SLOs are judged on.
-#[derive(Debug)]
-pub(crate) struct TraceMeasures {
-    pub(crate) e2e: Vec<i64>,
-    pub(crate) first_output: Option<i64>,
-    pub(crate) stages: BTreeMap<String, Vec<i64>>,
-    /// Per stage of the trace, its spans whose status is ERROR (0 when none).
-    pub(crate) stage_errors: BTreeMap<String, usize>,
-    /// Whether any span of the trace has status ERROR.
-    pub(crate) has_error: bool,
-}
-
 /// Analyzes `spans` (from any number of traces and services) against `slos`: an
 /// [`Analyzer`] fed the spans' traces in first-seen order.
 pub fn analyze(spans: &[SpanRecord], slos: &[Slo]) -> Summary {
@@ -1151,7 +1112,15 @@ impl Analyzer {
         } else {
             Percentiles::Exact
         };
-        summary.slos = self.slos.iter().map(|slo| slo.evaluate(&summary, &self.measures)).collect();
+        let observed = Observed {
+            e2e: summary.e2e,
+            first_output: summary.first_output,
+            stages: &summary.stages,
+            traces: summary.traces,
+            traces_with_errors: summary.traces_with_errors,
+            measures: &self.measures,
+        };
+        summary.slos = self.slos.iter().map(|slo| slo.evaluate(&observed)).collect();
         let chosen = Chosen {
             explicit: self.explicit,
             slowest_heap: self.slowest_heap,

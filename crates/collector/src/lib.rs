@@ -49,6 +49,7 @@ pub mod receiver;
 pub mod report;
 mod sketch;
 mod slo;
+mod stats;
 mod transit;
 
 pub use analysis::{

@@ -45,6 +45,7 @@
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
+use tracewire_store::wire::{END_GROUP, FIXED32, FIXED64, LEN, START_GROUP, VARINT};
 
 /// prost's `RECURSION_LIMIT`: how many messages deep a request may nest.
 const RECURSION_LIMIT: u32 = 100;
@@ -349,7 +350,7 @@ enum Msg {
 
 /// What a field holds, by its schema.
 #[derive(Debug, Clone, Copy)]
-enum Field {
+enum FieldKind {
     Message(Msg),
     /// A (repeated or not) message field holding a span: counted.
     Span,
@@ -361,19 +362,12 @@ enum Field {
     Unknown,
 }
 
-const VARINT: u8 = 0;
-const FIXED64: u8 = 1;
-const LEN: u8 = 2;
-const START_GROUP: u8 = 3;
-const END_GROUP: u8 = 4;
-const FIXED32: u8 = 5;
-
 /// The fields of `opentelemetry-proto`'s generated types (`opentelemetry.proto.*.v1`, as
 /// `prost` decodes them), by message and field number. (One arm per message and kind, in
 /// field order, so that it reads as the schema.)
 #[allow(clippy::match_same_arms)]
-fn field(msg: Msg, tag: u32) -> Field {
-    use Field::{Bytes, Fixed32, Fixed64, Message as M, Str, Unknown, Varint};
+fn field(msg: Msg, tag: u32) -> FieldKind {
+    use FieldKind::{Bytes, Fixed32, Fixed64, Message as M, Str, Unknown, Varint};
     match (msg, tag) {
         (Msg::Request, 1) => M(Msg::ResourceSpans),
         (Msg::ResourceSpans, 1) => M(Msg::Resource),
@@ -384,7 +378,7 @@ fn field(msg: Msg, tag: u32) -> Field {
         (Msg::Resource, 3) => M(Msg::EntityRef),
         (Msg::EntityRef, 1..=4) => Str,
         (Msg::ScopeSpans, 1) => M(Msg::Scope),
-        (Msg::ScopeSpans, 2) => Field::Span,
+        (Msg::ScopeSpans, 2) => FieldKind::Span,
         (Msg::Scope, 1 | 2) => Str,
         (Msg::Scope, 3) => M(Msg::KeyValue),
         (Msg::Scope, 4) => Varint,
@@ -438,29 +432,11 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    /// A varint at `at`, not past `end`: (value, offset after it). As prost: at most 10
-    /// bytes, the tenth being 0 or 1.
+    /// A varint at `at`, not past `end`: (value, offset after it)
+    /// ([`tracewire_store::wire::varint`]).
     #[inline]
     fn varint(&self, at: usize, end: usize) -> Result<(u64, usize), WireError> {
-        // Keys and most lengths are one byte.
-        if at < end
-            && let Some(&b) = self.buf.get(at)
-            && b < 0x80
-        {
-            return Ok((u64::from(b), at + 1));
-        }
-        let bytes = self.buf.get(at..end).unwrap_or_default();
-        let mut value = 0u64;
-        for (i, &b) in bytes.iter().take(10).enumerate() {
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b < 0x80 {
-                if i == 9 && b > 1 {
-                    break;
-                }
-                return Ok((value, at + i + 1));
-            }
-        }
-        Err(WireError::InvalidVarint { at })
+        tracewire_store::wire::varint(self.buf, at, end).map_err(|_| WireError::InvalidVarint { at })
     }
 
     /// A length-delimited value's bounds: (start, end).
@@ -473,16 +449,14 @@ impl Walk<'_> {
         }
     }
 
-    /// A field key at `at`: (field number, wire type, offset after it).
+    /// A field key at `at`: (field number, wire type, offset after it)
+    /// ([`tracewire_store::wire::key`]).
     #[inline]
     fn key(&self, at: usize, end: usize) -> Result<(u32, u8, usize), WireError> {
-        let (key, next) = self.varint(at, end)?;
-        let key = u32::try_from(key).map_err(|_| WireError::InvalidKey { at })?;
-        let (tag, wire_type) = (key >> 3, (key & 7) as u8);
-        if tag == 0 || wire_type > FIXED32 {
-            return Err(WireError::InvalidKey { at });
-        }
-        Ok((tag, wire_type, next))
+        tracewire_store::wire::key(self.buf, at, end).map_err(|e| match e.problem {
+            tracewire_store::wire::WireProblem::Varint => WireError::InvalidVarint { at },
+            _ => WireError::InvalidKey { at },
+        })
     }
 
     /// The fields of one message in `at..end`; `depth` is what is left of the recursion
@@ -501,13 +475,13 @@ impl Walk<'_> {
                 }
             };
             at = match field(msg, tag) {
-                kind @ (Field::Message(_) | Field::Span) => {
+                kind @ (FieldKind::Message(_) | FieldKind::Span) => {
                     expect(LEN)?;
                     if depth == 0 {
                         return Err(WireError::TooDeep { at });
                     }
                     let (start, stop) = self.delimited(next, end)?;
-                    let inner = if let Field::Message(m) = kind {
+                    let inner = if let FieldKind::Message(m) = kind {
                         m
                     } else {
                         self.spans += 1;
@@ -516,7 +490,7 @@ impl Walk<'_> {
                     self.message(start, stop, inner, depth - 1)?;
                     stop
                 }
-                Field::Str => {
+                FieldKind::Str => {
                     expect(LEN)?;
                     let (start, stop) = self.delimited(next, end)?;
                     let text = self.buf.get(start..stop).ok_or(WireError::Truncated { at })?;
@@ -525,7 +499,7 @@ impl Walk<'_> {
                     }
                     stop
                 }
-                Field::Bytes => {
+                FieldKind::Bytes => {
                     expect(LEN)?;
                     let (start, stop) = self.delimited(next, end)?;
                     if msg == Msg::Span {
@@ -537,19 +511,19 @@ impl Walk<'_> {
                     }
                     stop
                 }
-                Field::Varint => {
+                FieldKind::Varint => {
                     expect(VARINT)?;
                     self.varint(next, end)?.1
                 }
-                Field::Fixed32 => {
+                FieldKind::Fixed32 => {
                     expect(FIXED32)?;
                     fixed(next, end, 4)?
                 }
-                Field::Fixed64 => {
+                FieldKind::Fixed64 => {
                     expect(FIXED64)?;
                     fixed(next, end, 8)?
                 }
-                Field::Unknown => self.skip(tag, wire_type, next, end, depth)?,
+                FieldKind::Unknown => self.skip(tag, wire_type, next, end, depth)?,
             };
         }
         if msg == Msg::Span {

@@ -152,21 +152,6 @@ impl Sketch {
 mod tests {
     use super::*;
 
-    /// A deterministic generator (splitmix64): uniform in [0, 1).
-    struct Rng(u64);
-
-    impl Rng {
-        #[allow(clippy::cast_precision_loss)]
-        fn next(&mut self) -> f64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            (z >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
-
     fn nearest_rank(sorted: &[i64], p: f64) -> i64 {
         crate::percentile_ns(sorted, p)
     }
@@ -199,14 +184,14 @@ mod tests {
     #[test]
     #[allow(clippy::cast_possible_truncation)]
     fn zeros_negatives_and_huge_values_mixed() {
-        let mut rng = Rng(3);
+        let mut rng = tracewire_testkit::SplitMix64::new(3);
         let values: Vec<i64> = (0..100_000)
             .map(|i| match i % 5 {
                 0 => 0,
-                1 => -(10f64.powf(9.0 * rng.next()).round() as i64) - 1,
-                2 => 10f64.powf(12.0 + 6.0 * rng.next()).round() as i64,
+                1 => -(10f64.powf(9.0 * rng.next_f64()).round() as i64) - 1,
+                2 => 10f64.powf(12.0 + 6.0 * rng.next_f64()).round() as i64,
                 3 => i64::MAX - i,
-                _ => 1 + (rng.next() * 1000.0) as i64,
+                _ => 1 + (rng.next_f64() * 1000.0) as i64,
             })
             .collect();
         check(&values);

@@ -4,7 +4,18 @@
 
 use serde::Serialize;
 
-use crate::analysis::{LatencyStats, Summary, TraceMeasures};
+use crate::stats::{LatencyStats, StageStats, TraceMeasures};
+
+/// What SLOs are judged on: the summary's figures and the per-trace measures.
+#[derive(Debug)]
+pub(crate) struct Observed<'a> {
+    pub(crate) e2e: LatencyStats,
+    pub(crate) first_output: LatencyStats,
+    pub(crate) stages: &'a [StageStats],
+    pub(crate) traces: usize,
+    pub(crate) traces_with_errors: usize,
+    pub(crate) measures: &'a [TraceMeasures],
+}
 
 /// Why an SLO expression was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -187,9 +198,10 @@ impl Slo {
         }
     }
 
-    pub(crate) fn evaluate(&self, summary: &Summary, traces: &[TraceMeasures]) -> SloResult {
+    pub(crate) fn evaluate(&self, summary: &Observed<'_>) -> SloResult {
+        let traces = summary.measures;
         if let Some(max) = self.max_error_rate {
-            return self.evaluate_error_rate(max, summary, traces);
+            return self.evaluate_error_rate(max, summary);
         }
         let threshold_ns = self.threshold_ms * 1e6;
         #[allow(clippy::cast_precision_loss)]
@@ -217,7 +229,8 @@ impl Slo {
     }
 
     /// `e2e`: traces with an error over all traces; a stage: its error spans over its spans.
-    fn evaluate_error_rate(&self, max: f64, summary: &Summary, traces: &[TraceMeasures]) -> SloResult {
+    fn evaluate_error_rate(&self, max: f64, summary: &Observed<'_>) -> SloResult {
+        let traces = summary.measures;
         let (count, rate, per_trace): (usize, f64, Vec<bool>) = if self.metric == "e2e" {
             #[allow(clippy::cast_precision_loss)]
             let rate =

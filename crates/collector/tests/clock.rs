@@ -3,19 +3,12 @@
 
 use std::collections::BTreeMap;
 
+mod common;
+
 use tracewire_collector::{Analyzer, ClockSample, SpanRecord, analyze, correct_skew, critical_path};
 
 fn span(trace: &str, id: &str, parent: Option<&str>, stage: &str, service: &str, start: i64, end: i64) -> SpanRecord {
-    SpanRecord {
-        trace_id: trace.into(),
-        span_id: id.into(),
-        parent_id: parent.map(Into::into),
-        name: stage.into(),
-        service: service.into(),
-        start_ns: start,
-        end_ns: end,
-        ..SpanRecord::default()
-    }
+    common::stage_span(trace, id, parent, stage, service, (start, end))
 }
 
 fn with(mut s: SpanRecord, attrs: &[(&str, String)]) -> SpanRecord {

@@ -4,6 +4,8 @@
 // Exact comparisons are meant: the values compared are copies of the same samples.
 #![allow(clippy::float_cmp)]
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use tracewire_collector::SpanRecord;
@@ -16,17 +18,7 @@ use tracewire_testkit::browser::{dump_dom, pixels, screenshot};
 const US: i64 = 1_000;
 
 fn span(trace: u64, id: &str, parent: Option<&str>, stage: &str, start_us: i64, end_us: i64) -> SpanRecord {
-    SpanRecord {
-        trace_id: format!("{trace:032x}"),
-        span_id: id.into(),
-        parent_id: parent.map(Into::into),
-        name: stage.into(),
-        service: "synthetic".into(),
-        start_ns: start_us * US,
-        end_ns: end_us * US,
-        attributes: BTreeMap::from([("tracewire.stage".to_owned(), stage.to_owned())]),
-        ..SpanRecord::default()
-    }
+    common::stage_span(&format!("{trace:032x}"), id, parent, stage, "synthetic", (start_us * US, end_us * US))
 }
 
 /// Exponential with mean `mean_us`, in whole microseconds.

@@ -13,7 +13,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Forwarder, Tap};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -71,14 +71,10 @@ fn emit_full(protocol: &str, endpoint: &str, service: &str, compression: &str) -
 }
 
 async fn wait_for(store: &SpanStore, span_id: &str) -> SpanRecord {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(s) = store.snapshot().into_iter().find(|s| s.span_id == span_id) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "span {span_id} never arrived");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let find = || store.snapshot().into_iter().find(|s| s.span_id == span_id);
+    tracewire_testkit::eventually_some_async(Duration::from_secs(15), || std::future::ready(find()))
+        .await
+        .unwrap_or_else(|e| panic!("span {span_id} never arrived: {e}"))
 }
 
 fn value(attributes: &[KeyValue], key: &str) -> Option<Value> {
@@ -184,14 +180,10 @@ async fn spans_forwarded_by_rotel_agent_keep_every_field() {
         let forwarder = Forwarder::start(&target, protocol, "gzip");
         let service = format!("via-rotel-{protocol}");
         let s = emit_full("grpc", &forwarder.grpc, &service, "none");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let got = loop {
-            if let Some(g) = r.store.snapshot().into_iter().find(|g| g.span_id == s.span_id) {
-                break g;
-            }
-            assert!(Instant::now() < deadline, "not forwarded; rotel-agent log:\n{}", forwarder.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let find = || r.store.snapshot().into_iter().find(|g| g.span_id == s.span_id);
+        let got = tracewire_testkit::eventually_some_async(Duration::from_secs(15), || std::future::ready(find()))
+            .await
+            .unwrap_or_else(|e| panic!("not forwarded ({e}); rotel-agent log:\n{}", forwarder.log()));
         check(&s, &got, &service, &format!("rotel-agent over {protocol}"));
     }
     r.store.db().unwrap().flush().await.unwrap();

@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Forwarder, Tap, export_raw, request};
 use tracewire_collector::SpanRecord;
@@ -45,15 +45,15 @@ fn emit_with(protocol: &str, endpoint: &str, children: usize, env: &[(&str, &str
     serde_json::from_str(out.trim()).unwrap()
 }
 
+/// The spans of `trace` once there are `n` (what there is after 15 s, else).
 async fn wait_for(store: &SpanStore, trace: &str, n: usize) -> Vec<SpanRecord> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let got: Vec<SpanRecord> = store.snapshot().into_iter().filter(|s| s.trace_id == trace).collect();
-        if got.len() >= n || Instant::now() > deadline {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let spans = || store.snapshot().into_iter().filter(|s| s.trace_id == trace).collect::<Vec<SpanRecord>>();
+    tracewire_testkit::eventually_some_async(Duration::from_secs(15), || {
+        let got = spans();
+        std::future::ready((got.len() >= n).then_some(got))
+    })
+    .await
+    .unwrap_or_else(|_| spans())
 }
 
 fn check(sent: &[serde_json::Value], got: &[SpanRecord], service: &str) {

@@ -239,3 +239,58 @@ fn snapshot_on_several_threads_keeps_the_order_and_the_capacity() {
     assert_eq!(got.len(), 8_950);
     assert_same(&got, &expected);
 }
+
+/// Protobuf's merge rules (Protocol Buffers encoding guide, "Last One Wins" and
+/// "Concatenated messages"): a scalar that occurs twice takes its last value, a message
+/// field that occurs twice is merged, a repeated one appends. A snapshot of bytes that
+/// repeat fields (a resource, a scope, schema URLs, and every span followed by a second
+/// encoding that renames it, adds an attribute and merges a status message into its status)
+/// gives what prost's decoding does; the resource comes after its scope lists.
+#[test]
+fn repeated_fields_are_read_as_prost_merges_them() {
+    fn len_field(tag: u32, content: &[u8], out: &mut Vec<u8>) {
+        prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, out);
+        prost::encoding::encode_varint(content.len() as u64, out);
+        out.extend_from_slice(content);
+    }
+    let later = |i: u64| Span {
+        name: format!("renamed-{i}"),
+        trace_id: vec![7; 16],
+        attributes: vec![kv("added", Value::IntValue(1))],
+        status: Some(Status { message: "merged".into(), code: 0 }),
+        ..Span::default()
+    };
+    let resource = |name: &str| Resource { attributes: vec![kv(name, Value::BoolValue(true))], ..Resource::default() };
+    let scope = |name: &str| InstrumentationScope { name: name.into(), ..InstrumentationScope::default() };
+    let mut scope_list = Vec::new();
+    len_field(1, &scope("first").encode_to_vec(), &mut scope_list);
+    for i in 0..6 {
+        let mut bytes = span(1, i).encode_to_vec();
+        bytes.extend_from_slice(&later(i).encode_to_vec());
+        len_field(2, &bytes, &mut scope_list);
+    }
+    len_field(3, b"https://example.com/scope-1", &mut scope_list);
+    len_field(1, &scope("second").encode_to_vec(), &mut scope_list);
+    len_field(3, b"https://example.com/scope-2", &mut scope_list);
+    let mut resource_list = Vec::new();
+    len_field(2, &scope_list, &mut resource_list);
+    len_field(3, b"https://example.com/resource-1", &mut resource_list);
+    len_field(1, &resource("service.name").encode_to_vec(), &mut resource_list);
+    len_field(1, &resource("second").encode_to_vec(), &mut resource_list);
+    len_field(3, b"https://example.com/resource-2", &mut resource_list);
+    let mut bytes = Vec::new();
+    len_field(1, &resource_list, &mut bytes);
+
+    let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
+    let expected = SpanRecord::all_of(&decoded);
+    assert_eq!(expected[2].name, "renamed-2");
+    assert_eq!((expected[2].status_code, expected[2].status_message.as_str()), (2, "merged"));
+    let store = SpanStore::new(100);
+    store.add_encoded(EncodedRequest::new(bytes.into()).unwrap());
+    let got = store.snapshot();
+    assert_same(&got, &expected);
+    // The front of the request dropped: the rest read the same.
+    let store = SpanStore::new(4);
+    store.add_encoded(EncodedRequest::new(with_unknown_fields(&decoded).into()).unwrap());
+    assert_same(&store.snapshot(), &expected[2..]);
+}

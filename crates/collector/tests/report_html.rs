@@ -2,7 +2,7 @@
 //! it renders, the charts and the SLO reference lines are in the DOM, and a screenshot is
 //! not blank.
 
-use std::collections::BTreeMap;
+mod common;
 
 use tracewire_collector::{Slo, SpanRecord, analyze, report::render_html};
 use tracewire_testkit::TempDir;
@@ -11,17 +11,7 @@ use tracewire_testkit::browser::{dump_dom, pixel_stats, pixels, screenshot};
 const MS: i64 = 1_000_000;
 
 fn span(trace: usize, id: &str, parent: Option<&str>, stage: &str, start_ms: i64, end_ms: i64) -> SpanRecord {
-    SpanRecord {
-        trace_id: format!("{trace:032x}"),
-        span_id: id.into(),
-        parent_id: parent.map(Into::into),
-        name: stage.into(),
-        service: "demo".into(),
-        start_ns: start_ms * MS,
-        end_ns: end_ms * MS,
-        attributes: BTreeMap::from([("tracewire.stage".to_owned(), stage.to_owned())]),
-        ..SpanRecord::default()
-    }
+    common::stage_span(&format!("{trace:032x}"), id, parent, stage, "demo", (start_ms * MS, end_ms * MS))
 }
 
 /// Ten traces of `exec` > `rpc.call` > `process.spawn`, the i-th taking 10 + i ms.

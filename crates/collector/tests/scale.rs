@@ -4,6 +4,8 @@
 //! ([`ANALYZED_ATTRIBUTES`]) giving the same summary; stage percentiles exact up to
 //! [`EXACT_DURATIONS`] durations and within 0.5% past them.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
@@ -11,6 +13,7 @@ use tracewire_collector::{
     ANALYZED_ATTRIBUTES, Analyzer, EXACT_DURATIONS, KeepPolicy, Percentiles, SpanRecord, analyze, critical_path,
     into_traces,
 };
+use tracewire_testkit::SplitMix64;
 
 fn span(id: &str, parent: Option<&str>, start: i64, end: i64) -> SpanRecord {
     SpanRecord {
@@ -95,8 +98,8 @@ fn quadratic_critical_path(trace: &[SpanRecord]) -> Vec<(usize, i64)> {
 }
 
 /// A root of 50,000 children, one after the other with a gap of 2 ns between: each child is
-/// on the path for its 8 ns, the root for the gaps. The walk used to look at every child
-/// again for each one it took (2.5 billion comparisons here).
+/// on the path for its 8 ns, the root for the gaps. A walk that looked at every child again
+/// for each one it took would make 2.5 billion comparisons here.
 #[test]
 fn the_critical_path_of_a_parent_of_50_000_children() {
     let n = 50_000i64;
@@ -155,7 +158,6 @@ proptest! {
 /// Trace `t` of 4 spans over two services, with the attributes tracewire's stages carry
 /// and some the analysis does not read.
 fn trace(t: u32) -> Vec<SpanRecord> {
-    let id = format!("{t:032x}");
     let base = i64::from(t) * 1_000_000;
     let dur = 100_000 + i64::from(t % 31) * 7_000;
     let span = |sid: u32, parent: Option<u32>, service: &str, stage: &str, start: i64, end: i64| {
@@ -177,16 +179,9 @@ fn trace(t: u32) -> Vec<SpanRecord> {
             _ => {}
         }
         SpanRecord {
-            trace_id: id.clone(),
-            span_id: format!("{t:08x}{sid:08x}"),
-            parent_id: parent.map(|p| format!("{t:08x}{p:08x}")),
-            name: stage.into(),
-            service: service.into(),
-            start_ns: base + start,
-            end_ns: base + end,
             status_code: if t % 11 == 0 && sid == 3 { 2 } else { 0 },
             attributes,
-            ..SpanRecord::default()
+            ..common::numbered_span(t, sid, parent, stage, service, (base + start, base + end))
         }
     };
     let skew = if t % 3 == 0 { 20_000 } else { 0 };
@@ -287,21 +282,6 @@ proptest! {
     }
 }
 
-/// A deterministic generator (splitmix64): uniform in [0, 1).
-struct Rng(u64);
-
-impl Rng {
-    #[allow(clippy::cast_precision_loss)]
-    fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// The summary of one stage ("stage") whose spans last `durations`, 100 root spans a trace.
 fn stage_summary(durations: &[i64]) -> tracewire_collector::Summary {
     let mut analyzer = Analyzer::new(&[]);
@@ -348,19 +328,19 @@ fn assert_estimated_within_half_a_percent(durations: &[i64]) {
 #[test]
 #[allow(clippy::cast_possible_truncation)]
 fn log_uniform_stage_of_100k_is_within_half_a_percent() {
-    let mut rng = Rng(11);
+    let mut rng = SplitMix64::new(11);
     // 1 µs to 100 s.
-    let durations: Vec<i64> = (0..100_000).map(|_| 10f64.powf(3.0 + 8.0 * rng.next()).round() as i64).collect();
+    let durations: Vec<i64> = (0..100_000).map(|_| 10f64.powf(3.0 + 8.0 * rng.next_f64()).round() as i64).collect();
     assert_estimated_within_half_a_percent(&durations);
 }
 
 #[test]
 #[allow(clippy::cast_possible_truncation)]
 fn heavy_tailed_stage_of_100k_is_within_half_a_percent() {
-    let mut rng = Rng(12);
+    let mut rng = SplitMix64::new(12);
     // Pareto of shape 1.1 from 50 µs: a tail up to about 10^13 ns and beyond.
     let durations: Vec<i64> =
-        (0..100_000).map(|_| (50_000.0 / (1.0 - rng.next()).powf(1.0 / 1.1)).min(9e18).round() as i64).collect();
+        (0..100_000).map(|_| (50_000.0 / (1.0 - rng.next_f64()).powf(1.0 / 1.1)).min(9e18).round() as i64).collect();
     assert_estimated_within_half_a_percent(&durations);
 }
 
@@ -369,13 +349,13 @@ fn heavy_tailed_stage_of_100k_is_within_half_a_percent() {
 #[test]
 #[allow(clippy::cast_possible_truncation)]
 fn stage_of_zero_negative_and_huge_durations_is_within_half_a_percent() {
-    let mut rng = Rng(13);
+    let mut rng = SplitMix64::new(13);
     let durations: Vec<i64> = (0..60_000)
         .map(|i| match i % 4 {
             0 => 0,
-            1 => -(10f64.powf(9.0 * rng.next()).round() as i64) - 1,
-            2 => 10f64.powf(12.0 + 3.0 * rng.next()).round() as i64,
-            _ => 1 + (rng.next() * 1000.0) as i64,
+            1 => -(10f64.powf(9.0 * rng.next_f64()).round() as i64) - 1,
+            2 => 10f64.powf(12.0 + 3.0 * rng.next_f64()).round() as i64,
+            _ => 1 + (rng.next_f64() * 1000.0) as i64,
         })
         .collect();
     assert_estimated_within_half_a_percent(&durations);
@@ -395,9 +375,9 @@ fn stage_of_zero_negative_and_huge_durations_is_within_half_a_percent() {
 #[test]
 #[allow(clippy::float_cmp, clippy::cast_possible_truncation, clippy::cast_possible_wrap, clippy::cast_precision_loss)] // The same nanoseconds.
 fn stages_up_to_the_threshold_are_exact() {
-    let mut rng = Rng(14);
+    let mut rng = SplitMix64::new(14);
     let durations: Vec<i64> = (0..=EXACT_DURATIONS)
-        .map(|i| if i % 97 == 0 { -(i as i64) } else { 10f64.powf(3.0 + 8.0 * rng.next()).round() as i64 })
+        .map(|i| if i % 97 == 0 { -(i as i64) } else { 10f64.powf(3.0 + 8.0 * rng.next_f64()).round() as i64 })
         .collect();
     let exact = &durations[..EXACT_DURATIONS];
     let summary = stage_summary(exact);

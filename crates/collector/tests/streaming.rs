@@ -1,7 +1,7 @@
 //! The streaming analysis: [`Analyzer`] fed one trace at a time gives what `analyze` gives,
 //! keeps a bounded set of traces for the exports, and the page it draws stays bounded.
 
-use std::collections::BTreeMap;
+mod common;
 
 use tracewire_collector::report::render_page;
 use tracewire_collector::{Analyzer, KeepPolicy, Percentiles, Slo, SpanRecord, analyze, into_traces};
@@ -9,20 +9,11 @@ use tracewire_collector::{Analyzer, KeepPolicy, Percentiles, Slo, SpanRecord, an
 /// Trace `t`: a client root, an RPC with a server child of another service (its clock
 /// `skew` ns ahead, measured on every third trace), a spawn that fails on every seventh.
 fn trace(t: u32) -> Vec<SpanRecord> {
-    let id = format!("{t:032x}");
     let base = i64::from(t) * 1_000_000_000;
     let dur = 1_000_000 + i64::from(t % 97) * 37_000;
     let skew = if t % 3 == 0 { 2_000_000 } else { 0 };
-    let span = |sid: u32, parent: Option<u32>, service: &str, stage: &str, start: i64, end: i64| SpanRecord {
-        trace_id: id.clone(),
-        span_id: format!("{t:08x}{sid:08x}"),
-        parent_id: parent.map(|p| format!("{t:08x}{p:08x}")),
-        name: stage.into(),
-        service: service.into(),
-        start_ns: base + start,
-        end_ns: base + end,
-        attributes: BTreeMap::from([("tracewire.stage".into(), stage.into())]),
-        ..SpanRecord::default()
+    let span = |sid: u32, parent: Option<u32>, service: &str, stage: &str, start: i64, end: i64| {
+        common::numbered_span(t, sid, parent, stage, service, (base + start, base + end))
     };
     let mut rpc = span(2, Some(1), "client", "rpc.call", 10_000, dur - 10_000);
     if skew != 0 {

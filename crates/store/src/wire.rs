@@ -34,12 +34,18 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use crate::StoreError;
 use crate::spans::{Interned, service_of, status};
 
-const VARINT: u8 = 0;
-const FIXED64: u8 = 1;
-const LEN: u8 = 2;
-const START_GROUP: u8 = 3;
-const END_GROUP: u8 = 4;
-const FIXED32: u8 = 5;
+/// Wire type of a varint (protobuf encoding, "Message Structure").
+pub const VARINT: u8 = 0;
+/// Wire type of an 8-byte little-endian value.
+pub const FIXED64: u8 = 1;
+/// Wire type of a length-delimited value (bytes, strings, messages, packed repeats).
+pub const LEN: u8 = 2;
+/// Wire type of a group's start (deprecated; skipped).
+pub const START_GROUP: u8 = 3;
+/// Wire type of a group's end.
+pub const END_GROUP: u8 = 4;
+/// Wire type of a 4-byte little-endian value.
+pub const FIXED32: u8 = 5;
 
 /// How deep groups in unknown fields may nest (prost's recursion limit).
 const RECURSION_LIMIT: u32 = 100;
@@ -117,17 +123,21 @@ pub fn check(bytes: &[u8]) -> Result<usize, WireError> {
     walk(bytes, |_| Ok::<(), WireError>(()))
 }
 
-/// One field of a message: its key's offset, number and wire type; `start..stop` is a
-/// length-delimited field's content, or any other's value; `value` a varint's or fixed
-/// value.
-#[derive(Debug, Clone, Copy)]
-struct Field {
-    key_at: usize,
-    tag: u32,
-    wire_type: u8,
-    start: usize,
-    stop: usize,
-    value: u64,
+/// One field of a message, as [`field`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    /// Offset of its key.
+    pub key_at: usize,
+    /// Field number.
+    pub tag: u32,
+    /// Wire type ([`VARINT`], [`FIXED64`], [`LEN`], [`START_GROUP`], [`FIXED32`]).
+    pub wire_type: u8,
+    /// Start of a length-delimited field's content, or of any other's value.
+    pub start: usize,
+    /// Offset after the field (its content's end).
+    pub stop: usize,
+    /// A varint's or fixed value (a length-delimited field's length).
+    pub value: u64,
 }
 
 fn fail(at: usize, problem: WireProblem) -> WireError {
@@ -136,8 +146,17 @@ fn fail(at: usize, problem: WireProblem) -> WireError {
 
 /// A varint at `at`, not past `end`: (value, offset after it). As prost: at most 10
 /// bytes, the tenth 0 or 1.
+///
+/// ```
+/// use tracewire_store::wire::varint;
+/// assert_eq!(varint(&[0xac, 0x02], 0, 2), Ok((300, 2)));
+/// assert!(varint(&[0xac, 0x02], 0, 1).is_err()); // runs past `end`
+/// ```
+///
+/// # Errors
+/// A varint that runs past `end`, is longer than 10 bytes or overflows 64 bits.
 #[inline]
-fn varint(buf: &[u8], at: usize, end: usize) -> Result<(u64, usize), WireError> {
+pub fn varint(buf: &[u8], at: usize, end: usize) -> Result<(u64, usize), WireError> {
     if at < end
         && let Some(&b) = buf.get(at)
         && b < 0x80
@@ -158,16 +177,49 @@ fn varint(buf: &[u8], at: usize, end: usize) -> Result<(u64, usize), WireError> 
     Err(fail(at, WireProblem::Varint))
 }
 
-/// The field at `at` (key and value), not past `end`; a group (of an unknown field) is
-/// walked to its end.
+/// A field key at `at`, not past `end`: (field number, wire type, offset after it). As
+/// prost: at most 32 bits, a field number other than 0, a wire type of 0 to 5.
+///
+/// ```
+/// use tracewire_store::wire::{LEN, key};
+/// assert_eq!(key(&[0x2a], 0, 1), Ok((5, LEN, 1)));
+/// assert!(key(&[0x07], 0, 1).is_err()); // field number 0
+/// ```
+///
+/// # Errors
+/// An invalid varint ([`WireProblem::Varint`]) or key ([`WireProblem::Key`]).
 #[inline]
-fn field(buf: &[u8], at: usize, end: usize) -> Result<Field, WireError> {
+pub fn key(buf: &[u8], at: usize, end: usize) -> Result<(u32, u8, usize), WireError> {
     let (key, next) = varint(buf, at, end)?;
     let key = u32::try_from(key).map_err(|_| fail(at, WireProblem::Key))?;
+    // The low 3 bits.
+    #[allow(clippy::cast_possible_truncation)]
     let (tag, wire_type) = (key >> 3, (key & 7) as u8);
     if tag == 0 || wire_type > FIXED32 {
         return Err(fail(at, WireProblem::Key));
     }
+    Ok((tag, wire_type, next))
+}
+
+/// The field at `at` (key and value), not past `end`; a group (of an unknown field) is
+/// walked to its end. Keys, varints and lengths are checked as prost checks them (a key
+/// of at most 32 bits with a field number and a wire type of 0 to 5; a varint of at most
+/// 10 bytes, the tenth 0 or 1; a length within `end`).
+///
+/// ```
+/// use tracewire_store::wire::{Field, LEN, field};
+///
+/// // Field 5 (a string), "ab", then the next field at offset 4.
+/// let f = field(&[0x2a, 0x02, b'a', b'b', 0x08], 0, 5).unwrap();
+/// assert_eq!(f, Field { key_at: 0, tag: 5, wire_type: LEN, start: 2, stop: 4, value: 2 });
+/// assert!(field(&[0x2a, 0x03, b'a'], 0, 3).is_err());
+/// ```
+///
+/// # Errors
+/// The key, varint or length at fault, as a [`WireError`].
+#[inline]
+pub fn field(buf: &[u8], at: usize, end: usize) -> Result<Field, WireError> {
+    let (tag, wire_type, next) = key(buf, at, end)?;
     let fixed = |n: usize| -> Result<(usize, u64), WireError> {
         let bytes = buf.get(next..next + n).filter(|_| end - next >= n).ok_or(fail(next, WireProblem::Truncated))?;
         let mut le = [0u8; 8];
@@ -206,12 +258,7 @@ fn skip_group(buf: &[u8], tag: u32, mut at: usize, end: usize, depth: u32) -> Re
         return Err(fail(at, WireProblem::Group));
     }
     loop {
-        let (key, next) = varint(buf, at, end)?;
-        let key = u32::try_from(key).map_err(|_| fail(at, WireProblem::Key))?;
-        let (inner, wire_type) = (key >> 3, (key & 7) as u8);
-        if inner == 0 || wire_type > FIXED32 {
-            return Err(fail(at, WireProblem::Key));
-        }
+        let (inner, wire_type, next) = key(buf, at, end)?;
         at = match wire_type {
             END_GROUP if inner == tag => return Ok(next),
             END_GROUP => return Err(fail(at, WireProblem::Group)),
@@ -237,7 +284,7 @@ fn utf8<'a>(buf: &'a [u8], f: &Field) -> Result<&'a str, WireError> {
 }
 
 /// What the walk meets, in request order.
-enum Item<'a, 'b> {
+enum RequestPart<'a, 'b> {
     /// A `ResourceSpans`'s resource and schema URL, as the `resources` table keeps them.
     Resource(&'b [u8]),
     /// A `ScopeSpans`'s scope and schema URL, as the `scopes` table keeps them.
@@ -264,7 +311,10 @@ struct SpanRow<'a> {
 
 /// Walks an `ExportTraceServiceRequest`, calling `on` for each resource, scope and span;
 /// returns the number of spans.
-fn walk<'a, E: From<WireError>>(buf: &'a [u8], mut on: impl FnMut(Item<'a, '_>) -> Result<(), E>) -> Result<usize, E> {
+fn walk<'a, E: From<WireError>>(
+    buf: &'a [u8],
+    mut on: impl FnMut(RequestPart<'a, '_>) -> Result<(), E>,
+) -> Result<usize, E> {
     let mut spans = 0;
     let mut blob = Vec::with_capacity(256);
     let mut at = 0;
@@ -273,7 +323,7 @@ fn walk<'a, E: From<WireError>>(buf: &'a [u8], mut on: impl FnMut(Item<'a, '_>) 
         at = f.stop;
         if f.tag == 1 {
             expect(&f, LEN)?;
-            spans += resource_spans(buf, f.start, f.stop, &mut blob, &mut on)?;
+            spans += list(List::Resource, buf, f.start, f.stop, &mut blob, &mut on)?;
         }
     }
     Ok(spans)
@@ -313,44 +363,43 @@ fn kept_part(buf: &[u8], mut at: usize, end: usize, blob: &mut Vec<u8>) -> Resul
     Ok(())
 }
 
-fn resource_spans<'a, E: From<WireError>>(
-    buf: &'a [u8],
-    at: usize,
-    end: usize,
-    blob: &mut Vec<u8>,
-    on: &mut impl FnMut(Item<'a, '_>) -> Result<(), E>,
-) -> Result<usize, E> {
-    kept_part(buf, at, end, blob)?;
-    on(Item::Resource(blob))?;
-    let mut spans = 0;
-    let mut at = at;
-    while at < end {
-        let f = field(buf, at, end)?;
-        at = f.stop;
-        if f.tag == 2 {
-            spans += scope_spans(buf, f.start, f.stop, blob, on)?;
-        }
-    }
-    Ok(spans)
+/// The level of a list in the request: a `ResourceSpans` holds `ScopeSpans` (field 2), a
+/// `ScopeSpans` holds spans (field 2). Both keep their field 1 (the resource, the scope)
+/// and schema URL (field 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum List {
+    Resource,
+    Scope,
 }
 
-fn scope_spans<'a, E: From<WireError>>(
+/// Walks the list (`ResourceSpans` or `ScopeSpans`) in `at..end`: its kept part to `on`,
+/// then its field-2 elements; returns the number of spans.
+fn list<'a, E: From<WireError>>(
+    list: List,
     buf: &'a [u8],
     at: usize,
     end: usize,
     blob: &mut Vec<u8>,
-    on: &mut impl FnMut(Item<'a, '_>) -> Result<(), E>,
+    on: &mut impl FnMut(RequestPart<'a, '_>) -> Result<(), E>,
 ) -> Result<usize, E> {
     kept_part(buf, at, end, blob)?;
-    on(Item::Scope(blob))?;
+    on(match list {
+        List::Resource => RequestPart::Resource(blob),
+        List::Scope => RequestPart::Scope(blob),
+    })?;
     let mut spans = 0;
     let mut at = at;
     while at < end {
         let f = field(buf, at, end)?;
         at = f.stop;
         if f.tag == 2 {
-            on(Item::Span(span(buf, f.start, f.stop)?))?;
-            spans += 1;
+            spans += match list {
+                List::Resource => self::list(List::Scope, buf, f.start, f.stop, blob, on)?,
+                List::Scope => {
+                    on(RequestPart::Span(span(buf, f.start, f.stop)?))?;
+                    1
+                }
+            };
         }
     }
     Ok(spans)
@@ -555,7 +604,7 @@ pub(crate) fn rows(bytes: Bytes) -> Result<Rows, WireError> {
     let mut entries = Vec::new();
     let spans = walk(&bytes, |item| -> Result<(), WireError> {
         match item {
-            Item::Resource(blob) => {
+            RequestPart::Resource(blob) => {
                 // Decoded once per resource list, for its `service.name` column.
                 let service = ResourceSpans::decode(blob)
                     .map(|rs| service_of(&rs.resource.unwrap_or_default()))
@@ -564,12 +613,12 @@ pub(crate) fn rows(bytes: Bytes) -> Result<Rows, WireError> {
                 parts.extend_from_slice(blob);
                 entries.push(Entry::Resource(at..parts.len(), service));
             }
-            Item::Scope(blob) => {
+            RequestPart::Scope(blob) => {
                 let at = parts.len();
                 parts.extend_from_slice(blob);
                 entries.push(Entry::Scope(at..parts.len()));
             }
-            Item::Span(row) => {
+            RequestPart::Span(row) => {
                 let at = bodies.len();
                 row.body(&bytes, &mut bodies);
                 entries.push(Entry::Span(Row {

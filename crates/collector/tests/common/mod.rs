@@ -1,6 +1,6 @@
-//! What the receiver tests share: requests made of simple spans, an OTLP/HTTP receiver on
-//! its own runtime for tests whose clients are blocking sockets, and a tap that copies the
-//! bytes of every connection to a receiver.
+//! What the collector's tests share: spans for the analysis, requests made of simple spans,
+//! an OTLP/HTTP receiver on its own runtime for tests whose clients are blocking sockets,
+//! and a tap that copies the bytes of every connection to a receiver.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -11,6 +11,43 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use tracewire_collector::receiver::{SpanStore, bind, serve_http};
+
+/// A span of `trace` for the analysis: named `stage`, with its `tracewire.stage`
+/// attribute, times in nanoseconds.
+pub(crate) fn stage_span(
+    trace: &str,
+    id: &str,
+    parent: Option<&str>,
+    stage: &str,
+    service: &str,
+    (start_ns, end_ns): (i64, i64),
+) -> tracewire_collector::SpanRecord {
+    tracewire_collector::SpanRecord {
+        trace_id: trace.into(),
+        span_id: id.into(),
+        parent_id: parent.map(Into::into),
+        name: stage.into(),
+        service: service.into(),
+        start_ns,
+        end_ns,
+        attributes: std::collections::BTreeMap::from([("tracewire.stage".to_owned(), stage.to_owned())]),
+        ..tracewire_collector::SpanRecord::default()
+    }
+}
+
+/// Span `sid` of trace `t` (ids `{t:032x}` and `{t:08x}{sid:08x}`), the child of its span
+/// `parent`, as [`stage_span`] makes it.
+pub(crate) fn numbered_span(
+    t: u32,
+    sid: u32,
+    parent: Option<u32>,
+    stage: &str,
+    service: &str,
+    times: (i64, i64),
+) -> tracewire_collector::SpanRecord {
+    let parent = parent.map(|p| format!("{t:08x}{p:08x}"));
+    stage_span(&format!("{t:032x}"), &format!("{t:08x}{sid:08x}"), parent.as_deref(), stage, service, times)
+}
 
 /// A request of `spans` spans (`s0`, `s1`, ...) of the trace whose id repeats `trace`.
 pub(crate) fn request(trace: u8, spans: u8) -> ExportTraceServiceRequest {
@@ -196,11 +233,12 @@ impl Forwarder {
             .stderr(std::fs::File::create(dir.path().join("rotel.log")).unwrap())
             .spawn()
             .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", gp)).is_err() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        Self { child, grpc: format!("http://127.0.0.1:{gp}"), dir }
+        let forwarder = Self { child, grpc: format!("http://127.0.0.1:{gp}"), dir };
+        tracewire_testkit::eventually(std::time::Duration::from_secs(15), || {
+            std::net::TcpStream::connect(("127.0.0.1", gp)).is_ok()
+        })
+        .unwrap_or_else(|e| panic!("rotel-agent did not listen on {gp} ({e}); its log:\n{}", forwarder.log()));
+        forwarder
     }
 
     /// What it printed.
