@@ -112,29 +112,26 @@ async fn demo(execs: usize, via_relay: bool, out: &Path, slos: &[Slo]) -> Result
 
     // 2. An exec-server, behind a relay or not, and a client.
     let server = Arc::new(ExecServer::new(ExecConfig::default()));
+    // The relay and the attached exec-server run as long as `_relay` lives: the whole demo.
+    let mut _relay = None;
     let client = if via_relay {
-        let (listener, relay) = tracewire_relay::RelayServer::bind("127.0.0.1:0".parse()?).await?;
-        let relay_server = tracewire_relay::RelayServer::new(tracewire_relay::RelayConfig::default());
-        tokio::spawn(relay_server.clone().serve(listener, std::future::pending()));
-        let mut ep = tracewire_relay::RelayEndpoint::new(relay.to_string(), "demo");
+        let mut ep = tracewire_relay::RelayEndpoint::new("", "demo");
         ep.expose_traceparent = true;
-        let keypair = tracewire_relay::Keypair::generate()?;
-        let public = keypair.public;
-        tokio::spawn(tracewire_relay::serve_via_relay(
-            ep.clone(),
-            keypair,
+        // Returns once the exec-server is attached: the connect (in the first exec's trace)
+        // is then one attempt, not retries against a session nobody serves yet.
+        let started = tracewire_relay::LoopbackRelay::start(
+            tracewire_relay::RelayConfig::default(),
+            ep,
             server,
             ServerConfig::default(),
-            std::future::pending(),
-        ));
-        // Connect once the exec-server is attached: the connect (in the first exec's trace)
-        // is then one attempt, not retries against a session nobody serves yet.
-        let attached = Instant::now() + Duration::from_secs(10);
-        while relay_server.sessions() == 0 && Instant::now() < attached {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        );
+        let relay = tokio::time::timeout(Duration::from_secs(10), started)
+            .await
+            .context("the exec-server did not attach to the relay within 10 s")??;
         // tracewire-exec puts the relay's `rpc.connect` in the first exec's trace.
-        ExecClient::connect_via(tracewire_relay::connect(&ep, &public)).await.context("connecting through the relay")?
+        let client = ExecClient::connect_via(relay.connect()).await.context("connecting through the relay")?;
+        _relay = Some(relay);
+        client
     } else {
         let bound = BoundServer::bind(&"127.0.0.1:0".parse::<Address>()?).await?;
         let address = bound.local_address().to_string();
