@@ -6,10 +6,10 @@
 //!
 //! Run: `cargo bench -p tracewire-benches --bench propagation` (add `-- --quick` for less).
 //!
-//! Latest results: `tracewire-bench compare` (full run of 2026-12-05, docs/benchmarks.md):
-//! extract 1.35x and inject 1.12x the SDK in CPU time (goal 5x, not met: the carrier's
+//! Latest results: `tracewire-bench compare` (full run of 2026-12-06, docs/benchmarks.md):
+//! extract 1.26x and inject 1.14x the SDK in CPU time (goal 5x, not met: the carrier's
 //! lookups and opentelemetry's `TraceState` and `Context`, which both sides fill, bound it
-//! at 2.2x and 1.5x); the bare codec 81x and 108x the SDK's full propagator (no goal).
+//! at 2.3x and 1.6x); the bare codec 77x and 106x the SDK's full propagator (no goal).
 
 use std::collections::HashMap;
 use std::hint::black_box;

@@ -8,10 +8,10 @@
 //!
 //! Run: `cargo bench -p tracewire-benches --bench relay`
 //!
-//! Latest results: `tracewire-bench compare` (full run of 2026-12-05, docs/benchmarks.md):
-//! AES-GCM 35% and ChaChaPoly 30% of plain TCP forwarding (goal 80%, not met; CPU 3.15 and
-//! 3.72 ns/B against 1.00; TCP's CPU plus raw seal+open's bounds any Noise relay here at
-//! 56% and 35%).
+//! Latest results: `tracewire-bench compare` (full run of 2026-12-06, docs/benchmarks.md):
+//! AES-GCM 44% and ChaChaPoly 32% of plain TCP forwarding (goal 80%, not met; CPU 2.57 and
+//! 3.54 ns/B against 0.82; TCP's CPU plus raw seal+open's bounds any Noise relay here at
+//! 50% and 30%).
 
 use std::time::{Duration, Instant};
 

@@ -6,9 +6,9 @@
 //! Run: `cargo bench -p tracewire-benches --bench remote_exec`
 //!
 //! The goals are `tracewire-bench compare`'s rows (docs/benchmarks.md), p50 of all
-//! variants interleaved, full run of 2026-12-05: direct 1.45x local (goal <= 1.5x, met) and
-//! via the relay 1.67x (not met); tracing on against off, direct +7.8% and via the relay
-//! +11.0% (goal <= 3%, not met).
+//! variants interleaved, full run of 2026-12-06: direct 1.48x local (goal <= 1.5x, met) and
+//! via the relay 1.68x (not met); tracing on against off, direct +4.8% and via the relay
+//! +7.3% (goal <= 3%, not met).
 
 use std::time::{Duration, Instant};
 

@@ -11,11 +11,11 @@
 //!
 //! Run: `cargo bench -p tracewire-benches --bench stage_spans`
 //!
-//! Latest results: `tracewire-bench compare` (full run of 2026-12-05, docs/benchmarks.md):
-//! on the emitting thread 2.41x tracing-opentelemetry tuned (goal 3x, not met) and 3.59x
-//! with its defaults; total CPU per exported span 1.91x the tuned peer (goal 2x, not met)
-//! and 1.17x fastrace (goal 1x, met); the `tracing` registry alone, which both sides pay,
-//! is 251 ns of each span's cost.
+//! Latest results: `tracewire-bench compare` (full run of 2026-12-06, docs/benchmarks.md):
+//! on the emitting thread 2.44x tracing-opentelemetry tuned (goal 3x, not met) and 3.63x
+//! with its defaults; total CPU per exported span 1.96x the tuned peer (goal 2x, not met)
+//! and 1.12x fastrace (goal 1x, met); the `tracing` registry alone, which both sides pay,
+//! is 232 ns of each span's cost.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -8,8 +8,8 @@
 //! Run: `cargo bench -p tracewire-benches --bench store`
 //!
 //! Criterion gives means, not tails: the goals are `tracewire-bench compare`'s rows
-//! (docs/benchmarks.md, full run of 2026-12-05): `store.append_p99` 254x lower than a
-//! per-record commit (goal 50x, met), `store.durable_per_s` 1.36x the batched peer (goal
+//! (docs/benchmarks.md, full run of 2026-12-06): `store.append_p99` 90x lower than a
+//! per-record commit (goal 50x, met), `store.durable_per_s` 1.35x the batched peer (goal
 //! 1x, met).
 
 use std::time::{Duration, Instant};
