@@ -446,14 +446,8 @@ fn sigterm_stops_the_service_cleanly() {
     round(&service, &harness, &[("traceparent", VALID)], 2);
     let pid = service.child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = service.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10), "the service did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = tracewire_testkit::eventually_some(Duration::from_secs(10), || service.child.try_wait().unwrap())
+        .expect("the service did not stop on SIGTERM");
     assert!(status.success(), "{status}");
 }
 

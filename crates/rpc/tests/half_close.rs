@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message;
@@ -112,11 +112,9 @@ async fn generated_client(address: &str) -> ExecClient<tonic::transport::Channel
 }
 
 async fn wait_until(what: &str, deadline: Duration, cond: impl Fn() -> bool) {
-    let end = Instant::now() + deadline;
-    while !cond() {
-        assert!(Instant::now() < end, "{what}: not within {deadline:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    tracewire_testkit::eventually_async(deadline, || std::future::ready(cond()))
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
 }
 
 /// gRPC (the HTTP/2 END_STREAM of the request side) ends the client's messages; the

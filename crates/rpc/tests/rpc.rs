@@ -180,11 +180,11 @@ async fn connections_are_announced_and_the_dispatch_queue_depth_is_visible() {
             tokio::spawn(async move { client.call(kill()).await })
         })
         .collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while conn.dispatch_queue_depth() != 3 {
-        assert!(std::time::Instant::now() < deadline, "depth {}", conn.dispatch_queue_depth());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    tracewire_testkit::eventually_async(Duration::from_secs(10), || {
+        std::future::ready(conn.dispatch_queue_depth() == 3)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("dispatch queue depth {} (want 3): {e}", conn.dispatch_queue_depth()));
     gate.open.add_permits(4);
     for call in calls {
         assert!(matches!(call.await.unwrap(), Ok(response::Result::Ack(_))));
