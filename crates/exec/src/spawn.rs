@@ -14,7 +14,7 @@
 //! What the standard library and tokio would do is kept: the child's stdin, stdout and
 //! stderr are pipes (the server's ends non-blocking and registered with tokio, close on
 //! exec), `current_dir` applies in the child before the program is looked up, the signal
-//! mask is emptied and `SIGPIPE` reset to its default, the program is looked up in the
+//! mask is emptied, the program is looked up in the
 //! server's `PATH`, and a spawn error is the OS error. The child is waited for through a
 //! pidfd (no `SIGCHLD` handler), reaped by [`Child::wait`], and killed and reaped when
 //! dropped before that (`kill_on_drop`).
@@ -22,6 +22,12 @@
 //! Elsewhere (not Linux, no pidfd, or a request that sets `PATH` for a program named
 //! without a `/`, which must be looked up in the child's `PATH`) the spawn goes through
 //! `tokio::process::Command`, with the same environment.
+//!
+//! On both paths every signal's disposition is reset to its default in the child. A signal
+//! the server ignores would otherwise stay ignored in every command it runs (exec keeps
+//! `SIG_IGN`): a server started as a background job of a non-interactive shell ignores
+//! `SIGINT` and `SIGQUIT`, one under `nohup` `SIGHUP`, and Rust ignores `SIGPIPE`; a
+//! client's `signal` would then do nothing. Test: `tests/signals.rs`.
 #![allow(unsafe_code)] // posix_spawn, pipe2, pidfd_open and waitpid are C functions.
 
 use std::collections::HashMap;
@@ -102,7 +108,29 @@ fn spawn_tokio(req: &SpawnRequest<'_>) -> io::Result<tokio::process::Child> {
     if !req.cwd.is_empty() {
         cmd.current_dir(req.cwd);
     }
+    #[cfg(unix)]
+    // SAFETY: between fork and exec the closure calls only `signal`, which is
+    // async-signal-safe, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            default_signal_dispositions();
+            Ok(())
+        });
+    }
     cmd.spawn()
+}
+
+/// Every standard signal's disposition (1 to 31) back to its default (`SIGKILL` and
+/// `SIGSTOP` cannot be changed and are left out); async-signal-safe.
+#[cfg(unix)]
+fn default_signal_dispositions() {
+    for sig in 1..32 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: `signal` with `SIG_DFL` has no preconditions; its error for a
+            // number the OS reserves is of no consequence here.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
 }
 
 /// A spawned child.
@@ -310,8 +338,8 @@ mod linux {
     struct Attr(MaybeUninit<libc::posix_spawnattr_t>);
 
     impl Attr {
-        /// As the standard library sets it: an empty signal mask, `SIGPIPE` (which Rust
-        /// programs ignore) back to its default.
+        /// An empty signal mask and every signal's disposition back to its default (the
+        /// module documentation says why).
         fn standard() -> io::Result<Self> {
             let mut a = Self(MaybeUninit::uninit());
             // SAFETY: init on uninitialised storage is how the object is made.
@@ -326,7 +354,8 @@ mod linux {
             unsafe {
                 cvt(libc::sigemptyset(set.as_mut_ptr()))?;
                 spawn_result(libc::posix_spawnattr_setsigmask(a.0.as_mut_ptr(), set.as_ptr()))?;
-                cvt(libc::sigaddset(set.as_mut_ptr(), libc::SIGPIPE))?;
+                // glibc's full set leaves out the signals it keeps for itself.
+                cvt(libc::sigfillset(set.as_mut_ptr()))?;
                 spawn_result(libc::posix_spawnattr_setsigdefault(a.0.as_mut_ptr(), set.as_ptr()))?;
                 #[allow(clippy::cast_possible_truncation)] // the flags fit in a short
                 let flags = (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short;
