@@ -98,7 +98,10 @@ async fn demo(execs: usize, via_relay: bool, out: &Path, slos: &[Slo]) -> Result
     let db = tracewire_store::Store::open(fresh_db(out)?).context("opening the demo's span database")?;
     let store = Arc::new(SpanStore::new(IN_MEMORY_SPANS).with_db(db.clone()));
     let (listener, collector) = bind("127.0.0.1:0".parse()?).await?;
-    tokio::spawn(serve_grpc(listener, Arc::clone(&store), std::future::pending()));
+    let (stop_collector, collector_stopped) = tokio::sync::oneshot::channel::<()>();
+    let collector_task = tokio::spawn(serve_grpc(listener, Arc::clone(&store), async {
+        let _ = collector_stopped.await;
+    }));
     let endpoint = format!("http://{collector}");
     let mut config = Config::from_vars([
         ("OTEL_SERVICE_NAME", "tracewire-demo"),
@@ -197,6 +200,20 @@ async fn demo(execs: usize, via_relay: bool, out: &Path, slos: &[Slo]) -> Result
         exports.set_median(db.spans_matching(filter).await?);
     }
     crate::report::write_files(out, &summary, &exports, slos)?;
+
+    // 6. Close the database before exiting: the embedded collector stops, every handle on
+    //    the store is dropped, and the writer checkpoints the log into traces.db (no -wal or
+    //    -shm file is left beside it).
+    let _ = stop_collector.send(());
+    let _ = collector_task.await;
+    let closed = db.closed();
+    drop((db, store));
+    if tokio::time::timeout(Duration::from_secs(5), closed.wait()).await.is_err() {
+        eprintln!(
+            "warning: {}/traces.db was not closed within 5 s; SQLite replays its log at the next open",
+            out.display()
+        );
+    }
     #[allow(clippy::cast_precision_loss)]
     let rss = peak_rss().map_or_else(|| "unknown".to_owned(), |b| format!("{:.1} MiB", b as f64 / 1_048_576.0));
     println!(

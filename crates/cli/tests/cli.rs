@@ -284,6 +284,11 @@ fn demo_runs_ten_execs_into_ten_complete_traces_and_writes_the_report() {
         assert_eq!(o.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
         assert!(String::from_utf8_lossy(&o.stderr).contains("remote execs: 10/10"), "progress is shown");
         assert!(stdout.contains("where the time went"), "{stdout}");
+        // The database is closed before the process exits: its log is checkpointed into
+        // traces.db and SQLite has removed the -wal and -shm files.
+        for leftover in ["traces.db-wal", "traces.db-shm"] {
+            assert!(!out.join(leftover).exists(), "{via}: {leftover} left beside traces.db");
+        }
         let summary: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
         assert_eq!(summary["traces"], 10, "{via}: one trace per exec");

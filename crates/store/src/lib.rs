@@ -64,4 +64,4 @@ pub use processes::{ProcessRecord, upsert_process};
 pub use retention::{Pruned, Retention};
 pub use schema::{SCHEMA_VERSION, migrate};
 pub use spans::{OtlpSpan, SpanDetail, SpanFilter, SpanRecord, hex, kind, service_of, status, text, to_request, unhex};
-pub use store::Store;
+pub use store::{Closed, Store};

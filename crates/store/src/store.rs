@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tracewire_telemetry::{Queued, Stage, stage_span};
 use tracing::Instrument;
 
@@ -37,6 +37,24 @@ pub struct Store {
     /// Room for queued spans ([`StoreConfig::max_queued_spans`] permits).
     room: Arc<Semaphore>,
     pub(crate) path: Arc<PathBuf>,
+    /// Set once the writer has finished and closed the database ([`Store::closed`]).
+    closed: Arc<watch::Sender<bool>>,
+}
+
+/// The end of a store's writer, from [`Store::closed`]: not a handle, so holding it does
+/// not keep the writer running.
+#[derive(Debug)]
+pub struct Closed(watch::Receiver<bool>);
+
+impl Closed {
+    /// Resolves once every [`Store`] handle is gone and the writer has committed what was
+    /// queued and closed the database: the last connection checkpoints its write-ahead log
+    /// into the file, and SQLite removes the `-wal` and `-shm` files. A process that exits
+    /// without waiting may leave them (nothing is lost: SQLite replays the log at the next
+    /// open). Resolves too if the writer ended without closing cleanly (its thread died).
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|closed| *closed).await;
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -66,13 +84,41 @@ impl Store {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
         let backlog = Arc::new(AtomicU64::new(0));
         let writer = Writer::new(conn, rx, config, Arc::clone(&backlog), checkpointer);
+        let closed = Arc::new(watch::Sender::new(false));
+        let writer_closed = Arc::clone(&closed);
         std::thread::Builder::new()
             .name("tracewire-store".into())
-            .spawn(move || writer.run())
+            .spawn(move || {
+                // `run` returns once every handle is gone; the writer and its connection
+                // are dropped (the database closed) before this says so.
+                writer.run();
+                writer_closed.send_replace(true);
+            })
             .map_err(|e| StoreError::Other(e.to_string()))?;
         let room =
             Arc::new(Semaphore::new(config.max_queued_spans.clamp(1, usize::try_from(u32::MAX).unwrap_or(usize::MAX))));
-        Ok(Self { tx, config, backlog, room, path: Arc::new(path) })
+        Ok(Self { tx, config, backlog, room, path: Arc::new(path), closed })
+    }
+
+    /// What resolves once the writer has closed the database, after every handle is
+    /// dropped: a program that opened a store waits on it before it exits.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let dir = std::env::temp_dir().join(format!("tw-closed-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let path = dir.join("s.db");
+    /// let store = tracewire_store::Store::open(&path).unwrap();
+    /// store.flush().await.unwrap();
+    /// let closed = store.closed();
+    /// drop(store);
+    /// closed.wait().await;
+    /// assert!(!dir.join("s.db-wal").exists(), "the log is checkpointed and removed");
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # });
+    /// ```
+    pub fn closed(&self) -> Closed {
+        Closed(self.closed.subscribe())
     }
 
     /// Records (processes and spans) appended and not yet committed.
